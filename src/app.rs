@@ -1,0 +1,123 @@
+//! The CLI glue: runs a validated [`Config`] and prints its result. JSON results go to
+//! stdout, logs to stderr. Returns the process exit code.
+
+use std::io::Write;
+
+use anyhow::Context;
+
+use crate::cli::{Config, ResultFormat};
+use crate::job::{self, JobReport};
+use crate::metastore::Warehouse;
+use crate::query;
+
+pub async fn run(config: Config) -> anyhow::Result<i32> {
+    match config {
+        Config::Help => {
+            use clap::CommandFactory;
+            let mut cmd = crate::cli::Cli::command();
+            cmd.print_help().context("printing help")?;
+            eprintln!("\nno command given and NUVYN_JOB_PAYLOAD is not set");
+            Ok(2)
+        }
+        Config::Job { options, output } => {
+            let report = job::run(*options).await;
+            print_report(&report, output)?;
+            Ok(report.exit_code())
+        }
+        Config::SchemaValidation { warehouse, create } => {
+            if create {
+                warehouse.ensure_dir()?;
+            }
+            let w = Warehouse::new(warehouse);
+            let checks = w
+                .check_all(create)
+                .await
+                .context("checking the warehouse tables")?;
+            let ok = checks.iter().all(|c| c.problems.is_empty());
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&serde_json::json!({
+                    "warehouse": w.root.display,
+                    "valid": ok,
+                    "tables": checks,
+                }))?
+            );
+            Ok(if ok { 0 } else { 1 })
+        }
+        Config::Sql {
+            warehouse,
+            catalog,
+            query: q,
+            format,
+        } => {
+            let w = Warehouse::new(warehouse);
+            let ctx = query::session(&w, &catalog).await?;
+            let batches = query::sql(&ctx, &q).await?;
+            let text = query::render(&batches, format)?;
+            let mut out = std::io::stdout().lock();
+            writeln!(out, "{}", text.trim_end())?;
+            Ok(0)
+        }
+        Config::Query {
+            warehouse,
+            catalog,
+            workflow_id,
+            source_id,
+        } => {
+            let w = Warehouse::new(warehouse);
+            let ctx = query::session(&w, &catalog).await?;
+            let v = query::workflow_metadata(&ctx, &workflow_id, source_id.as_deref()).await?;
+            println!("{}", serde_json::to_string_pretty(&v)?);
+            Ok(0)
+        }
+    }
+}
+
+fn print_report(report: &JobReport, format: ResultFormat) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    match format {
+        ResultFormat::Json => writeln!(out, "{}", serde_json::to_string_pretty(report)?)?,
+        ResultFormat::Table => {
+            writeln!(
+                out,
+                "run {}  workflow {}  status {}  {} ms{}",
+                report.run_id,
+                report.workflow_id,
+                report.status.as_str(),
+                report.duration_ms,
+                if report.written { "  (written)" } else { "  (not written)" }
+            )?;
+            if let Some(e) = &report.error {
+                writeln!(out, "error: {e}")?;
+            }
+            for s in &report.sources {
+                writeln!(
+                    out,
+                    "\nsource {} [{}] {}  files {}  bytes {}  tables {} (failed {})",
+                    s.source_path,
+                    s.source_id.as_deref().unwrap_or("-"),
+                    s.status.as_str(),
+                    s.files_found,
+                    s.total_size_bytes,
+                    s.tables_found,
+                    s.tables_failed
+                )?;
+                for t in &s.tables {
+                    writeln!(
+                        out,
+                        "  {:<40} {:<8} rows {:>12} cols {:>4} {}",
+                        t.table_name,
+                        t.file_type,
+                        t.row_count.map(|r| r.to_string()).unwrap_or_else(|| "-".into()),
+                        t.column_count,
+                        t.error_message.as_deref().unwrap_or("")
+                    )?;
+                }
+                for k in &s.skipped {
+                    writeln!(out, "  skipped {}: {}", k.path, k.reason)?;
+                }
+            }
+        }
+    }
+    Ok(())
+}

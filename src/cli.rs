@@ -1,0 +1,435 @@
+//! Command-line types (clap) and their conversion into a validated [`Config`] before any
+//! I/O: payload parsing, id validation and location parsing all happen here, so a bad
+//! invocation exits 2 without touching storage.
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::discover::Filters;
+use crate::job::{JobOptions, RunMode};
+use crate::location::{self, Location};
+use crate::payload::{self, CliJobArgs, JobType, RawPayload};
+use crate::query::{DEFAULT_CATALOG, OutputFormat};
+
+pub const EXIT_CODES: &str = "\
+Exit codes:
+  0  success
+  1  the job failed (nothing could be profiled, or results could not be written)
+  2  bad usage or bad payload (nothing was read or written)
+  3  partial success (some tables or sources failed; the rest was written)";
+
+pub const ENV_HELP: &str = "\
+Environment:
+  NUVYN_JOB_PAYLOAD     job payload JSON (how a Databricks job task starts the executor)
+  NUVYN_WAREHOUSE       warehouse location (default ./warehouse)
+  EXECUTOR_WRITE_TO_DB  true: metadata_extraction writes to the warehouse
+  EXECUTOR_LOG_LEVEL    log level (error, warn, info, debug, trace); RUST_LOG also works
+  NUVYN_DBFS_ROOT       where dbfs:/ paths are mounted (default /dbfs)";
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "nuvyn-executor",
+    version,
+    about = "Catalogues a data lake: discovers tables, profiles them with DataFusion, and writes \
+             the results as Delta Lake tables partitioned by workflow_id.",
+    after_help = format!("{EXIT_CODES}\n\n{ENV_HELP}"),
+    disable_help_subcommand = true
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+
+    /// Log line format on stderr (json for Databricks driver logs).
+    #[arg(long, global = true, value_enum, default_value = "text", env = "NUVYN_LOG_FORMAT")]
+    pub log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ResultFormat {
+    Json,
+    Table,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Discover and profile data sources, and write the results to the warehouse.
+    #[command(after_help = EXIT_CODES)]
+    Extract(ExtractArgs),
+    /// The upstream form existing Databricks jobs call; writes only with --write-to-db.
+    #[command(name = "metadata_extraction", after_help = EXIT_CODES)]
+    MetadataExtraction(LegacyArgs),
+    /// Check that the warehouse tables exist with the expected schemas; create missing ones.
+    #[command(name = "schema_validation")]
+    SchemaValidation(SchemaArgs),
+    /// Run DataFusion SQL over the warehouse tables
+    /// (`hive_metastore._executor_metadata.<table>`).
+    Sql(SqlArgs),
+    /// Print a workflow's metadata as nested JSON (sources -> tables -> columns).
+    Query(QueryArgs),
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct WarehouseArg {
+    /// Warehouse location; tables live at <warehouse>/_executor_metadata/<table>.
+    #[arg(long, env = "NUVYN_WAREHOUSE", default_value = "./warehouse")]
+    pub warehouse: String,
+}
+
+#[derive(Debug, Args, Clone, Default)]
+pub struct DiscoveryArgs {
+    /// Only files whose path (relative to the source) matches one of these globs.
+    #[arg(long = "include", value_name = "GLOB")]
+    pub include: Vec<String>,
+    /// Skip files whose path (relative to the source) matches one of these globs.
+    #[arg(long = "exclude", value_name = "GLOB")]
+    pub exclude: Vec<String>,
+    /// Sources processed at once.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub source_concurrency: u16,
+    /// Tables profiled at once within a source.
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub table_concurrency: u16,
+    /// No progress bar, even on a terminal.
+    #[arg(long)]
+    pub no_progress: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ExtractArgs {
+    /// Data source paths (files or folders): local, file://, /Volumes/..., dbfs:/...
+    pub paths: Vec<String>,
+    /// Primary identifier; required here or in NUVYN_JOB_PAYLOAD.
+    #[arg(long)]
+    pub workflow_id: Option<String>,
+    /// Optional source identifier (filter).
+    #[arg(long)]
+    pub source_id: Option<String>,
+    /// Source type recorded in `sources.source_type` (default: from the location).
+    #[arg(long)]
+    pub source_type: Option<String>,
+    #[arg(long)]
+    pub tenant_id: Option<String>,
+    #[command(flatten)]
+    pub warehouse: WarehouseArg,
+    /// Discover and profile fully, print the result, write nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    #[arg(long, value_enum, default_value = "json")]
+    pub output: ResultFormat,
+    #[command(flatten)]
+    pub discovery: DiscoveryArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct LegacyArgs {
+    pub data_source_path: Option<String>,
+    pub data_source_type: Option<String>,
+    pub tenant_id: Option<String>,
+    /// Write results to the warehouse (also EXECUTOR_WRITE_TO_DB=true).
+    #[arg(long)]
+    pub write_to_db: bool,
+    #[arg(long)]
+    pub workflow_id: Option<String>,
+    #[arg(long)]
+    pub source_id: Option<String>,
+    #[command(flatten)]
+    pub warehouse: WarehouseArg,
+    #[arg(long, value_enum, default_value = "json")]
+    pub output: ResultFormat,
+    #[command(flatten)]
+    pub discovery: DiscoveryArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct SchemaArgs {
+    #[command(flatten)]
+    pub warehouse: WarehouseArg,
+    /// Only check; do not create missing tables.
+    #[arg(long)]
+    pub no_create: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct SqlArgs {
+    /// The SQL to run.
+    pub query: String,
+    #[command(flatten)]
+    pub warehouse: WarehouseArg,
+    /// Catalog name the tables are registered under (Unity Catalog users: their catalog).
+    #[arg(long, default_value = DEFAULT_CATALOG)]
+    pub catalog: String,
+    #[arg(long, value_enum, default_value = "table")]
+    pub format: OutputFormat,
+}
+
+#[derive(Debug, Args)]
+pub struct QueryArgs {
+    #[arg(long)]
+    pub workflow_id: String,
+    #[arg(long)]
+    pub source_id: Option<String>,
+    #[command(flatten)]
+    pub warehouse: WarehouseArg,
+    #[arg(long, default_value = DEFAULT_CATALOG)]
+    pub catalog: String,
+}
+
+/// What the process will do, validated.
+#[derive(Debug)]
+pub enum Config {
+    Job {
+        options: Box<JobOptions>,
+        output: ResultFormat,
+    },
+    SchemaValidation {
+        warehouse: Location,
+        create: bool,
+    },
+    Sql {
+        warehouse: Location,
+        catalog: String,
+        query: String,
+        format: OutputFormat,
+    },
+    Query {
+        warehouse: Location,
+        catalog: String,
+        workflow_id: String,
+        source_id: Option<String>,
+    },
+    /// No command and no payload: print help.
+    Help,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error(transparent)]
+    Payload(#[from] payload::PayloadError),
+    #[error("--warehouse: {0}")]
+    Warehouse(location::LocationError),
+    #[error(transparent)]
+    Discover(#[from] crate::discover::DiscoverError),
+    #[error("EXECUTOR_WRITE_TO_DB must be true or false, got {0:?}")]
+    WriteToDb(String),
+    #[error("{0}")]
+    Usage(String),
+}
+
+/// The environment the config depends on, passed in so tests need not set variables.
+#[derive(Debug, Default, Clone)]
+pub struct Env {
+    pub payload: Option<String>,
+    pub write_to_db: Option<String>,
+    pub warehouse: Option<String>,
+}
+
+impl Env {
+    pub fn from_process() -> Self {
+        Self {
+            payload: std::env::var("NUVYN_JOB_PAYLOAD").ok().filter(|s| !s.trim().is_empty()),
+            write_to_db: std::env::var("EXECUTOR_WRITE_TO_DB").ok(),
+            warehouse: std::env::var("NUVYN_WAREHOUSE").ok(),
+        }
+    }
+}
+
+fn warehouse(arg: &WarehouseArg) -> Result<Location, ConfigError> {
+    location::parse(&arg.warehouse).map_err(ConfigError::Warehouse)
+}
+
+fn parse_bool_env(v: &Option<String>) -> Result<bool, ConfigError> {
+    match v.as_deref().map(str::trim) {
+        None | Some("") => Ok(false),
+        Some(s) => match s.to_ascii_lowercase().as_str() {
+            "true" | "1" | "yes" => Ok(true),
+            "false" | "0" | "no" => Ok(false),
+            _ => Err(ConfigError::WriteToDb(s.to_string())),
+        },
+    }
+}
+
+struct JobInputs {
+    cli: CliJobArgs,
+    discovery: DiscoveryArgs,
+    warehouse: Option<Location>,
+    output: ResultFormat,
+}
+
+fn job_config(env: &Env, inputs: JobInputs) -> Result<Config, ConfigError> {
+    let raw = env.payload.as_deref().map(RawPayload::parse).transpose()?;
+    let spec = payload::resolve(raw.as_ref(), &inputs.cli, true)?;
+    if spec.job_type == JobType::SchemaValidation {
+        return Ok(Config::SchemaValidation {
+            warehouse: inputs
+                .warehouse
+                .ok_or_else(|| ConfigError::Usage("schema_validation needs a warehouse".into()))?,
+            create: true,
+        });
+    }
+    // Source locations are parsed here too, so a malformed one is a usage error (exit 2).
+    for (i, s) in spec.sources.iter().enumerate() {
+        location::parse(&s.path).map_err(|e| {
+            ConfigError::Usage(format!("source {} ({}): {e}", i + 1, crate::redact::url(&s.path)))
+        })?;
+    }
+    let filters = Filters::new(&inputs.discovery.include, &inputs.discovery.exclude)?;
+    Ok(Config::Job {
+        options: Box::new(JobOptions {
+            spec,
+            run_mode: if raw.is_some() { RunMode::Payload } else { RunMode::Cli },
+            warehouse: inputs.warehouse,
+            filters,
+            source_concurrency: inputs.discovery.source_concurrency as usize,
+            table_concurrency: inputs.discovery.table_concurrency as usize,
+            progress: !inputs.discovery.no_progress,
+        }),
+        output: inputs.output,
+    })
+}
+
+impl Cli {
+    /// Validates everything; no I/O.
+    pub fn into_config(self, env: &Env) -> Result<Config, ConfigError> {
+        match self.command {
+            None if env.payload.is_some() => job_config(
+                env,
+                JobInputs {
+                    cli: CliJobArgs::default(),
+                    discovery: DiscoveryArgs {
+                        source_concurrency: 4,
+                        table_concurrency: 2,
+                        ..Default::default()
+                    },
+                    warehouse: Some(warehouse(&WarehouseArg {
+                        warehouse: env.warehouse.clone().unwrap_or_else(|| "./warehouse".into()),
+                    })?),
+                    output: ResultFormat::Json,
+                },
+            ),
+            None => Ok(Config::Help),
+            Some(Command::Extract(a)) => job_config(
+                env,
+                JobInputs {
+                    cli: CliJobArgs {
+                        paths: a.paths,
+                        workflow_id: a.workflow_id,
+                        source_id: a.source_id,
+                        source_type: a.source_type,
+                        tenant_id: a.tenant_id,
+                    },
+                    warehouse: if a.dry_run { None } else { Some(warehouse(&a.warehouse)?) },
+                    discovery: a.discovery,
+                    output: a.output,
+                },
+            ),
+            Some(Command::MetadataExtraction(a)) => {
+                let write = a.write_to_db || parse_bool_env(&env.write_to_db)?;
+                job_config(
+                    env,
+                    JobInputs {
+                        cli: CliJobArgs {
+                            paths: a.data_source_path.into_iter().collect(),
+                            workflow_id: a.workflow_id,
+                            source_id: a.source_id,
+                            source_type: a.data_source_type,
+                            tenant_id: a.tenant_id,
+                        },
+                        warehouse: if write { Some(warehouse(&a.warehouse)?) } else { None },
+                        discovery: a.discovery,
+                        output: a.output,
+                    },
+                )
+            }
+            Some(Command::SchemaValidation(a)) => Ok(Config::SchemaValidation {
+                warehouse: warehouse(&a.warehouse)?,
+                create: !a.no_create,
+            }),
+            Some(Command::Sql(a)) => Ok(Config::Sql {
+                warehouse: warehouse(&a.warehouse)?,
+                catalog: a.catalog,
+                query: a.query,
+                format: a.format,
+            }),
+            Some(Command::Query(a)) => {
+                payload::validate_id("--workflow-id", &a.workflow_id)?;
+                if let Some(s) = &a.source_id {
+                    payload::validate_id("--source-id", s)?;
+                }
+                Ok(Config::Query {
+                    warehouse: warehouse(&a.warehouse)?,
+                    catalog: a.catalog,
+                    workflow_id: a.workflow_id,
+                    source_id: a.source_id,
+                })
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(args: &[&str], env: Env) -> Result<Config, ConfigError> {
+        let mut v = vec!["nuvyn-executor"];
+        v.extend_from_slice(args);
+        Cli::try_parse_from(v).expect("parses").into_config(&env)
+    }
+
+    #[test]
+    fn extract_requires_workflow_id() {
+        let e = config(&["extract", "/data"], Env::default()).unwrap_err();
+        assert!(e.to_string().starts_with("workflow_id is required"), "{e}");
+    }
+
+    #[test]
+    fn legacy_form_writes_only_when_asked() {
+        let env = Env {
+            payload: Some(r#"{"workflow_id":"w1"}"#.into()),
+            ..Default::default()
+        };
+        match config(&["metadata_extraction", "/data", "csv", "default"], env.clone()).unwrap() {
+            Config::Job { options, .. } => {
+                assert!(options.warehouse.is_none());
+                assert_eq!(options.run_mode, RunMode::Payload);
+                assert_eq!(options.spec.sources[0].source_type.as_deref(), Some("csv"));
+                assert_eq!(options.spec.tenant_id.as_deref(), Some("default"));
+            }
+            other => panic!("{other:?}"),
+        }
+        for args in [
+            vec!["metadata_extraction", "/data", "--write-to-db"],
+            vec!["metadata_extraction", "/data"],
+        ] {
+            let env = Env {
+                write_to_db: Some("true".into()),
+                ..env.clone()
+            };
+            match config(&args, env).unwrap() {
+                Config::Job { options, .. } => assert!(options.warehouse.is_some()),
+                other => panic!("{other:?}"),
+            }
+        }
+        let bad = Env {
+            write_to_db: Some("maybe".into()),
+            ..env
+        };
+        assert!(matches!(
+            config(&["metadata_extraction", "/data"], bad),
+            Err(ConfigError::WriteToDb(_))
+        ));
+    }
+
+    #[test]
+    fn bad_globs_and_ids_are_usage_errors() {
+        let e = config(&["extract", "/d", "--workflow-id", "w", "--include", "a[b"], Env::default()).unwrap_err();
+        assert!(e.to_string().contains("--include"), "{e}");
+        let e = config(&["query", "--workflow-id", "x' OR '1'='1"], Env::default()).unwrap_err();
+        assert!(e.to_string().contains("--workflow-id"), "{e}");
+    }
+}

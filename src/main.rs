@@ -1,0 +1,35 @@
+//! The `nuvyn-executor` binary: parses the command line, runs it, maps errors to exit
+//! codes (0 ok, 1 failed, 2 bad usage or payload, 3 partial). Everything else is the library.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use nuvyn_executor::cli::{Cli, Env};
+use nuvyn_executor::{app, logging};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    logging::init(cli.log_format);
+    let config = match cli.into_config(&Env::from_process()) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!("{e}");
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match runtime.block_on(app::run(config)) {
+        Ok(code) => ExitCode::from(code as u8),
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}

@@ -1,0 +1,600 @@
+//! Profiling: reads each discovered table with DataFusion and computes, in one streaming
+//! aggregate pass, the row count and per-column null count, approximate distinct count,
+//! min and max; samples come from the first rows. Parquet and Delta row counts come from
+//! metadata (footers, the Delta log) without scanning data. A table that cannot be read
+//! fails alone, with its reason.
+
+use std::sync::Arc;
+
+use datafusion::arrow::array::{Array, ArrayRef, RecordBatch};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
+use datafusion::catalog::TableProvider;
+use datafusion::datasource::file_format::FileFormat;
+use datafusion::datasource::file_format::arrow::ArrowFormat;
+use datafusion::datasource::file_format::avro::AvroFormat;
+use datafusion::datasource::file_format::csv::CsvFormat;
+use datafusion::datasource::file_format::file_compression_type::FileCompressionType;
+use datafusion::datasource::file_format::json::JsonFormat;
+use datafusion::datasource::file_format::parquet::ParquetFormat;
+use datafusion::datasource::listing::{ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl};
+use datafusion::functions_aggregate::expr_fn::{approx_distinct, count, max, min};
+use datafusion::logical_expr::{Expr, cast, ident};
+use datafusion::prelude::SessionContext;
+use futures::{StreamExt, TryStreamExt};
+use parquet::arrow::async_reader::{AsyncFileReader, ParquetObjectReader};
+
+use crate::discover::{Compression, DiscoveredTable, Format, Layout};
+use crate::location::Location;
+use crate::redact;
+
+/// Up to this many distinct non-null sample values per column.
+pub const SAMPLE_VALUES: usize = 5;
+/// Each sample value is cut to this many characters.
+pub const SAMPLE_MAX_CHARS: usize = 256;
+/// Samples are taken from at most this many leading rows.
+const SAMPLE_ROWS: usize = 2_000;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProfileError {
+    #[error("{0}")]
+    Discovery(String),
+    #[error("cannot read table: {0}")]
+    Read(String),
+}
+
+impl ProfileError {
+    fn read(e: impl std::fmt::Display) -> Self {
+        Self::Read(redact::text(&e.to_string()))
+    }
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ColumnProfile {
+    pub column_name: String,
+    pub data_type: String,
+    pub position: i32,
+    pub is_nullable: bool,
+    pub sample_values: Vec<String>,
+    pub null_count: i64,
+    pub distinct_count: Option<i64>,
+    pub min_value: Option<String>,
+    pub max_value: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TableStatus {
+    Ok,
+    Failed,
+}
+
+impl TableStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Ok => "ok",
+            Self::Failed => "failed",
+        }
+    }
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct TableProfile {
+    pub table_name: String,
+    pub file_path: String,
+    pub file_type: String,
+    pub compression: Compression,
+    pub file_count: usize,
+    pub row_count: Option<i64>,
+    pub column_count: i32,
+    pub size_bytes: i64,
+    pub partition_columns: Vec<String>,
+    pub status: TableStatus,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error_message: Option<String>,
+    /// Columns whose CSV values contradicted the inferred type and were read as STRING.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub widened_columns: Vec<String>,
+    pub columns: Vec<ColumnProfile>,
+}
+
+/// Spark SQL's name for an Arrow type, as Databricks shows it.
+pub fn spark_type(dt: &DataType) -> String {
+    match dt {
+        DataType::Null => "VOID".into(),
+        DataType::Boolean => "BOOLEAN".into(),
+        DataType::Int8 => "TINYINT".into(),
+        DataType::Int16 | DataType::UInt8 => "SMALLINT".into(),
+        DataType::Int32 | DataType::UInt16 => "INT".into(),
+        DataType::Int64 | DataType::UInt32 => "BIGINT".into(),
+        DataType::UInt64 => "DECIMAL(20,0)".into(),
+        DataType::Float16 | DataType::Float32 => "FLOAT".into(),
+        DataType::Float64 => "DOUBLE".into(),
+        DataType::Decimal32(p, s) | DataType::Decimal64(p, s) => format!("DECIMAL({p},{s})"),
+        DataType::Decimal128(p, s) | DataType::Decimal256(p, s) => format!("DECIMAL({p},{s})"),
+        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => "STRING".into(),
+        DataType::Binary | DataType::LargeBinary | DataType::BinaryView | DataType::FixedSizeBinary(_) => {
+            "BINARY".into()
+        }
+        DataType::Date32 | DataType::Date64 => "DATE".into(),
+        DataType::Timestamp(_, Some(_)) => "TIMESTAMP".into(),
+        DataType::Timestamp(_, None) => "TIMESTAMP_NTZ".into(),
+        // Spark has no TIME type; readers see these as strings or integers.
+        DataType::Time32(_) | DataType::Time64(_) => "STRING".into(),
+        DataType::Duration(_) => "INTERVAL DAY TO SECOND".into(),
+        DataType::Interval(_) => "INTERVAL".into(),
+        DataType::List(f)
+        | DataType::LargeList(f)
+        | DataType::ListView(f)
+        | DataType::LargeListView(f)
+        | DataType::FixedSizeList(f, _) => format!("ARRAY<{}>", spark_type(f.data_type())),
+        DataType::Struct(fields) => {
+            let inner: Vec<String> = fields
+                .iter()
+                .map(|f| format!("{}: {}", f.name(), spark_type(f.data_type())))
+                .collect();
+            format!("STRUCT<{}>", inner.join(", "))
+        }
+        DataType::Map(entries, _) => match entries.data_type() {
+            DataType::Struct(kv) if kv.len() == 2 => format!(
+                "MAP<{}, {}>",
+                spark_type(kv[0].data_type()),
+                spark_type(kv[1].data_type())
+            ),
+            other => format!("MAP<{}>", spark_type(other)),
+        },
+        DataType::Dictionary(_, v) => spark_type(v),
+        DataType::RunEndEncoded(_, v) => spark_type(v.data_type()),
+        DataType::Union(..) => "STRING".into(),
+    }
+}
+
+fn is_nested(dt: &DataType) -> bool {
+    matches!(
+        dt,
+        DataType::List(_)
+            | DataType::LargeList(_)
+            | DataType::ListView(_)
+            | DataType::LargeListView(_)
+            | DataType::FixedSizeList(..)
+            | DataType::Struct(_)
+            | DataType::Map(..)
+            | DataType::Union(..)
+    )
+}
+
+fn value_type(dt: &DataType) -> &DataType {
+    match dt {
+        DataType::Dictionary(_, v) => value_type(v),
+        other => other,
+    }
+}
+
+/// The expression whose approximate distinct count stands for the column's.
+fn distinct_expr(c: Expr, dt: &DataType) -> Option<Expr> {
+    match value_type(dt) {
+        DataType::Null => None,
+        d if is_nested(d) => None,
+        // approx_distinct has no float implementation; the text form is exact for floats.
+        DataType::Float16 | DataType::Float32 | DataType::Float64 => Some(approx_distinct(cast(c, DataType::Utf8))),
+        _ => Some(approx_distinct(c)),
+    }
+}
+
+fn minmax_ok(dt: &DataType) -> bool {
+    let d = value_type(dt);
+    !is_nested(d)
+        && !matches!(
+            d,
+            DataType::Null
+                | DataType::Binary
+                | DataType::LargeBinary
+                | DataType::BinaryView
+                | DataType::FixedSizeBinary(_)
+                | DataType::Interval(_)
+        )
+}
+
+fn compression_type(c: Compression) -> FileCompressionType {
+    match c {
+        Compression::None => FileCompressionType::UNCOMPRESSED,
+        Compression::Gzip => FileCompressionType::GZIP,
+        Compression::Bzip2 => FileCompressionType::BZIP2,
+        Compression::Xz => FileCompressionType::XZ,
+        Compression::Zstd => FileCompressionType::ZSTD,
+    }
+}
+
+fn file_format(t: &DiscoveredTable) -> Arc<dyn FileFormat> {
+    let ct = compression_type(t.compression);
+    match t.format {
+        Format::Csv => {
+            let d = t.csv.unwrap_or(crate::discover::CsvDialect {
+                delimiter: b',',
+                has_header: true,
+            });
+            Arc::new(
+                CsvFormat::default()
+                    .with_delimiter(d.delimiter)
+                    .with_has_header(d.has_header)
+                    .with_file_compression_type(ct)
+                    .with_truncated_rows(true)
+                    .with_schema_infer_max_rec(1000),
+            )
+        }
+        Format::Json => Arc::new(
+            JsonFormat::default()
+                .with_file_compression_type(ct)
+                .with_newline_delimited(!t.json_array)
+                .with_schema_infer_max_rec(1000),
+        ),
+        Format::Parquet | Format::Delta => Arc::new(ParquetFormat::default()),
+        Format::Avro => Arc::new(AvroFormat),
+        Format::Arrow => Arc::new(ArrowFormat),
+    }
+}
+
+/// A listing table over the discovered files; `file_schema` forces the schema (after a CSV
+/// type contradiction), otherwise it is inferred.
+async fn listing_table(
+    ctx: &SessionContext,
+    loc: &Location,
+    t: &DiscoveredTable,
+    file_schema: Option<SchemaRef>,
+) -> Result<Arc<ListingTable>, ProfileError> {
+    let (urls, ext) = match &t.layout {
+        Layout::Folder { suffix } => (vec![loc.dir_url_of(&t.root)], suffix.clone()),
+        _ => (
+            t.files.iter().map(|f| loc.url_of(&f.location)).collect(),
+            String::new(),
+        ),
+    };
+    let urls = urls
+        .iter()
+        .map(ListingTableUrl::parse)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(ProfileError::read)?;
+    let mut opts = ListingOptions::new(file_format(t))
+        .with_file_extension(ext)
+        .with_collect_stat(false)
+        .with_target_partitions(ctx.copied_config().target_partitions());
+    if !t.partition_cols.is_empty() {
+        opts = opts.with_table_partition_cols(
+            t.partition_cols
+                .iter()
+                .map(|(n, int)| (n.clone(), if *int { DataType::Int64 } else { DataType::Utf8 }))
+                .collect(),
+        );
+    }
+    let config = ListingTableConfig::new_with_multi_paths(urls).with_listing_options(opts);
+    let config = match file_schema {
+        Some(s) => config.with_schema(s),
+        None => config
+            .infer_schema(&ctx.state())
+            .await
+            .map_err(ProfileError::read)?,
+    };
+    Ok(Arc::new(ListingTable::try_new(config).map_err(ProfileError::read)?))
+}
+
+/// The column an arrow-csv type error names ("... for column 3 at line 1001 ...").
+fn csv_error_column(msg: &str) -> Option<usize> {
+    let at = msg.find("for column ")? + "for column ".len();
+    let digits: String = msg[at..].chars().take_while(|c| c.is_ascii_digit()).collect();
+    digits.parse().ok()
+}
+
+struct Stats {
+    rows: i64,
+    per_column: Vec<(i64, Option<i64>, Option<String>, Option<String>)>,
+}
+
+fn cell_to_string(col: &ArrayRef, row: usize) -> Option<String> {
+    if col.is_null(row) {
+        return None;
+    }
+    let opts = FormatOptions::default();
+    let f = ArrayFormatter::try_new(col.as_ref(), &opts).ok()?;
+    Some(cut(&f.value(row).to_string()))
+}
+
+fn cut(s: &str) -> String {
+    if s.chars().count() <= SAMPLE_MAX_CHARS {
+        s.to_string()
+    } else {
+        s.chars().take(SAMPLE_MAX_CHARS).collect()
+    }
+}
+
+/// One aggregate pass over the whole table.
+async fn aggregate_pass(ctx: &SessionContext, provider: Arc<dyn TableProvider>) -> datafusion::error::Result<Stats> {
+    let schema = provider.schema();
+    let df = ctx.read_table(provider)?;
+    let mut aggs = vec![count(datafusion::logical_expr::lit(1)).alias("__rows")];
+    for (i, f) in schema.fields().iter().enumerate() {
+        let c = ident(f.name());
+        aggs.push(count(c.clone()).alias(format!("nn{i}")));
+        if let Some(d) = distinct_expr(c.clone(), f.data_type()) {
+            aggs.push(d.alias(format!("d{i}")));
+        }
+        if minmax_ok(f.data_type()) {
+            aggs.push(min(c.clone()).alias(format!("mn{i}")));
+            aggs.push(max(c).alias(format!("mx{i}")));
+        }
+    }
+    let batches = df.aggregate(vec![], aggs)?.collect().await?;
+    let batch = batches
+        .into_iter()
+        .find(|b| b.num_rows() > 0)
+        .ok_or_else(|| datafusion::error::DataFusionError::Internal("aggregate returned no row".into()))?;
+    let int_at = |name: &str| -> Option<i64> {
+        let col = batch.column_by_name(name)?;
+        let casted = datafusion::arrow::compute::cast(col, &DataType::Int64).ok()?;
+        let a = casted
+            .as_any()
+            .downcast_ref::<datafusion::arrow::array::Int64Array>()?;
+        (!a.is_null(0)).then(|| a.value(0))
+    };
+    let rows = int_at("__rows").unwrap_or(0);
+    let per_column = (0..schema.fields().len())
+        .map(|i| {
+            let non_null = int_at(&format!("nn{i}")).unwrap_or(0);
+            let distinct = int_at(&format!("d{i}")).map(|d| d.min(non_null));
+            let mn = batch.column_by_name(&format!("mn{i}")).and_then(|c| cell_to_string(c, 0));
+            let mx = batch.column_by_name(&format!("mx{i}")).and_then(|c| cell_to_string(c, 0));
+            (rows - non_null, distinct, mn, mx)
+        })
+        .collect();
+    Ok(Stats { rows, per_column })
+}
+
+/// Up to [`SAMPLE_VALUES`] distinct non-null values per column from the first rows.
+async fn samples(ctx: &SessionContext, provider: Arc<dyn TableProvider>) -> datafusion::error::Result<Vec<Vec<String>>> {
+    let n = provider.schema().fields().len();
+    let mut out: Vec<Vec<String>> = vec![Vec::new(); n];
+    let mut stream = ctx
+        .read_table(provider)?
+        .limit(0, Some(SAMPLE_ROWS))?
+        .execute_stream()
+        .await?;
+    while let Some(batch) = stream.next().await {
+        let batch: RecordBatch = batch?;
+        for (i, col) in batch.columns().iter().enumerate() {
+            if out[i].len() >= SAMPLE_VALUES {
+                continue;
+            }
+            for row in 0..batch.num_rows() {
+                if let Some(v) = cell_to_string(col, row)
+                    && !out[i].contains(&v)
+                {
+                    out[i].push(v);
+                    if out[i].len() >= SAMPLE_VALUES {
+                        break;
+                    }
+                }
+            }
+        }
+        if out.iter().all(|v| v.len() >= SAMPLE_VALUES) {
+            break;
+        }
+    }
+    Ok(out)
+}
+
+/// Sum of the row counts in the Parquet footers; a few range reads per file.
+async fn parquet_row_count(loc: &Location, t: &DiscoveredTable) -> Result<i64, ProfileError> {
+    futures::stream::iter(t.files.iter().cloned().map(|f| {
+        let store = loc.store.clone();
+        async move {
+            let mut reader = ParquetObjectReader::new(store, f.location.clone()).with_file_size(f.size);
+            let md = reader
+                .get_metadata(None)
+                .await
+                .map_err(|e| ProfileError::Read(format!("{}: {}", loc.display_of(&f.location), redact::text(&e.to_string()))))?;
+            Ok::<i64, ProfileError>(md.file_metadata().num_rows())
+        }
+    }))
+    .buffer_unordered(16)
+    .try_fold(0i64, |acc, n| async move { Ok(acc + n) })
+    .await
+}
+
+struct Source {
+    provider: Arc<dyn TableProvider>,
+    row_count: Option<i64>,
+    size_bytes: Option<i64>,
+    declared_nullability: bool,
+}
+
+async fn delta_source(ctx: &SessionContext, loc: &Location, t: &DiscoveredTable) -> Result<Source, ProfileError> {
+    let url = url::Url::parse(&loc.dir_url_of(&t.root)).map_err(ProfileError::read)?;
+    let table = deltalake::DeltaTableBuilder::from_url(url.clone())
+        .map_err(ProfileError::read)?
+        .with_storage_backend(loc.store.clone(), url)
+        .load()
+        .await
+        .map_err(ProfileError::read)?;
+    table
+        .update_datafusion_session(&ctx.state())
+        .map_err(ProfileError::read)?;
+    let snapshot = table.snapshot().map_err(ProfileError::read)?;
+    // With deletion vectors the file statistics over-count; count rows by scanning then.
+    let has_dv = snapshot.protocol().min_reader_version() >= 3;
+    let mut rows: Option<i64> = Some(0);
+    let mut size = 0i64;
+    for f in snapshot.log_data().iter() {
+        size += f.size();
+        rows = match (rows, f.num_records()) {
+            (Some(r), Some(n)) if !has_dv => Some(r + n as i64),
+            _ => None,
+        };
+    }
+    let provider = table.table_provider().await.map_err(ProfileError::read)?;
+    Ok(Source {
+        provider,
+        row_count: rows,
+        size_bytes: Some(size),
+        declared_nullability: true,
+    })
+}
+
+/// Profiles one table. Never fails: a table that cannot be read comes back with
+/// `status: failed` and the reason.
+pub async fn profile_table(ctx: &SessionContext, loc: &Location, t: &DiscoveredTable) -> TableProfile {
+    let mut p = TableProfile {
+        table_name: t.name.clone(),
+        file_path: loc.display_of(&t.root),
+        file_type: t.format.as_str().to_string(),
+        compression: t.compression,
+        file_count: t.files.len(),
+        row_count: None,
+        column_count: 0,
+        size_bytes: t.size_bytes as i64,
+        partition_columns: t.partition_cols.iter().map(|(n, _)| n.clone()).collect(),
+        status: TableStatus::Ok,
+        error_message: None,
+        widened_columns: Vec::new(),
+        columns: Vec::new(),
+    };
+    if let Err(e) = profile_into(ctx, loc, t, &mut p).await {
+        tracing::warn!(table = %t.name, "table failed: {e}");
+        p.status = TableStatus::Failed;
+        p.error_message = Some(e.to_string());
+        p.columns.clear();
+        p.row_count = None;
+    }
+    p
+}
+
+async fn profile_into(
+    ctx: &SessionContext,
+    loc: &Location,
+    t: &DiscoveredTable,
+    p: &mut TableProfile,
+) -> Result<(), ProfileError> {
+    if let Some(problem) = &t.problem {
+        return Err(ProfileError::Discovery(problem.clone()));
+    }
+    let mut source = match t.format {
+        Format::Delta => delta_source(ctx, loc, t).await?,
+        _ => Source {
+            provider: listing_table(ctx, loc, t, None).await?,
+            row_count: None,
+            size_bytes: None,
+            declared_nullability: matches!(t.format, Format::Parquet | Format::Avro | Format::Arrow),
+        },
+    };
+    if t.format == Format::Parquet {
+        source.row_count = Some(parquet_row_count(loc, t).await?);
+    }
+    if let Some(s) = source.size_bytes {
+        p.size_bytes = s;
+    }
+
+    // The aggregate pass; a CSV value that contradicts its inferred type turns that
+    // column into STRING and the pass runs again.
+    let n_part = t.partition_cols.len();
+    let stats = loop {
+        match aggregate_pass(ctx, source.provider.clone()).await {
+            Ok(s) => break s,
+            Err(e) => {
+                let msg = e.to_string();
+                let col = (t.format == Format::Csv).then(|| csv_error_column(&msg)).flatten();
+                let schema = source.provider.schema();
+                let file_fields = schema.fields().len().saturating_sub(n_part);
+                match col {
+                    Some(i) if i < file_fields && schema.field(i).data_type() != &DataType::Utf8 => {
+                        tracing::info!(
+                            table = %t.name,
+                            column = %schema.field(i).name(),
+                            "values contradict the inferred {} type; reading the column as STRING",
+                            spark_type(schema.field(i).data_type())
+                        );
+                        p.widened_columns.push(schema.field(i).name().clone());
+                        let fields: Vec<Field> = schema.fields()[..file_fields]
+                            .iter()
+                            .enumerate()
+                            .map(|(j, f)| {
+                                if j == i {
+                                    Field::new(f.name(), DataType::Utf8, true)
+                                } else {
+                                    f.as_ref().clone()
+                                }
+                            })
+                            .collect();
+                        source.provider = listing_table(ctx, loc, t, Some(Arc::new(Schema::new(fields)))).await?;
+                    }
+                    _ => return Err(ProfileError::read(msg)),
+                }
+            }
+        }
+    };
+    let samples = samples(ctx, source.provider.clone()).await.map_err(ProfileError::read)?;
+    let schema = source.provider.schema();
+    p.row_count = Some(source.row_count.unwrap_or(stats.rows));
+    p.column_count = schema.fields().len() as i32;
+    p.columns = schema
+        .fields()
+        .iter()
+        .enumerate()
+        .map(|(i, f)| {
+            let (nulls, distinct, mn, mx) = stats.per_column[i].clone();
+            let is_partition = i >= schema.fields().len() - n_part;
+            ColumnProfile {
+                column_name: f.name().clone(),
+                data_type: spark_type(f.data_type()),
+                position: i as i32,
+                is_nullable: if source.declared_nullability && !is_partition {
+                    f.is_nullable()
+                } else {
+                    nulls > 0
+                },
+                sample_values: samples[i].clone(),
+                null_count: nulls,
+                distinct_count: distinct,
+                min_value: mn,
+                max_value: mx,
+            }
+        })
+        .collect();
+    Ok(())
+}
+
+/// A DataFusion session sized for this machine, with the location's store registered.
+pub fn session_for(locs: &[&Location]) -> SessionContext {
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
+    let config = datafusion::prelude::SessionConfig::new()
+        .with_target_partitions(cores)
+        .with_batch_size(8192)
+        .with_information_schema(true);
+    let ctx = SessionContext::new_with_config(config);
+    for l in locs {
+        ctx.register_object_store(&l.store_url, l.store.clone());
+    }
+    ctx
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::arrow::datatypes::{Fields, TimeUnit};
+
+    #[test]
+    fn spark_names() {
+        assert_eq!(spark_type(&DataType::Utf8View), "STRING");
+        assert_eq!(spark_type(&DataType::Decimal128(10, 2)), "DECIMAL(10,2)");
+        assert_eq!(spark_type(&DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()))), "TIMESTAMP");
+        let s = DataType::Struct(Fields::from(vec![
+            Field::new("a", DataType::Int64, true),
+            Field::new_list("b", Field::new("item", DataType::Utf8, true), true),
+        ]));
+        assert_eq!(spark_type(&s), "STRUCT<a: BIGINT, b: ARRAY<STRING>>");
+    }
+
+    #[test]
+    fn csv_error_column_is_found() {
+        let m = "Arrow error: Parser error: Error while parsing value 'x' as type 'Int64' for column 3 at line 1001. Row data: '[..]'";
+        assert_eq!(csv_error_column(m), Some(3));
+        assert_eq!(csv_error_column("other"), None);
+    }
+}

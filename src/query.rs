@@ -1,0 +1,226 @@
+//! Querying the warehouse: registers every metadata table under the names Databricks users
+//! know (`hive_metastore._executor_metadata.sources`, catalog configurable) in a DataFusion
+//! session, runs SQL, renders results as a table, JSON or CSV, and assembles the nested
+//! `query` view (sources -> tables -> columns) of a workflow.
+
+use std::sync::Arc;
+
+use datafusion::arrow::array::RecordBatch;
+use datafusion::catalog::{MemoryCatalogProvider, MemorySchemaProvider};
+use datafusion::catalog::{CatalogProvider, SchemaProvider};
+use datafusion::datasource::MemTable;
+use datafusion::prelude::{SessionConfig, SessionContext};
+use serde_json::{Map, Value};
+
+use crate::metastore::{self, MetastoreError, SCHEMA_NAME, Warehouse, sql_literal};
+use crate::redact;
+
+pub const DEFAULT_CATALOG: &str = "hive_metastore";
+
+#[derive(Debug, thiserror::Error)]
+pub enum QueryError {
+    #[error(transparent)]
+    Metastore(#[from] MetastoreError),
+    #[error("SQL error: {0}")]
+    Sql(String),
+    #[error("invalid catalog name {0:?}: use letters, digits and '_'")]
+    Catalog(String),
+    #[error("cannot render results: {0}")]
+    Render(String),
+}
+
+impl From<datafusion::error::DataFusionError> for QueryError {
+    fn from(e: datafusion::error::DataFusionError) -> Self {
+        Self::Sql(redact::text(&e.to_string()))
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum OutputFormat {
+    Table,
+    Json,
+    Csv,
+}
+
+/// A session where `<catalog>._executor_metadata.<table>` (and `<table>` alone) name the
+/// warehouse tables. Tables that do not exist yet are empty, so queries on a fresh
+/// warehouse return no rows instead of failing.
+pub async fn session(w: &Warehouse, catalog: &str) -> Result<SessionContext, QueryError> {
+    if catalog.is_empty() || !catalog.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+        return Err(QueryError::Catalog(catalog.to_string()));
+    }
+    let config = SessionConfig::new()
+        .with_default_catalog_and_schema(catalog, SCHEMA_NAME)
+        .with_create_default_catalog_and_schema(false)
+        .with_information_schema(true);
+    let ctx = SessionContext::new_with_config(config);
+    ctx.register_object_store(&w.root.store_url, w.root.store.clone());
+    let schema = Arc::new(MemorySchemaProvider::new());
+    for def in metastore::ALL_TABLES {
+        let provider: Arc<dyn datafusion::catalog::TableProvider> = match w.open(def).await? {
+            Some(t) => {
+                t.update_datafusion_session(&ctx.state())
+                    .map_err(|e| QueryError::Sql(e.to_string()))?;
+                t.table_provider()
+                    .await
+                    .map_err(|e| QueryError::Sql(e.to_string()))?
+            }
+            None => Arc::new(MemTable::try_new(def.arrow_schema(), vec![vec![]])?),
+        };
+        schema.register_table(def.name.to_string(), provider)?;
+    }
+    let cat = Arc::new(MemoryCatalogProvider::new());
+    cat.register_schema(SCHEMA_NAME, schema)?;
+    ctx.register_catalog(catalog, cat);
+    Ok(ctx)
+}
+
+pub async fn sql(ctx: &SessionContext, query: &str) -> Result<Vec<RecordBatch>, QueryError> {
+    Ok(ctx.sql(query).await?.collect().await?)
+}
+
+/// Rows as JSON objects, one per row.
+pub fn to_json_rows(batches: &[RecordBatch]) -> Result<Vec<Map<String, Value>>, QueryError> {
+    let mut buf = Vec::new();
+    {
+        let mut w = datafusion::arrow::json::ArrayWriter::new(&mut buf);
+        let refs: Vec<&RecordBatch> = batches.iter().collect();
+        w.write_batches(&refs).map_err(|e| QueryError::Render(e.to_string()))?;
+        w.finish().map_err(|e| QueryError::Render(e.to_string()))?;
+    }
+    if buf.is_empty() {
+        return Ok(Vec::new());
+    }
+    serde_json::from_slice(&buf).map_err(|e| QueryError::Render(e.to_string()))
+}
+
+pub fn render(batches: &[RecordBatch], format: OutputFormat) -> Result<String, QueryError> {
+    match format {
+        OutputFormat::Table => datafusion::arrow::util::pretty::pretty_format_batches(batches)
+            .map(|d| d.to_string())
+            .map_err(|e| QueryError::Render(e.to_string())),
+        OutputFormat::Json => serde_json::to_string_pretty(&to_json_rows(batches)?)
+            .map_err(|e| QueryError::Render(e.to_string())),
+        OutputFormat::Csv => {
+            let mut buf = Vec::new();
+            {
+                let mut w = datafusion::arrow::csv::WriterBuilder::new()
+                    .with_header(true)
+                    .build(&mut buf);
+                for b in batches {
+                    w.write(b).map_err(|e| QueryError::Render(e.to_string()))?;
+                }
+            }
+            String::from_utf8(buf).map_err(|e| QueryError::Render(e.to_string()))
+        }
+    }
+}
+
+async fn rows(ctx: &SessionContext, q: &str) -> Result<Vec<Map<String, Value>>, QueryError> {
+    to_json_rows(&sql(ctx, q).await?)
+}
+
+/// The nested view of a workflow's metadata: its latest successful run, and its sources
+/// with their tables and columns. `workflow_id`/`source_id` must be validated ids.
+pub async fn workflow_metadata(
+    ctx: &SessionContext,
+    workflow_id: &str,
+    source_id: Option<&str>,
+) -> Result<Value, QueryError> {
+    let mut filter = format!("workflow_id = {}", sql_literal(workflow_id));
+    if let Some(s) = source_id {
+        filter.push_str(&format!(" AND source_id = {}", sql_literal(s)));
+    }
+    let latest_run = rows(
+        ctx,
+        &format!(
+            "SELECT run_id, executor_version, run_mode, status, started_at, finished_at \
+             FROM executor_runs WHERE workflow_id = {} AND status IN ('succeeded', 'partial') \
+             ORDER BY finished_at DESC LIMIT 1",
+            sql_literal(workflow_id)
+        ),
+    )
+    .await?
+    .into_iter()
+    .next();
+    let sources = rows(
+        ctx,
+        &format!(
+            "SELECT source_id, source_path, source_type, extraction_timestamp, files_found, \
+             total_size_bytes, run_id FROM sources WHERE {filter} ORDER BY source_path"
+        ),
+    )
+    .await?;
+    let tables = rows(
+        ctx,
+        &format!(
+            "SELECT source_id, table_name, file_path, file_type, row_count, column_count, \
+             size_bytes, status, error_message, run_id FROM tables WHERE {filter} ORDER BY table_name"
+        ),
+    )
+    .await?;
+    let columns = rows(
+        ctx,
+        &format!(
+            "SELECT source_id, table_name, column_name, data_type, position, is_nullable, \
+             sample_values, null_count, distinct_count, min_value, max_value, run_id \
+             FROM columns WHERE {filter} ORDER BY table_name, position"
+        ),
+    )
+    .await?;
+
+    let s_of = |m: &Map<String, Value>, k: &str| m.get(k).and_then(Value::as_str).map(str::to_string);
+    let nested_sources: Vec<Value> = sources
+        .into_iter()
+        .map(|mut src| {
+            let sid = s_of(&src, "source_id");
+            let path = s_of(&src, "source_path").unwrap_or_default();
+            let run = s_of(&src, "run_id");
+            // A table belongs to the source whose path its file path lies under.
+            let ts: Vec<Value> = tables
+                .iter()
+                .filter(|t| {
+                    s_of(t, "source_id") == sid
+                        && s_of(t, "run_id") == run
+                        && s_of(t, "file_path").is_some_and(|f| f == path || f.starts_with(&format!("{path}/")))
+                })
+                .map(|t| {
+                    let mut t = t.clone();
+                    let name = s_of(&t, "table_name");
+                    let cs: Vec<Value> = columns
+                        .iter()
+                        .filter(|c| {
+                            s_of(c, "source_id") == sid && s_of(c, "run_id") == run && s_of(c, "table_name") == name
+                        })
+                        .map(|c| {
+                            let mut c = c.clone();
+                            for k in ["source_id", "table_name", "run_id"] {
+                                c.remove(k);
+                            }
+                            // Stored as a JSON string; nested here as the array it is.
+                            if let Some(Value::String(s)) = c.get("sample_values")
+                                && let Ok(v) = serde_json::from_str::<Value>(s)
+                            {
+                                c.insert("sample_values".into(), v);
+                            }
+                            Value::Object(c)
+                        })
+                        .collect();
+                    for k in ["source_id", "run_id"] {
+                        t.remove(k);
+                    }
+                    t.insert("columns".into(), Value::Array(cs));
+                    Value::Object(t)
+                })
+                .collect();
+            src.insert("tables".into(), Value::Array(ts));
+            Value::Object(src)
+        })
+        .collect();
+    Ok(serde_json::json!({
+        "workflow_id": workflow_id,
+        "source_id": source_id,
+        "latest_run": latest_run,
+        "sources": nested_sources,
+    }))
+}

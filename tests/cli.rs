@@ -1,0 +1,249 @@
+//! The binary as users run it: exit codes, the payload rules end to end, the upstream
+//! `metadata_extraction` form, `sql`/`query` output, and crash safety (killing the process
+//! mid-write, then reading and re-running).
+
+mod common;
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use common::*;
+
+fn stdout_json(out: &std::process::Output) -> serde_json::Value {
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "stdout is not JSON ({e}): {}\nstderr: {}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })
+}
+
+#[test]
+fn help_documents_commands_and_exit_codes() {
+    let out = bin().arg("--help").output().unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    for word in ["extract", "metadata_extraction", "schema_validation", "sql", "query", "Exit codes", "NUVYN_JOB_PAYLOAD"] {
+        assert!(text.contains(word), "{word} missing from help:\n{text}");
+    }
+    for sub in ["extract", "metadata_extraction", "schema_validation", "sql", "query"] {
+        let out = bin().args([sub, "--help"]).output().unwrap();
+        assert!(out.status.success(), "{sub} --help");
+    }
+    // No command and no payload: help and exit 2.
+    assert_eq!(bin().output().unwrap().status.code(), Some(2));
+    assert_eq!(bin().arg("bogus").output().unwrap().status.code(), Some(2));
+}
+
+#[test]
+fn payload_errors_exit_2_before_touching_storage() {
+    let d = tmp();
+    let wh = d.path().join("wh");
+    let cases: [(&str, &[&str], &str); 5] = [
+        ("", &["extract", "/nonexistent"], "workflow_id is required"),
+        (r#"{"data_source_path":"/x"}"#, &["metadata_extraction", "--write-to-db"], "workflow_id is required"),
+        (r#"{"workflow_id": "w", "#, &["metadata_extraction"], "not valid JSON"),
+        (r#"{"workflow_id": 42}"#, &["metadata_extraction", "/x"], "`workflow_id` must be a string"),
+        (r#"{"workflow_id":"a'b","data_source_path":"/x"}"#, &["metadata_extraction", "--write-to-db"], "invalid workflow_id"),
+    ];
+    for (payload, args, msg) in cases {
+        let mut c = bin();
+        if !payload.is_empty() {
+            c.env("NUVYN_JOB_PAYLOAD", payload);
+        }
+        let out = c.args(args).arg("--warehouse").arg(&wh).output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.contains(msg), "{args:?}: expected {msg:?} in {err}");
+        assert!(!wh.exists(), "nothing may be written on a bad payload");
+    }
+    // A command-line workflow_id contradicting the payload's.
+    let out = bin()
+        .env("NUVYN_JOB_PAYLOAD", r#"{"job_metadata":{"workflow_id":"meta"}}"#)
+        .args(["extract", "/x", "--workflow-id", "other", "--dry-run"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("conflict"));
+}
+
+#[test]
+fn payload_job_writes_with_job_metadata_priority() {
+    let d = tmp();
+    let lake = d.path().join("lake");
+    write(&lake.join("people.csv"), PEOPLE_CSV);
+    let wh = d.path().join("wh");
+    let payload = serde_json::json!({
+        "job_type": "metadata_extraction",
+        "data_source_path": lake.display().to_string(),
+        "workflow_id": "top_level",
+        "source_id": "src1",
+        "job_metadata": {"workflow_id": "from_meta"}
+    });
+    let out = bin()
+        .env("NUVYN_JOB_PAYLOAD", payload.to_string())
+        .env("EXECUTOR_LOG_LEVEL", "info")
+        .args(["metadata_extraction", "--write-to-db", "--warehouse"])
+        .arg(&wh)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let v = stdout_json(&out);
+    assert_eq!(v["workflow_id"], "from_meta");
+    assert_eq!(v["workflow_id_origin"], "job_metadata.workflow_id");
+    assert_eq!(v["run_mode"], "payload");
+    assert_eq!(v["written"], true);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("using workflow_id from job_metadata"));
+
+    let out = bin()
+        .args(["sql", "SELECT workflow_id, source_id, run_mode FROM hive_metastore._executor_metadata.executor_runs", "--format", "json", "--warehouse"])
+        .arg(&wh)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let rows = stdout_json(&out);
+    assert_eq!(rows, serde_json::json!([{"workflow_id": "from_meta", "source_id": "src1", "run_mode": "payload"}]));
+
+    // Without --write-to-db the upstream form only prints.
+    let wh2 = d.path().join("wh2");
+    let out = bin()
+        .env("NUVYN_JOB_PAYLOAD", payload.to_string())
+        .args(["metadata_extraction", "--warehouse"])
+        .arg(&wh2)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(stdout_json(&out)["written"], false);
+    assert!(!wh2.exists());
+}
+
+#[test]
+fn dry_run_writes_nothing_and_outputs_render() {
+    let d = tmp();
+    let lake = d.path().join("lake");
+    write(&lake.join("people.csv"), PEOPLE_CSV);
+    let wh = d.path().join("wh");
+    let out = bin()
+        .args(["extract", "--workflow-id", "w", "--dry-run", "--output", "table", "--warehouse"])
+        .arg(&wh)
+        .arg(&lake)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("people") && text.contains("not written"), "{text}");
+    assert!(!wh.exists());
+
+    // Write for real, then query in every format.
+    let out = bin().args(["extract", "--workflow-id", "w", "--source-id", "s", "--warehouse"]).arg(&wh).arg(&lake).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let q = "SELECT column_name, data_type FROM _executor_metadata.columns ORDER BY position";
+    let csv = bin().args(["sql", q, "--format", "csv", "--warehouse"]).arg(&wh).output().unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&csv.stdout),
+        "column_name,data_type\nid,BIGINT\nname,STRING\nscore,DOUBLE\nactive,BOOLEAN\n"
+    );
+    let table = bin().args(["sql", q, "--warehouse"]).arg(&wh).output().unwrap();
+    assert!(String::from_utf8_lossy(&table.stdout).contains("| score       | DOUBLE    |"));
+    let bad = bin().args(["sql", "SELECT nope FROM columns", "--warehouse"]).arg(&wh).output().unwrap();
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("nope"));
+
+    let nested = bin().args(["query", "--workflow-id", "w", "--warehouse"]).arg(&wh).output().unwrap();
+    let v = stdout_json(&nested);
+    assert_eq!(v["sources"][0]["tables"][0]["columns"][2]["column_name"], "score");
+
+    // A catalog name for Unity Catalog users.
+    let uc = bin()
+        .args(["sql", "SELECT count(*) AS n FROM main._executor_metadata.tables", "--catalog", "main", "--format", "json", "--warehouse"])
+        .arg(&wh)
+        .output()
+        .unwrap();
+    assert_eq!(stdout_json(&uc), serde_json::json!([{"n": 1}]));
+}
+
+#[test]
+fn schema_validation_creates_and_checks_tables() {
+    let d = tmp();
+    let wh = d.path().join("wh");
+    let out = bin().args(["schema_validation", "--no-create", "--warehouse"]).arg(&wh).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(stdout_json(&out)["valid"], false);
+    let out = bin().args(["schema_validation", "--warehouse"]).arg(&wh).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let v = stdout_json(&out);
+    assert_eq!(v["valid"], true);
+    assert_eq!(v["tables"].as_array().unwrap().len(), 4);
+    assert!(v["tables"].as_array().unwrap().iter().all(|t| t["created"] == true));
+    assert!(wh.join("_executor_metadata/executor_runs/_delta_log").is_dir());
+    let again = bin().args(["schema_validation", "--warehouse"]).arg(&wh).output().unwrap();
+    assert!(stdout_json(&again)["tables"].as_array().unwrap().iter().all(|t| t["created"] == false));
+}
+
+#[test]
+fn partial_failure_exits_3() {
+    let d = tmp();
+    let lake = d.path().join("lake");
+    write(&lake.join("ok.csv"), PEOPLE_CSV);
+    write(&lake.join("broken.parquet"), b"PAR1 garbage");
+    let out = bin().args(["extract", "--workflow-id", "w", "--dry-run"]).arg(&lake).output().unwrap();
+    assert_eq!(out.status.code(), Some(3));
+    let v = stdout_json(&out);
+    assert_eq!(v["status"], "partial");
+    assert_eq!(v["sources"][0]["tables_failed"], 1);
+}
+
+/// Kills the writer at many points of its run, checking after each kill that every table
+/// is readable and holds, for the source, the rows of exactly one complete run; then a
+/// re-run converges to the same content as a clean run.
+#[test]
+fn killing_the_job_mid_write_never_corrupts_the_warehouse() {
+    let d = tmp();
+    let lake = d.path().join("lake");
+    for i in 0..6 {
+        write(&lake.join(format!("t{i}.csv")), PEOPLE_CSV);
+    }
+    write_parquet(&lake.join("p.parquet"), &people());
+    let wh = d.path().join("wh");
+    let extract = || {
+        let mut c = std::process::Command::new(assert_cmd::cargo::cargo_bin("nuvyn-executor"));
+        c.args(["extract", "--workflow-id", "w", "--source-id", "s", "--no-progress", "--warehouse"])
+            .arg(&wh)
+            .arg(&lake)
+            .env("EXECUTOR_LOG_LEVEL", "error")
+            .env_remove("NUVYN_JOB_PAYLOAD")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        c
+    };
+    // A first complete run, so that later kills interrupt a replacement of existing rows.
+    assert!(extract().status().unwrap().success());
+    let sql = |q: &str| -> serde_json::Value {
+        let out = bin().args(["sql", q, "--format", "json", "--warehouse"]).arg(&wh).output().unwrap();
+        assert!(out.status.success(), "table unreadable after kill: {}", String::from_utf8_lossy(&out.stderr));
+        stdout_json(&out)
+    };
+    let mut kills = 0;
+    for step in 0..12u64 {
+        let mut child = extract().spawn().unwrap();
+        std::thread::sleep(Duration::from_millis(40 + step * 90));
+        if child.try_wait().unwrap().is_none() {
+            child.kill().unwrap();
+            kills += 1;
+        }
+        child.wait().unwrap();
+        for table in ["sources", "tables", "columns"] {
+            let v = sql(&format!(
+                "SELECT count(DISTINCT run_id) AS runs, count(*) AS n FROM {table} WHERE workflow_id = 'w' AND source_id = 's'"
+            ));
+            assert_eq!(v[0]["runs"], 1, "{table} mixes runs after a kill at step {step}: {v}");
+        }
+        let v = sql("SELECT count(*) AS n FROM columns WHERE workflow_id = 'w'");
+        assert_eq!(v[0]["n"], 6 * 4 + 5, "columns after kill at step {step}");
+    }
+    assert!(kills > 0, "no run was interrupted; the test proved nothing");
+    assert!(extract().status().unwrap().success());
+    let v = sql("SELECT count(*) AS n FROM tables WHERE workflow_id = 'w' AND source_id = 's'");
+    assert_eq!(v[0]["n"], 7);
+}

@@ -1,0 +1,144 @@
+//! Shared test helpers: real files of every format written with the real writers (arrow,
+//! parquet, arrow-avro, flate2, bzip2), and a way to run jobs through the library.
+#![allow(dead_code)]
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use nuvyn_executor::deltalake::arrow::array::{
+    BooleanArray, Date32Array, Float64Array, Int64Array, RecordBatch, StringArray,
+};
+use nuvyn_executor::deltalake::arrow::datatypes::{DataType, Field, Schema};
+use nuvyn_executor::discover::Filters;
+use nuvyn_executor::job::{self, JobOptions, JobReport, RunMode};
+use nuvyn_executor::location;
+use nuvyn_executor::payload::{self, CliJobArgs};
+
+/// Five people; `name` has one null, `score` one null; `id` is declared non-null.
+pub fn people() -> RecordBatch {
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("id", DataType::Int64, false),
+        Field::new("name", DataType::Utf8, true),
+        Field::new("score", DataType::Float64, true),
+        Field::new("active", DataType::Boolean, true),
+        Field::new("joined", DataType::Date32, true),
+    ]));
+    RecordBatch::try_new(
+        schema,
+        vec![
+            Arc::new(Int64Array::from(vec![1, 2, 3, 4, 5])),
+            Arc::new(StringArray::from(vec![Some("ann"), Some("bob"), None, Some("dan"), Some("eve")])),
+            Arc::new(Float64Array::from(vec![Some(1.5), Some(2.5), Some(3.5), None, Some(9.0)])),
+            Arc::new(BooleanArray::from(vec![true, false, true, true, false])),
+            Arc::new(Date32Array::from(vec![19000, 19001, 19002, 19003, 19004])),
+        ],
+    )
+    .unwrap()
+}
+
+pub const PEOPLE_CSV: &str = "id,name,score,active\n1,ann,1.5,true\n2,bob,2.5,false\n3,,3.5,true\n4,dan,,true\n5,eve,9.0,false\n";
+pub const PEOPLE_NDJSON: &str = "{\"id\":1,\"name\":\"ann\"}\n{\"id\":2,\"name\":\"bob\"}\n{\"id\":3,\"name\":null}\n";
+pub const PEOPLE_JSON_ARRAY: &str = "[{\"id\":1,\"name\":\"ann\"},{\"id\":2,\"name\":\"bob\"},{\"id\":3,\"name\":null}]";
+
+pub fn mkdirs(p: &Path) {
+    if let Some(parent) = p.parent() {
+        std::fs::create_dir_all(parent).unwrap();
+    }
+}
+
+pub fn write(p: &Path, text: impl AsRef<[u8]>) {
+    mkdirs(p);
+    std::fs::write(p, text).unwrap();
+}
+
+pub fn write_gz(p: &Path, text: &str) {
+    mkdirs(p);
+    let f = std::fs::File::create(p).unwrap();
+    let mut e = flate2::write::GzEncoder::new(f, flate2::Compression::default());
+    e.write_all(text.as_bytes()).unwrap();
+    e.finish().unwrap();
+}
+
+pub fn write_bz2(p: &Path, text: &str) {
+    mkdirs(p);
+    let f = std::fs::File::create(p).unwrap();
+    let mut e = bzip2::write::BzEncoder::new(f, bzip2::Compression::default());
+    e.write_all(text.as_bytes()).unwrap();
+    e.finish().unwrap();
+}
+
+pub fn write_parquet(p: &Path, batch: &RecordBatch) {
+    mkdirs(p);
+    let f = std::fs::File::create(p).unwrap();
+    let mut w = parquet::arrow::ArrowWriter::try_new(f, batch.schema(), None).unwrap();
+    w.write(batch).unwrap();
+    w.close().unwrap();
+}
+
+pub fn write_ipc(p: &Path, batch: &RecordBatch) {
+    mkdirs(p);
+    let f = std::fs::File::create(p).unwrap();
+    let mut w = nuvyn_executor::deltalake::arrow::ipc::writer::FileWriter::try_new(f, &batch.schema()).unwrap();
+    w.write(batch).unwrap();
+    w.finish().unwrap();
+}
+
+pub fn write_avro(p: &Path, batch: &RecordBatch) {
+    mkdirs(p);
+    let f = std::fs::File::create(p).unwrap();
+    let mut w = arrow_avro::writer::AvroWriter::new(f, batch.schema().as_ref().clone()).unwrap();
+    w.write(batch).unwrap();
+    w.finish().unwrap();
+}
+
+/// Writes a small Delta table of `people()` with delta-rs.
+pub async fn write_delta(dir: &Path) {
+    std::fs::create_dir_all(dir).unwrap();
+    let url = url::Url::from_directory_path(dir).unwrap();
+    let table = nuvyn_executor::deltalake::DeltaTable::try_from_url(url).await.unwrap();
+    table
+        .write(vec![people()])
+        .with_save_mode(nuvyn_executor::deltalake::protocol::SaveMode::Append)
+        .await
+        .unwrap();
+}
+
+/// Runs a job through the library as the CLI would.
+pub async fn run_job(paths: &[&Path], workflow_id: &str, source_id: Option<&str>, warehouse: Option<&Path>) -> JobReport {
+    let cli = CliJobArgs {
+        paths: paths.iter().map(|p| p.display().to_string()).collect(),
+        workflow_id: Some(workflow_id.to_string()),
+        source_id: source_id.map(str::to_string),
+        ..Default::default()
+    };
+    let spec = payload::resolve(None, &cli, true).unwrap();
+    job::run(JobOptions {
+        spec,
+        run_mode: RunMode::Cli,
+        warehouse: warehouse.map(|w| location::parse(&w.display().to_string()).unwrap()),
+        filters: Filters::default(),
+        source_concurrency: 2,
+        table_concurrency: 2,
+        progress: false,
+    })
+    .await
+}
+
+pub fn bin() -> assert_cmd::Command {
+    let mut c = assert_cmd::Command::cargo_bin("nuvyn-executor").unwrap();
+    c.env_remove("NUVYN_JOB_PAYLOAD")
+        .env_remove("NUVYN_WAREHOUSE")
+        .env_remove("EXECUTOR_WRITE_TO_DB")
+        .env_remove("RUST_LOG")
+        .env("EXECUTOR_LOG_LEVEL", "warn");
+    c
+}
+
+pub fn tmp() -> tempfile::TempDir {
+    tempfile::tempdir().unwrap()
+}
+
+pub fn path(d: &tempfile::TempDir, rel: &str) -> PathBuf {
+    d.path().join(rel)
+}
