@@ -85,7 +85,11 @@ fn print_report(report: &JobReport, format: ResultFormat) -> anyhow::Result<()> 
                 report.workflow_id,
                 report.status.as_str(),
                 report.duration_ms,
-                if report.written { "  (written)" } else { "  (not written)" }
+                if report.written {
+                    "  (written)"
+                } else {
+                    "  (not written)"
+                }
             )?;
             if let Some(e) = &report.error {
                 writeln!(out, "error: {e}")?;
@@ -108,7 +112,9 @@ fn print_report(report: &JobReport, format: ResultFormat) -> anyhow::Result<()> 
                         "  {:<40} {:<8} rows {:>12} cols {:>4} {}",
                         t.table_name,
                         t.file_type,
-                        t.row_count.map(|r| r.to_string()).unwrap_or_else(|| "-".into()),
+                        t.row_count
+                            .map(|r| r.to_string())
+                            .unwrap_or_else(|| "-".into()),
                         t.column_count,
                         t.error_message.as_deref().unwrap_or("")
                     )?;

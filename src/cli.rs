@@ -39,7 +39,13 @@ pub struct Cli {
     pub command: Option<Command>,
 
     /// Log line format on stderr (json for Databricks driver logs).
-    #[arg(long, global = true, value_enum, default_value = "text", env = "NUVYN_LOG_FORMAT")]
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        default_value = "text",
+        env = "NUVYN_LOG_FORMAT"
+    )]
     pub log_format: LogFormat,
 }
 
@@ -231,7 +237,9 @@ pub struct Env {
 impl Env {
     pub fn from_process() -> Self {
         Self {
-            payload: std::env::var("NUVYN_JOB_PAYLOAD").ok().filter(|s| !s.trim().is_empty()),
+            payload: std::env::var("NUVYN_JOB_PAYLOAD")
+                .ok()
+                .filter(|s| !s.trim().is_empty()),
             write_to_db: std::env::var("EXECUTOR_WRITE_TO_DB").ok(),
             warehouse: std::env::var("NUVYN_WAREHOUSE").ok(),
         }
@@ -274,14 +282,22 @@ fn job_config(env: &Env, inputs: JobInputs) -> Result<Config, ConfigError> {
     // Source locations are parsed here too, so a malformed one is a usage error (exit 2).
     for (i, s) in spec.sources.iter().enumerate() {
         location::parse(&s.path).map_err(|e| {
-            ConfigError::Usage(format!("source {} ({}): {e}", i + 1, crate::redact::url(&s.path)))
+            ConfigError::Usage(format!(
+                "source {} ({}): {e}",
+                i + 1,
+                crate::redact::url(&s.path)
+            ))
         })?;
     }
     let filters = Filters::new(&inputs.discovery.include, &inputs.discovery.exclude)?;
     Ok(Config::Job {
         options: Box::new(JobOptions {
             spec,
-            run_mode: if raw.is_some() { RunMode::Payload } else { RunMode::Cli },
+            run_mode: if raw.is_some() {
+                RunMode::Payload
+            } else {
+                RunMode::Cli
+            },
             warehouse: inputs.warehouse,
             filters,
             source_concurrency: inputs.discovery.source_concurrency as usize,
@@ -306,7 +322,10 @@ impl Cli {
                         ..Default::default()
                     },
                     warehouse: Some(warehouse(&WarehouseArg {
-                        warehouse: env.warehouse.clone().unwrap_or_else(|| "./warehouse".into()),
+                        warehouse: env
+                            .warehouse
+                            .clone()
+                            .unwrap_or_else(|| "./warehouse".into()),
                     })?),
                     output: ResultFormat::Json,
                 },
@@ -322,7 +341,11 @@ impl Cli {
                         source_type: a.source_type,
                         tenant_id: a.tenant_id,
                     },
-                    warehouse: if a.dry_run { None } else { Some(warehouse(&a.warehouse)?) },
+                    warehouse: if a.dry_run {
+                        None
+                    } else {
+                        Some(warehouse(&a.warehouse)?)
+                    },
                     discovery: a.discovery,
                     output: a.output,
                 },
@@ -339,7 +362,11 @@ impl Cli {
                             source_type: a.data_source_type,
                             tenant_id: a.tenant_id,
                         },
-                        warehouse: if write { Some(warehouse(&a.warehouse)?) } else { None },
+                        warehouse: if write {
+                            Some(warehouse(&a.warehouse)?)
+                        } else {
+                            None
+                        },
                         discovery: a.discovery,
                         output: a.output,
                     },
@@ -393,7 +420,12 @@ mod tests {
             payload: Some(r#"{"workflow_id":"w1"}"#.into()),
             ..Default::default()
         };
-        match config(&["metadata_extraction", "/data", "csv", "default"], env.clone()).unwrap() {
+        match config(
+            &["metadata_extraction", "/data", "csv", "default"],
+            env.clone(),
+        )
+        .unwrap()
+        {
             Config::Job { options, .. } => {
                 assert!(options.warehouse.is_none());
                 assert_eq!(options.run_mode, RunMode::Payload);
@@ -427,7 +459,11 @@ mod tests {
 
     #[test]
     fn bad_globs_and_ids_are_usage_errors() {
-        let e = config(&["extract", "/d", "--workflow-id", "w", "--include", "a[b"], Env::default()).unwrap_err();
+        let e = config(
+            &["extract", "/d", "--workflow-id", "w", "--include", "a[b"],
+            Env::default(),
+        )
+        .unwrap_err();
         assert!(e.to_string().contains("--include"), "{e}");
         let e = config(&["query", "--workflow-id", "x' OR '1'='1"], Env::default()).unwrap_err();
         assert!(e.to_string().contains("--workflow-id"), "{e}");

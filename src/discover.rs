@@ -281,7 +281,12 @@ fn looks_numeric(s: &str) -> bool {
 /// of fields, preferring more fields) and whether the first line is a header.
 /// `single_column` allows a file without any delimiter (one column) when the name already
 /// says it is delimited text; content alone must show at least two columns.
-pub fn sniff_csv(text: &str, whole: bool, hint: Option<u8>, single_column: bool) -> Option<CsvDialect> {
+pub fn sniff_csv(
+    text: &str,
+    whole: bool,
+    hint: Option<u8>,
+    single_column: bool,
+) -> Option<CsvDialect> {
     let lines = sample_lines(text, whole);
     let first = *lines.first()?;
     let delimiter = match hint {
@@ -310,7 +315,9 @@ pub fn sniff_csv(text: &str, whole: bool, hint: Option<u8>, single_column: bool)
     };
     let header = split_csv_line(first, delimiter as char);
     let unique: BTreeSet<&str> = header.iter().map(|s| s.trim()).collect();
-    let mut has_header = header.iter().all(|h| !h.trim().is_empty() && !looks_numeric(h))
+    let mut has_header = header
+        .iter()
+        .all(|h| !h.trim().is_empty() && !looks_numeric(h))
         && unique.len() == header.len();
     // A first row of distinct non-numeric words is a header unless a later row repeats it
     // (a headerless file of words). A file of words only is read with a header, as Spark's
@@ -340,7 +347,10 @@ struct Sniffed {
     reason: Option<String>,
 }
 
-async fn read_prefix(store: &dyn ObjectStore, meta: &ObjectMeta) -> Result<Bytes, object_store::Error> {
+async fn read_prefix(
+    store: &dyn ObjectStore,
+    meta: &ObjectMeta,
+) -> Result<Bytes, object_store::Error> {
     let len = meta.size.min(SNIFF_BYTES);
     if len == 0 {
         return Ok(Bytes::new());
@@ -567,8 +577,10 @@ pub async fn discover(loc: &Location, filters: &Filters) -> Result<Discovery, Di
     }
 
     let mut out = Discovery::default();
-    let mut delta_files: BTreeMap<String, Vec<ObjectMeta>> =
-        delta_roots.iter().map(|r| (r.clone(), Vec::new())).collect();
+    let mut delta_files: BTreeMap<String, Vec<ObjectMeta>> = delta_roots
+        .iter()
+        .map(|r| (r.clone(), Vec::new()))
+        .collect();
     let mut candidates: Vec<Candidate> = Vec::new();
     let mut to_sniff: Vec<usize> = Vec::new();
     for m in objects.iter() {
@@ -607,7 +619,9 @@ pub async fn discover(loc: &Location, filters: &Filters) -> Result<Discovery, Di
                 compression,
                 csv: None,
                 json_array: false,
-                reason: Some("compressed binary files are not readable; store them uncompressed".into()),
+                reason: Some(
+                    "compressed binary files are not readable; store them uncompressed".into(),
+                ),
             });
         }
     }
@@ -635,7 +649,9 @@ pub async fn discover(loc: &Location, filters: &Filters) -> Result<Discovery, Di
         pattern: String,
     }
     let mut groups: BTreeMap<Key, Vec<usize>> = BTreeMap::new();
-    let mut partition_keys: BTreeMap<Key, (Vec<Vec<String>>, Vec<Vec<String>>)> = BTreeMap::new();
+    // Per group: the partition keys and values of each file, in path order.
+    type KeysAndValues = (Vec<Vec<String>>, Vec<Vec<String>>);
+    let mut partition_keys: BTreeMap<Key, KeysAndValues> = BTreeMap::new();
     for (i, c) in candidates.iter_mut().enumerate() {
         if let Some(s) = &c.sniffed {
             match s.format {
@@ -646,7 +662,10 @@ pub async fn discover(loc: &Location, filters: &Filters) -> Result<Discovery, Di
                 _ => {
                     out.skipped.push(Skipped {
                         path: loc.display_of(&c.meta.location),
-                        reason: s.reason.clone().unwrap_or_else(|| "unrecognised format".into()),
+                        reason: s
+                            .reason
+                            .clone()
+                            .unwrap_or_else(|| "unrecognised format".into()),
                     });
                     continue;
                 }
@@ -723,7 +742,9 @@ pub async fn discover(loc: &Location, filters: &Filters) -> Result<Discovery, Di
             let name = if key.partitioned || alone {
                 base
             } else {
-                let p = key.pattern.trim_matches(|c: char| c == '#' || c == '_' || c == '-' || c == '.');
+                let p = key
+                    .pattern
+                    .trim_matches(|c: char| c == '#' || c == '_' || c == '-' || c == '.');
                 let stem = if p.is_empty() {
                     bare_stem(first.rel.rsplit('/').next().unwrap_or(&first.rel)).to_string()
                 } else {
@@ -847,7 +868,7 @@ fn is_under(path: &str, root: &str) -> bool {
 fn join_obj(prefix: &ObjPath, rel: &str) -> ObjPath {
     rel.split('/')
         .filter(|s| !s.is_empty())
-        .fold(prefix.clone(), |p, s| p.child(s))
+        .fold(prefix.clone(), |p, s| p.join(s))
 }
 
 /// The longest extension suffix (".csv", ".csv.gz") every file shares; "" if none.
@@ -904,10 +925,19 @@ mod tests {
 
     #[test]
     fn names_say_format_and_compression() {
-        assert_eq!(format_from_name("a.CSV"), (Some(Format::Csv), Compression::None, Some(b',')));
-        assert_eq!(format_from_name("a.tsv.gz"), (Some(Format::Csv), Compression::Gzip, Some(b'\t')));
+        assert_eq!(
+            format_from_name("a.CSV"),
+            (Some(Format::Csv), Compression::None, Some(b','))
+        );
+        assert_eq!(
+            format_from_name("a.tsv.gz"),
+            (Some(Format::Csv), Compression::Gzip, Some(b'\t'))
+        );
         assert_eq!(format_from_name("a.jsonl.zst").0, Some(Format::Json));
-        assert_eq!(format_from_name("part-0.snappy.parquet").0, Some(Format::Parquet));
+        assert_eq!(
+            format_from_name("part-0.snappy.parquet").0,
+            Some(Format::Parquet)
+        );
         assert_eq!(format_from_name("part-00000").0, None);
         assert_eq!(format_from_name("x.feather").0, Some(Format::Arrow));
     }
@@ -915,8 +945,12 @@ mod tests {
     #[test]
     fn part_files_share_a_pattern() {
         assert_eq!(
-            stem_pattern(bare_stem("part-00000-8a7c3f2e-1b2c-4d5e-9f00-123456789abc-c000.snappy.parquet")),
-            stem_pattern(bare_stem("part-00017-0a7c3f2e-1b2c-4d5e-9f00-123456789abd-c000.snappy.parquet"))
+            stem_pattern(bare_stem(
+                "part-00000-8a7c3f2e-1b2c-4d5e-9f00-123456789abc-c000.snappy.parquet"
+            )),
+            stem_pattern(bare_stem(
+                "part-00017-0a7c3f2e-1b2c-4d5e-9f00-123456789abd-c000.snappy.parquet"
+            ))
         );
         assert_eq!(stem_pattern("events_2024_01"), "events_#_#");
         assert_ne!(stem_pattern("customers"), stem_pattern("orders"));
@@ -925,11 +959,31 @@ mod tests {
     #[test]
     fn csv_sniffing() {
         let d = sniff_csv("id;name;score\n1;a;2.5\n2;b;3\n", true, None, false).unwrap();
-        assert_eq!(d, CsvDialect { delimiter: b';', has_header: true });
+        assert_eq!(
+            d,
+            CsvDialect {
+                delimiter: b';',
+                has_header: true
+            }
+        );
         let d = sniff_csv("1\t2\t3\n4\t5\t6\n", true, None, false).unwrap();
-        assert_eq!(d, CsvDialect { delimiter: b'\t', has_header: false });
+        assert_eq!(
+            d,
+            CsvDialect {
+                delimiter: b'\t',
+                has_header: false
+            }
+        );
         let d = sniff_csv("a,\"b,c\",d\n1,\"x,y\",2\n", true, None, false).unwrap();
         assert_eq!(d.delimiter, b',');
-        assert!(sniff_csv("just some prose, with a comma\nand no structure at all\nreally", true, None, false).is_none());
+        assert!(
+            sniff_csv(
+                "just some prose, with a comma\nand no structure at all\nreally",
+                true,
+                None,
+                false
+            )
+            .is_none()
+        );
     }
 }

@@ -125,8 +125,10 @@ fn progress_bar(enabled: bool) -> indicatif::ProgressBar {
     }
     let pb = indicatif::ProgressBar::new(0);
     pb.set_style(
-        indicatif::ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} tables {msg}")
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        indicatif::ProgressStyle::with_template(
+            "{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} tables {msg}",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
     );
     pb
 }
@@ -185,20 +187,36 @@ async fn run_source(
         "discovered"
     );
     pb.inc_length(found.tables.len() as u64);
-    let loc_ref = &loc;
-    let mut tables: Vec<TableProfile> = futures::stream::iter(found.tables.iter().map(|t| async move {
-        let started = Instant::now();
-        let p = profile::profile_table(ctx, loc_ref, t).await;
-        tracing::debug!(table = %t.name, ms = started.elapsed().as_millis() as u64, "profiled");
-        pb.inc(1);
-        pb.set_message(t.name.clone());
-        p
+    let mut tables: Vec<TableProfile> = futures::stream::iter(found.tables.into_iter().map(|t| {
+        let (ctx, loc) = (ctx.clone(), loc.clone());
+        async move {
+            let started = Instant::now();
+            let name = t.name.clone();
+            let root = loc.display_of(&t.root);
+            // Each table runs in its own task: a panic inside a reader library on a
+            // malformed file fails that table, not the job.
+            let p = match tokio::spawn(async move { profile::profile_table(&ctx, &loc, &t).await })
+                .await
+            {
+                Ok(p) => p,
+                Err(e) => {
+                    profile::TableProfile::failed(&name, &root, format!("reader crashed: {e}"))
+                }
+            };
+            tracing::debug!(table = %name, ms = started.elapsed().as_millis() as u64, "profiled");
+            pb.inc(1);
+            pb.set_message(name);
+            p
+        }
     }))
     .buffer_unordered(opts.table_concurrency.max(1))
     .collect()
     .await;
     tables.sort_by(|a, b| a.table_name.cmp(&b.table_name));
-    report.tables_failed = tables.iter().filter(|t| t.status == TableStatus::Failed).count();
+    report.tables_failed = tables
+        .iter()
+        .filter(|t| t.status == TableStatus::Failed)
+        .count();
     report.status = if report.tables_failed == 0 {
         RunStatus::Succeeded
     } else if report.tables_failed < tables.len() {
@@ -256,21 +274,29 @@ pub async fn run(opts: JobOptions) -> JobReport {
 
     let ctx = profile::session_for(&[]);
     let pb = progress_bar(opts.progress);
-    let mut sources: Vec<(usize, SourceReport)> = futures::stream::iter(spec.sources.iter().enumerate().map(|(i, s)| {
-        let ctx = &ctx;
-        let opts = &opts;
-        let pb = &pb;
-        async move { (i, run_source(ctx, s, opts, pb).await) }
-    }))
-    .buffer_unordered(opts.source_concurrency.max(1))
-    .collect()
-    .await;
+    let mut sources: Vec<(usize, SourceReport)> =
+        futures::stream::iter(spec.sources.iter().enumerate().map(|(i, s)| {
+            let ctx = &ctx;
+            let opts = &opts;
+            let pb = &pb;
+            async move { (i, run_source(ctx, s, opts, pb).await) }
+        }))
+        .buffer_unordered(opts.source_concurrency.max(1))
+        .collect()
+        .await;
     pb.finish_and_clear();
     sources.sort_by_key(|(i, _)| *i);
     report.sources = sources.into_iter().map(|(_, s)| s).collect();
 
-    let failed = report.sources.iter().filter(|s| s.status == RunStatus::Failed).count();
-    let partial = report.sources.iter().any(|s| s.status == RunStatus::Partial);
+    let failed = report
+        .sources
+        .iter()
+        .filter(|s| s.status == RunStatus::Failed)
+        .count();
+    let partial = report
+        .sources
+        .iter()
+        .any(|s| s.status == RunStatus::Partial);
     report.status = if failed == report.sources.len() {
         RunStatus::Failed
     } else if failed > 0 || partial {
@@ -283,9 +309,19 @@ pub async fn run(opts: JobOptions) -> JobReport {
             .sources
             .iter()
             .filter(|s| s.status == RunStatus::Failed)
-            .map(|s| format!("{}: {}", s.source_path, s.error.as_deref().unwrap_or("failed")))
+            .map(|s| {
+                format!(
+                    "{}: {}",
+                    s.source_path,
+                    s.error.as_deref().unwrap_or("failed")
+                )
+            })
             .collect();
-        report.error = Some(format!("{failed} of {} sources failed: {}", report.sources.len(), msgs.join("; ")));
+        report.error = Some(format!(
+            "{failed} of {} sources failed: {}",
+            report.sources.len(),
+            msgs.join("; ")
+        ));
     }
 
     if let Some(w) = &warehouse {
@@ -301,7 +337,9 @@ pub async fn run(opts: JobOptions) -> JobReport {
         if let Err(e) = record_run(w, &report).await {
             tracing::error!("recording the run in executor_runs failed: {e}");
             report.status = RunStatus::Failed;
-            report.error.get_or_insert(format!("recording the run failed: {e}"));
+            report
+                .error
+                .get_or_insert(format!("recording the run failed: {e}"));
         }
     }
     finish(report, clock)
@@ -366,30 +404,66 @@ async fn write_results(w: &Warehouse, report: &JobReport) -> Result<(), Metastor
         .i64s("id", metastore::new_ids(n))
         .strings("workflow_id", vec![Some(wf); n])
         .strings("source_id", srcs.iter().map(|s| s.source_id.as_deref()))
-        .strings("source_path", srcs.iter().map(|s| Some(s.source_path.as_str())))
-        .strings("source_type", srcs.iter().map(|s| Some(s.source_type.as_str())))
+        .strings(
+            "source_path",
+            srcs.iter().map(|s| Some(s.source_path.as_str())),
+        )
+        .strings(
+            "source_type",
+            srcs.iter().map(|s| Some(s.source_type.as_str())),
+        )
         .timestamps("extraction_timestamp", vec![Some(ts); n])
-        .i32s("files_found", srcs.iter().map(|s| Some(s.files_found.min(i32::MAX as u64) as i32)))
-        .i64s("total_size_bytes", srcs.iter().map(|s| Some(s.total_size_bytes as i64)))
+        .i32s(
+            "files_found",
+            srcs.iter()
+                .map(|s| Some(s.files_found.min(i32::MAX as u64) as i32)),
+        )
+        .i64s(
+            "total_size_bytes",
+            srcs.iter().map(|s| Some(s.total_size_bytes as i64)),
+        )
         .strings("run_id", vec![Some(run); n])
         .build()?;
 
-    let tables: Vec<(&SourceReport, &TableProfile)> =
-        srcs.iter().flat_map(|s| s.tables.iter().map(move |t| (*s, t))).collect();
+    let tables: Vec<(&SourceReport, &TableProfile)> = srcs
+        .iter()
+        .flat_map(|s| s.tables.iter().map(move |t| (*s, t)))
+        .collect();
     let n = tables.len();
     let tables_batch = BatchBuilder::new(&metastore::TABLES)
         .i64s("id", metastore::new_ids(n))
         .strings("workflow_id", vec![Some(wf); n])
-        .strings("source_id", tables.iter().map(|(s, _)| s.source_id.as_deref()))
-        .strings("table_name", tables.iter().map(|(_, t)| Some(t.table_name.as_str())))
-        .strings("file_path", tables.iter().map(|(_, t)| Some(t.file_path.as_str())))
-        .strings("file_type", tables.iter().map(|(_, t)| Some(t.file_type.as_str())))
+        .strings(
+            "source_id",
+            tables.iter().map(|(s, _)| s.source_id.as_deref()),
+        )
+        .strings(
+            "table_name",
+            tables.iter().map(|(_, t)| Some(t.table_name.as_str())),
+        )
+        .strings(
+            "file_path",
+            tables.iter().map(|(_, t)| Some(t.file_path.as_str())),
+        )
+        .strings(
+            "file_type",
+            tables.iter().map(|(_, t)| Some(t.file_type.as_str())),
+        )
         .i64s("row_count", tables.iter().map(|(_, t)| t.row_count))
-        .i32s("column_count", tables.iter().map(|(_, t)| Some(t.column_count)))
+        .i32s(
+            "column_count",
+            tables.iter().map(|(_, t)| Some(t.column_count)),
+        )
         .i64s("size_bytes", tables.iter().map(|(_, t)| Some(t.size_bytes)))
         .strings("run_id", vec![Some(run); n])
-        .strings("status", tables.iter().map(|(_, t)| Some(t.status.as_str())))
-        .strings("error_message", tables.iter().map(|(_, t)| t.error_message.as_deref()))
+        .strings(
+            "status",
+            tables.iter().map(|(_, t)| Some(t.status.as_str())),
+        )
+        .strings(
+            "error_message",
+            tables.iter().map(|(_, t)| t.error_message.as_deref()),
+        )
         .build()?;
 
     let cols: Vec<(&SourceReport, &TableProfile, &profile::ColumnProfile)> = tables
@@ -404,18 +478,45 @@ async fn write_results(w: &Warehouse, report: &JobReport) -> Result<(), Metastor
     let columns = BatchBuilder::new(&metastore::COLUMNS)
         .i64s("id", metastore::new_ids(n))
         .strings("workflow_id", vec![Some(wf); n])
-        .strings("source_id", cols.iter().map(|(s, _, _)| s.source_id.as_deref()))
-        .strings("table_name", cols.iter().map(|(_, t, _)| Some(t.table_name.as_str())))
-        .strings("column_name", cols.iter().map(|(_, _, c)| Some(c.column_name.as_str())))
-        .strings("data_type", cols.iter().map(|(_, _, c)| Some(c.data_type.as_str())))
+        .strings(
+            "source_id",
+            cols.iter().map(|(s, _, _)| s.source_id.as_deref()),
+        )
+        .strings(
+            "table_name",
+            cols.iter().map(|(_, t, _)| Some(t.table_name.as_str())),
+        )
+        .strings(
+            "column_name",
+            cols.iter().map(|(_, _, c)| Some(c.column_name.as_str())),
+        )
+        .strings(
+            "data_type",
+            cols.iter().map(|(_, _, c)| Some(c.data_type.as_str())),
+        )
         .i32s("position", cols.iter().map(|(_, _, c)| Some(c.position)))
-        .bools("is_nullable", cols.iter().map(|(_, _, c)| Some(c.is_nullable)))
+        .bools(
+            "is_nullable",
+            cols.iter().map(|(_, _, c)| Some(c.is_nullable)),
+        )
         .strings("sample_values", samples.iter().map(|s| Some(s.as_str())))
         .strings("run_id", vec![Some(run); n])
-        .i64s("null_count", cols.iter().map(|(_, _, c)| Some(c.null_count)))
-        .i64s("distinct_count", cols.iter().map(|(_, _, c)| c.distinct_count))
-        .strings("min_value", cols.iter().map(|(_, _, c)| c.min_value.as_deref()))
-        .strings("max_value", cols.iter().map(|(_, _, c)| c.max_value.as_deref()))
+        .i64s(
+            "null_count",
+            cols.iter().map(|(_, _, c)| Some(c.null_count)),
+        )
+        .i64s(
+            "distinct_count",
+            cols.iter().map(|(_, _, c)| c.distinct_count),
+        )
+        .strings(
+            "min_value",
+            cols.iter().map(|(_, _, c)| c.min_value.as_deref()),
+        )
+        .strings(
+            "max_value",
+            cols.iter().map(|(_, _, c)| c.max_value.as_deref()),
+        )
         .build()?;
 
     // Children before parents: a reader that sees a source row also sees its tables.
@@ -427,7 +528,12 @@ async fn write_results(w: &Warehouse, report: &JobReport) -> Result<(), Metastor
         let table = w.ensure_valid(def).await?;
         let rows = batch.num_rows();
         let t = w.replace(def, table, batch, predicate.clone(), run).await?;
-        tracing::info!(table = def.name, rows, version = t.version().unwrap_or(-1), "written");
+        tracing::info!(
+            table = def.name,
+            rows,
+            version = t.version().unwrap_or_default(),
+            "written"
+        );
     }
     Ok(())
 }

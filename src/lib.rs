@@ -6,6 +6,7 @@
 pub use deltalake;
 
 pub mod app;
+pub mod azure;
 pub mod cli;
 pub mod discover;
 pub mod job;

@@ -7,7 +7,10 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use datafusion::arrow::array::{ArrayRef, BooleanArray, Int32Array, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray};
+use datafusion::arrow::array::{
+    ArrayRef, BooleanArray, Int32Array, Int64Array, RecordBatch, StringArray,
+    TimestampMicrosecondArray,
+};
 use datafusion::arrow::datatypes::{DataType as ArrowType, Field, Schema, SchemaRef, TimeUnit};
 use deltalake::kernel::{DataType as DeltaType, StructField};
 use deltalake::protocol::SaveMode;
@@ -172,7 +175,9 @@ pub enum MetastoreError {
         location: String,
         message: String,
     },
-    #[error("warehouse table {table} at {location} does not match the expected schema: {problems}. Run `nuvyn-executor schema_validation` to see details")]
+    #[error(
+        "warehouse table {table} at {location} does not match the expected schema: {problems}. Run `nuvyn-executor schema_validation` to see details"
+    )]
     SchemaMismatch {
         table: &'static str,
         location: String,
@@ -181,7 +186,10 @@ pub enum MetastoreError {
     #[error(transparent)]
     Location(#[from] crate::location::LocationError),
     #[error("cannot build rows for {table}: {message}")]
-    Batch { table: &'static str, message: String },
+    Batch {
+        table: &'static str,
+        message: String,
+    },
 }
 
 /// What `schema_validation` found for one table.
@@ -191,7 +199,7 @@ pub struct TableCheck {
     pub location: String,
     pub existed: bool,
     pub created: bool,
-    pub version: Option<i64>,
+    pub version: Option<u64>,
     pub problems: Vec<String>,
 }
 
@@ -236,6 +244,12 @@ impl Warehouse {
 
     /// The table if it exists (has a Delta log).
     pub async fn open(&self, def: &TableDef) -> Result<Option<DeltaTable>, MetastoreError> {
+        // delta-rs refuses a local path that does not exist rather than calling it "not a table".
+        if let Some(dir) = &self.table_location(def).local_dir
+            && !dir.join("_delta_log").is_dir()
+        {
+            return Ok(None);
+        }
         let mut table = self.builder(def)?.build().map_err(|e| self.err(def, e))?;
         match table.load().await {
             Ok(()) => Ok(Some(table)),
@@ -289,7 +303,11 @@ impl Warehouse {
             }
         }
         let parts = snapshot.metadata().partition_columns();
-        if parts.iter().map(String::as_str).ne(def.partition_by.iter().copied()) {
+        if parts
+            .iter()
+            .map(String::as_str)
+            .ne(def.partition_by.iter().copied())
+        {
             problems.push(format!(
                 "partitioned by {parts:?}, expected {:?}",
                 def.partition_by
@@ -380,7 +398,10 @@ impl Warehouse {
 
 fn commit_properties(run_id: &str) -> deltalake::kernel::transaction::CommitProperties {
     let mut meta = HashMap::new();
-    meta.insert("nuvyn.run_id".to_string(), serde_json::Value::String(run_id.to_string()));
+    meta.insert(
+        "nuvyn.run_id".to_string(),
+        serde_json::Value::String(run_id.to_string()),
+    );
     meta.insert(
         "nuvyn.executor_version".to_string(),
         serde_json::Value::String(crate::VERSION.to_string()),
@@ -397,7 +418,11 @@ pub fn sql_literal(s: &str) -> String {
 /// The predicate selecting the rows of `workflow_id` and the given sources (`None` is a
 /// source without a `source_id`).
 pub fn replace_predicate(workflow_id: &str, source_ids: &[Option<String>]) -> String {
-    let mut named: Vec<String> = source_ids.iter().flatten().map(|s| sql_literal(s)).collect();
+    let mut named: Vec<String> = source_ids
+        .iter()
+        .flatten()
+        .map(|s| sql_literal(s))
+        .collect();
     named.sort();
     named.dedup();
     let mut parts = Vec::new();
@@ -429,23 +454,31 @@ impl BatchBuilder {
         }
     }
 
-    pub fn strings<S: AsRef<str>>(mut self, name: &'static str, v: impl IntoIterator<Item = Option<S>>) -> Self {
-        self.columns.insert(name, Arc::new(StringArray::from_iter(v)));
+    pub fn strings<S: AsRef<str>>(
+        mut self,
+        name: &'static str,
+        v: impl IntoIterator<Item = Option<S>>,
+    ) -> Self {
+        self.columns
+            .insert(name, Arc::new(StringArray::from_iter(v)));
         self
     }
 
     pub fn i64s(mut self, name: &'static str, v: impl IntoIterator<Item = Option<i64>>) -> Self {
-        self.columns.insert(name, Arc::new(Int64Array::from_iter(v)));
+        self.columns
+            .insert(name, Arc::new(Int64Array::from_iter(v)));
         self
     }
 
     pub fn i32s(mut self, name: &'static str, v: impl IntoIterator<Item = Option<i32>>) -> Self {
-        self.columns.insert(name, Arc::new(Int32Array::from_iter(v)));
+        self.columns
+            .insert(name, Arc::new(Int32Array::from_iter(v)));
         self
     }
 
     pub fn bools(mut self, name: &'static str, v: impl IntoIterator<Item = Option<bool>>) -> Self {
-        self.columns.insert(name, Arc::new(BooleanArray::from_iter(v)));
+        self.columns
+            .insert(name, Arc::new(BooleanArray::from_iter(v)));
         self
     }
 
@@ -454,8 +487,10 @@ impl BatchBuilder {
         name: &'static str,
         v: impl IntoIterator<Item = Option<chrono::DateTime<chrono::Utc>>>,
     ) -> Self {
-        let arr = TimestampMicrosecondArray::from_iter(v.into_iter().map(|t| t.map(|t| t.timestamp_micros())))
-            .with_timezone("UTC");
+        let arr = TimestampMicrosecondArray::from_iter(
+            v.into_iter().map(|t| t.map(|t| t.timestamp_micros())),
+        )
+        .with_timezone("UTC");
         self.columns.insert(name, Arc::new(arr));
         self
     }
@@ -464,10 +499,13 @@ impl BatchBuilder {
         let schema = self.def.arrow_schema();
         let mut arrays = Vec::with_capacity(self.def.columns.len());
         for c in self.def.columns {
-            let a = self.columns.remove(c.name).ok_or_else(|| MetastoreError::Batch {
-                table: self.def.name,
-                message: format!("column {} not set", c.name),
-            })?;
+            let a = self
+                .columns
+                .remove(c.name)
+                .ok_or_else(|| MetastoreError::Batch {
+                    table: self.def.name,
+                    message: format!("column {} not set", c.name),
+                })?;
             arrays.push(a);
         }
         if let Some(extra) = self.columns.keys().next() {
@@ -505,7 +543,10 @@ mod tests {
     #[test]
     fn predicates() {
         assert_eq!(
-            replace_predicate("wf", &[Some("b".into()), Some("a".into()), Some("a".into())]),
+            replace_predicate(
+                "wf",
+                &[Some("b".into()), Some("a".into()), Some("a".into())]
+            ),
             "workflow_id = 'wf' AND (source_id IN ('a', 'b'))"
         );
         assert_eq!(

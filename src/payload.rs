@@ -56,16 +56,22 @@ pub enum PayloadError {
         value: String,
         reason: String,
     },
-    #[error("{what} conflict: the command line gives {cli} but the payload's `{field}` gives {payload}")]
+    #[error(
+        "{what} conflict: the command line gives {cli} but the payload's `{field}` gives {payload}"
+    )]
     Conflict {
         what: &'static str,
         field: String,
         cli: String,
         payload: String,
     },
-    #[error("no data source: give a path on the command line, `data_source_path`, or a `sources` array")]
+    #[error(
+        "no data source: give a path on the command line, `data_source_path`, or a `sources` array"
+    )]
     NoSource,
-    #[error("sources are given both in `sources` and `job_metadata.sources`: give them in one place")]
+    #[error(
+        "sources are given both in `sources` and `job_metadata.sources`: give them in one place"
+    )]
     SourcesTwice,
 }
 
@@ -165,7 +171,11 @@ pub fn printable(s: &str) -> String {
     out
 }
 
-fn opt_string(obj: &Map<String, Value>, key: &str, prefix: &str) -> Result<Option<String>, PayloadError> {
+fn opt_string(
+    obj: &Map<String, Value>,
+    key: &str,
+    prefix: &str,
+) -> Result<Option<String>, PayloadError> {
     match obj.get(key) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(s)) => Ok(Some(s.clone())),
@@ -278,7 +288,11 @@ pub fn validate_id(field: &str, value: &str) -> Result<(), PayloadError> {
             "contains {c:?}; only ASCII letters, digits, '_', '-' and '.' are allowed"
         )));
     }
-    if !value.chars().next().is_some_and(|c| c.is_ascii_alphanumeric()) {
+    if !value
+        .chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_alphanumeric())
+    {
         return Err(bad("must start with a letter or digit".into()));
     }
     if value.contains("..") {
@@ -431,10 +445,11 @@ pub fn resolve(
     if let Some(list) = &p.sources {
         for (i, s) in list.iter().enumerate() {
             let f = |k: &str| format!("{}[{i}].{k}", p.sources_field);
-            let path = non_empty(&f("data_source_path"), s.data_source_path.clone())?
-                .ok_or_else(|| PayloadError::Empty {
+            let path = non_empty(&f("data_source_path"), s.data_source_path.clone())?.ok_or_else(
+                || PayloadError::Empty {
                     field: f("data_source_path"),
-                })?;
+                },
+            )?;
             let sid = match non_empty(&f("source_id"), s.source_id.clone())? {
                 Some(id) => {
                     validate_id(&f("source_id"), &id)?;
@@ -529,7 +544,8 @@ mod tests {
         assert_eq!(spec.workflow_id, "wf_cli");
         assert_eq!(spec.workflow_id_origin, IdOrigin::CommandLine);
 
-        let err = resolve_json(r#"{"data_source_path":"/d","workflow_id":"other"}"#, &c).unwrap_err();
+        let err =
+            resolve_json(r#"{"data_source_path":"/d","workflow_id":"other"}"#, &c).unwrap_err();
         assert!(matches!(err, PayloadError::Conflict { .. }), "{err}");
         assert!(err.to_string().contains("`workflow_id`"), "{err}");
         // The same value on both sides is no conflict.
@@ -542,7 +558,10 @@ mod tests {
         let err = resolve_json(r#"{"data_source_path":"/d","source_id":"s"}"#, &cli()).unwrap_err();
         let msg = err.to_string();
         assert!(msg.starts_with("workflow_id is required"), "{msg}");
-        assert!(msg.contains("job_metadata.workflow_id") && msg.contains("--workflow-id"), "{msg}");
+        assert!(
+            msg.contains("job_metadata.workflow_id") && msg.contains("--workflow-id"),
+            "{msg}"
+        );
         let err = resolve(None, &cli(), true).unwrap_err();
         assert!(err.to_string().contains("NUVYN_JOB_PAYLOAD is not set"));
     }
@@ -551,9 +570,15 @@ mod tests {
     fn wrong_types_name_the_field() {
         let cases = [
             (r#"{"workflow_id":5}"#, "workflow_id"),
-            (r#"{"workflow_id":"w","job_metadata":{"workflow_id":true}}"#, "job_metadata.workflow_id"),
+            (
+                r#"{"workflow_id":"w","job_metadata":{"workflow_id":true}}"#,
+                "job_metadata.workflow_id",
+            ),
             (r#"{"workflow_id":"w","job_metadata":[]}"#, "job_metadata"),
-            (r#"{"workflow_id":"w","sources":[{"data_source_path":3}]}"#, "sources[0].data_source_path"),
+            (
+                r#"{"workflow_id":"w","sources":[{"data_source_path":3}]}"#,
+                "sources[0].data_source_path",
+            ),
             (r#"{"workflow_id":"w","sources":{}}"#, "sources"),
         ];
         for (json, field) in cases {
@@ -564,20 +589,41 @@ mod tests {
             }
             assert!(err.to_string().contains(&format!("`{field}`")));
         }
-        assert!(matches!(RawPayload::parse("[1]"), Err(PayloadError::NotAnObject(_))));
+        assert!(matches!(
+            RawPayload::parse("[1]"),
+            Err(PayloadError::NotAnObject(_))
+        ));
         let err = RawPayload::parse("{\"workflow_id\": ").unwrap_err();
         assert!(err.to_string().contains("line 1"), "{err}");
     }
 
     #[test]
     fn unknown_job_type_and_empty_paths_are_rejected() {
-        let err = resolve_json(r#"{"job_type":"drop_tables","workflow_id":"w","data_source_path":"/d"}"#, &cli())
-            .unwrap_err();
+        let err = resolve_json(
+            r#"{"job_type":"drop_tables","workflow_id":"w","data_source_path":"/d"}"#,
+            &cli(),
+        )
+        .unwrap_err();
         assert!(err.to_string().contains("drop_tables"), "{err}");
-        let err = resolve_json(r#"{"workflow_id":"w","data_source_path":"  "}"#, &cli()).unwrap_err();
-        assert_eq!(err, PayloadError::Empty { field: "data_source_path".into() });
-        let err = resolve_json(r#"{"workflow_id":"w","sources":[{"source_id":"a"}]}"#, &cli()).unwrap_err();
-        assert_eq!(err, PayloadError::Empty { field: "sources[0].data_source_path".into() });
+        let err =
+            resolve_json(r#"{"workflow_id":"w","data_source_path":"  "}"#, &cli()).unwrap_err();
+        assert_eq!(
+            err,
+            PayloadError::Empty {
+                field: "data_source_path".into()
+            }
+        );
+        let err = resolve_json(
+            r#"{"workflow_id":"w","sources":[{"source_id":"a"}]}"#,
+            &cli(),
+        )
+        .unwrap_err();
+        assert_eq!(
+            err,
+            PayloadError::Empty {
+                field: "sources[0].data_source_path".into()
+            }
+        );
         let err = resolve_json(r#"{"workflow_id":"w"}"#, &cli()).unwrap_err();
         assert_eq!(err, PayloadError::NoSource);
     }
@@ -586,8 +632,21 @@ mod tests {
     fn unsafe_ids_are_rejected() {
         let long = "a".repeat(MAX_ID_LEN + 1);
         for bad in [
-            "wf'x", "wf\"x", "a/b", "a\\b", "..", "a..b", "a=b", "a\nb", "a b", "", "-x", ".x",
-            "wf';DROP TABLE x;--", "é", long.as_str(),
+            "wf'x",
+            "wf\"x",
+            "a/b",
+            "a\\b",
+            "..",
+            "a..b",
+            "a=b",
+            "a\nb",
+            "a b",
+            "",
+            "-x",
+            ".x",
+            "wf';DROP TABLE x;--",
+            "é",
+            long.as_str(),
         ] {
             let err = validate_id("workflow_id", bad).unwrap_err();
             assert!(matches!(err, PayloadError::InvalidId { .. }), "{bad:?}");
@@ -597,7 +656,11 @@ mod tests {
         for good in ["workflow_abc123", "wf-1.2", "A", &"a".repeat(MAX_ID_LEN)] {
             validate_id("workflow_id", good).unwrap();
         }
-        let err = resolve_json(r#"{"workflow_id":"x/../../etc","data_source_path":"/d"}"#, &cli()).unwrap_err();
+        let err = resolve_json(
+            r#"{"workflow_id":"x/../../etc","data_source_path":"/d"}"#,
+            &cli(),
+        )
+        .unwrap_err();
         assert!(err.to_string().contains("invalid workflow_id"), "{err}");
         let err = resolve_json(
             r#"{"workflow_id":"w","data_source_path":"/d","job_metadata":{"source_id":"s=1"}}"#,

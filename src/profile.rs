@@ -17,12 +17,15 @@ use datafusion::datasource::file_format::csv::CsvFormat;
 use datafusion::datasource::file_format::file_compression_type::FileCompressionType;
 use datafusion::datasource::file_format::json::JsonFormat;
 use datafusion::datasource::file_format::parquet::ParquetFormat;
-use datafusion::datasource::listing::{ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl};
+use datafusion::datasource::listing::{
+    ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
+};
 use datafusion::functions_aggregate::expr_fn::{approx_distinct, count, max, min};
 use datafusion::logical_expr::{Expr, cast, ident};
 use datafusion::prelude::SessionContext;
 use futures::{StreamExt, TryStreamExt};
-use parquet::arrow::async_reader::{AsyncFileReader, ParquetObjectReader};
+use object_store::ObjectStoreExt;
+use parquet::file::metadata::ParquetMetaDataReader;
 
 use crate::discover::{Compression, DiscoveredTable, Format, Layout};
 use crate::location::Location;
@@ -113,9 +116,10 @@ pub fn spark_type(dt: &DataType) -> String {
         DataType::Decimal32(p, s) | DataType::Decimal64(p, s) => format!("DECIMAL({p},{s})"),
         DataType::Decimal128(p, s) | DataType::Decimal256(p, s) => format!("DECIMAL({p},{s})"),
         DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => "STRING".into(),
-        DataType::Binary | DataType::LargeBinary | DataType::BinaryView | DataType::FixedSizeBinary(_) => {
-            "BINARY".into()
-        }
+        DataType::Binary
+        | DataType::LargeBinary
+        | DataType::BinaryView
+        | DataType::FixedSizeBinary(_) => "BINARY".into(),
         DataType::Date32 | DataType::Date64 => "DATE".into(),
         DataType::Timestamp(_, Some(_)) => "TIMESTAMP".into(),
         DataType::Timestamp(_, None) => "TIMESTAMP_NTZ".into(),
@@ -176,7 +180,9 @@ fn distinct_expr(c: Expr, dt: &DataType) -> Option<Expr> {
         DataType::Null => None,
         d if is_nested(d) => None,
         // approx_distinct has no float implementation; the text form is exact for floats.
-        DataType::Float16 | DataType::Float32 | DataType::Float64 => Some(approx_distinct(cast(c, DataType::Utf8))),
+        DataType::Float16 | DataType::Float32 | DataType::Float64 => {
+            Some(approx_distinct(cast(c, DataType::Utf8)))
+        }
         _ => Some(approx_distinct(c)),
     }
 }
@@ -254,15 +260,21 @@ async fn listing_table(
         .map(ListingTableUrl::parse)
         .collect::<Result<Vec<_>, _>>()
         .map_err(ProfileError::read)?;
-    let mut opts = ListingOptions::new(file_format(t))
-        .with_file_extension(ext)
-        .with_collect_stat(false)
-        .with_target_partitions(ctx.copied_config().target_partitions());
+    let mut opts = ListingOptions::new(file_format(t)).with_file_extension(ext);
     if !t.partition_cols.is_empty() {
         opts = opts.with_table_partition_cols(
             t.partition_cols
                 .iter()
-                .map(|(n, int)| (n.clone(), if *int { DataType::Int64 } else { DataType::Utf8 }))
+                .map(|(n, int)| {
+                    (
+                        n.clone(),
+                        if *int {
+                            DataType::Int64
+                        } else {
+                            DataType::Utf8
+                        },
+                    )
+                })
                 .collect(),
         );
     }
@@ -274,19 +286,33 @@ async fn listing_table(
             .await
             .map_err(ProfileError::read)?,
     };
-    Ok(Arc::new(ListingTable::try_new(config).map_err(ProfileError::read)?))
+    Ok(Arc::new(
+        ListingTable::try_new(config).map_err(ProfileError::read)?,
+    ))
 }
 
 /// The column an arrow-csv type error names ("... for column 3 at line 1001 ...").
 fn csv_error_column(msg: &str) -> Option<usize> {
     let at = msg.find("for column ")? + "for column ".len();
-    let digits: String = msg[at..].chars().take_while(|c| c.is_ascii_digit()).collect();
+    let digits: String = msg[at..]
+        .chars()
+        .take_while(|c| c.is_ascii_digit())
+        .collect();
     digits.parse().ok()
+}
+
+/// One column's aggregates: nulls, approximate distinct count, min, max.
+#[derive(Clone)]
+struct ColumnStats {
+    nulls: i64,
+    distinct: Option<i64>,
+    min: Option<String>,
+    max: Option<String>,
 }
 
 struct Stats {
     rows: i64,
-    per_column: Vec<(i64, Option<i64>, Option<String>, Option<String>)>,
+    per_column: Vec<ColumnStats>,
 }
 
 fn cell_to_string(col: &ArrayRef, row: usize) -> Option<String> {
@@ -307,7 +333,10 @@ fn cut(s: &str) -> String {
 }
 
 /// One aggregate pass over the whole table.
-async fn aggregate_pass(ctx: &SessionContext, provider: Arc<dyn TableProvider>) -> datafusion::error::Result<Stats> {
+async fn aggregate_pass(
+    ctx: &SessionContext,
+    provider: Arc<dyn TableProvider>,
+) -> datafusion::error::Result<Stats> {
     let schema = provider.schema();
     let df = ctx.read_table(provider)?;
     let mut aggs = vec![count(datafusion::logical_expr::lit(1)).alias("__rows")];
@@ -326,7 +355,9 @@ async fn aggregate_pass(ctx: &SessionContext, provider: Arc<dyn TableProvider>) 
     let batch = batches
         .into_iter()
         .find(|b| b.num_rows() > 0)
-        .ok_or_else(|| datafusion::error::DataFusionError::Internal("aggregate returned no row".into()))?;
+        .ok_or_else(|| {
+            datafusion::error::DataFusionError::Internal("aggregate returned no row".into())
+        })?;
     let int_at = |name: &str| -> Option<i64> {
         let col = batch.column_by_name(name)?;
         let casted = datafusion::arrow::compute::cast(col, &DataType::Int64).ok()?;
@@ -340,16 +371,28 @@ async fn aggregate_pass(ctx: &SessionContext, provider: Arc<dyn TableProvider>) 
         .map(|i| {
             let non_null = int_at(&format!("nn{i}")).unwrap_or(0);
             let distinct = int_at(&format!("d{i}")).map(|d| d.min(non_null));
-            let mn = batch.column_by_name(&format!("mn{i}")).and_then(|c| cell_to_string(c, 0));
-            let mx = batch.column_by_name(&format!("mx{i}")).and_then(|c| cell_to_string(c, 0));
-            (rows - non_null, distinct, mn, mx)
+            let mn = batch
+                .column_by_name(&format!("mn{i}"))
+                .and_then(|c| cell_to_string(c, 0));
+            let mx = batch
+                .column_by_name(&format!("mx{i}"))
+                .and_then(|c| cell_to_string(c, 0));
+            ColumnStats {
+                nulls: rows - non_null,
+                distinct,
+                min: mn,
+                max: mx,
+            }
         })
         .collect();
     Ok(Stats { rows, per_column })
 }
 
 /// Up to [`SAMPLE_VALUES`] distinct non-null values per column from the first rows.
-async fn samples(ctx: &SessionContext, provider: Arc<dyn TableProvider>) -> datafusion::error::Result<Vec<Vec<String>>> {
+async fn samples(
+    ctx: &SessionContext,
+    provider: Arc<dyn TableProvider>,
+) -> datafusion::error::Result<Vec<Vec<String>>> {
     let n = provider.schema().fields().len();
     let mut out: Vec<Vec<String>> = vec![Vec::new(); n];
     let mut stream = ctx
@@ -381,17 +424,56 @@ async fn samples(ctx: &SessionContext, provider: Arc<dyn TableProvider>) -> data
     Ok(out)
 }
 
-/// Sum of the row counts in the Parquet footers; a few range reads per file.
+/// Bytes fetched from a Parquet file's end in the first request: enough for most footers,
+/// so a row count usually costs one range read.
+const FOOTER_GUESS: u64 = 64 * 1024;
+
+/// The row count in one Parquet file's footer. Explicit ranges only: Azure does not serve
+/// suffix ranges, and the size is known from the listing.
+async fn parquet_file_rows(loc: &Location, f: &object_store::ObjectMeta) -> Result<i64, String> {
+    let size = f.size;
+    if size < 12 {
+        return Err(format!("{size} bytes is too small for a Parquet file"));
+    }
+    let start = size.saturating_sub(FOOTER_GUESS);
+    let tail = loc
+        .store
+        .get_range(&f.location, start..size)
+        .await
+        .map_err(|e| redact::text(&e.to_string()))?;
+    let n = tail.len();
+    if &tail[n - 4..] != b"PAR1" {
+        return Err(
+            "not a Parquet file (no PAR1 footer magic; encrypted footers are not supported)".into(),
+        );
+    }
+    let len = u32::from_le_bytes(tail[n - 8..n - 4].try_into().expect("4 bytes")) as u64;
+    if len + 8 > size {
+        return Err(format!(
+            "corrupt Parquet footer: metadata length {len} exceeds file size {size}"
+        ));
+    }
+    let metadata = if len + 8 <= n as u64 {
+        tail.slice(n - 8 - len as usize..n - 8)
+    } else {
+        loc.store
+            .get_range(&f.location, size - 8 - len..size - 8)
+            .await
+            .map_err(|e| redact::text(&e.to_string()))?
+    };
+    let md = ParquetMetaDataReader::decode_metadata(&metadata)
+        .map_err(|e| format!("corrupt Parquet footer: {e}"))?;
+    Ok(md.file_metadata().num_rows())
+}
+
+/// Sum of the row counts in the Parquet footers, a bounded number of files at once.
 async fn parquet_row_count(loc: &Location, t: &DiscoveredTable) -> Result<i64, ProfileError> {
     futures::stream::iter(t.files.iter().cloned().map(|f| {
-        let store = loc.store.clone();
+        let loc = loc.clone();
         async move {
-            let mut reader = ParquetObjectReader::new(store, f.location.clone()).with_file_size(f.size);
-            let md = reader
-                .get_metadata(None)
+            parquet_file_rows(&loc, &f)
                 .await
-                .map_err(|e| ProfileError::Read(format!("{}: {}", loc.display_of(&f.location), redact::text(&e.to_string()))))?;
-            Ok::<i64, ProfileError>(md.file_metadata().num_rows())
+                .map_err(|e| ProfileError::Read(format!("{}: {e}", loc.display_of(&f.location))))
         }
     }))
     .buffer_unordered(16)
@@ -406,7 +488,11 @@ struct Source {
     declared_nullability: bool,
 }
 
-async fn delta_source(ctx: &SessionContext, loc: &Location, t: &DiscoveredTable) -> Result<Source, ProfileError> {
+async fn delta_source(
+    ctx: &SessionContext,
+    loc: &Location,
+    t: &DiscoveredTable,
+) -> Result<Source, ProfileError> {
     let url = url::Url::parse(&loc.dir_url_of(&t.root)).map_err(ProfileError::read)?;
     let table = deltalake::DeltaTableBuilder::from_url(url.clone())
         .map_err(ProfileError::read)?
@@ -438,9 +524,34 @@ async fn delta_source(ctx: &SessionContext, loc: &Location, t: &DiscoveredTable)
     })
 }
 
+impl TableProfile {
+    /// A table that could not be profiled at all.
+    pub fn failed(name: &str, file_path: &str, reason: String) -> Self {
+        Self {
+            table_name: name.to_string(),
+            file_path: file_path.to_string(),
+            file_type: String::new(),
+            compression: Compression::None,
+            file_count: 0,
+            row_count: None,
+            column_count: 0,
+            size_bytes: 0,
+            partition_columns: Vec::new(),
+            status: TableStatus::Failed,
+            error_message: Some(reason),
+            widened_columns: Vec::new(),
+            columns: Vec::new(),
+        }
+    }
+}
+
 /// Profiles one table. Never fails: a table that cannot be read comes back with
 /// `status: failed` and the reason.
-pub async fn profile_table(ctx: &SessionContext, loc: &Location, t: &DiscoveredTable) -> TableProfile {
+pub async fn profile_table(
+    ctx: &SessionContext,
+    loc: &Location,
+    t: &DiscoveredTable,
+) -> TableProfile {
     let mut p = TableProfile {
         table_name: t.name.clone(),
         file_path: loc.display_of(&t.root),
@@ -475,18 +586,25 @@ async fn profile_into(
     if let Some(problem) = &t.problem {
         return Err(ProfileError::Discovery(problem.clone()));
     }
+    // Parquet footers are checked by us first: a corrupt footer must fail the table with a
+    // clear reason before any reader library sees it.
+    let parquet_rows = if t.format == Format::Parquet {
+        Some(parquet_row_count(loc, t).await?)
+    } else {
+        None
+    };
     let mut source = match t.format {
         Format::Delta => delta_source(ctx, loc, t).await?,
         _ => Source {
             provider: listing_table(ctx, loc, t, None).await?,
-            row_count: None,
+            row_count: parquet_rows,
             size_bytes: None,
-            declared_nullability: matches!(t.format, Format::Parquet | Format::Avro | Format::Arrow),
+            declared_nullability: matches!(
+                t.format,
+                Format::Parquet | Format::Avro | Format::Arrow
+            ),
         },
     };
-    if t.format == Format::Parquet {
-        source.row_count = Some(parquet_row_count(loc, t).await?);
-    }
     if let Some(s) = source.size_bytes {
         p.size_bytes = s;
     }
@@ -499,11 +617,15 @@ async fn profile_into(
             Ok(s) => break s,
             Err(e) => {
                 let msg = e.to_string();
-                let col = (t.format == Format::Csv).then(|| csv_error_column(&msg)).flatten();
+                let col = (t.format == Format::Csv)
+                    .then(|| csv_error_column(&msg))
+                    .flatten();
                 let schema = source.provider.schema();
                 let file_fields = schema.fields().len().saturating_sub(n_part);
                 match col {
-                    Some(i) if i < file_fields && schema.field(i).data_type() != &DataType::Utf8 => {
+                    Some(i)
+                        if i < file_fields && schema.field(i).data_type() != &DataType::Utf8 =>
+                    {
                         tracing::info!(
                             table = %t.name,
                             column = %schema.field(i).name(),
@@ -522,14 +644,17 @@ async fn profile_into(
                                 }
                             })
                             .collect();
-                        source.provider = listing_table(ctx, loc, t, Some(Arc::new(Schema::new(fields)))).await?;
+                        source.provider =
+                            listing_table(ctx, loc, t, Some(Arc::new(Schema::new(fields)))).await?;
                     }
                     _ => return Err(ProfileError::read(msg)),
                 }
             }
         }
     };
-    let samples = samples(ctx, source.provider.clone()).await.map_err(ProfileError::read)?;
+    let samples = samples(ctx, source.provider.clone())
+        .await
+        .map_err(ProfileError::read)?;
     let schema = source.provider.schema();
     p.row_count = Some(source.row_count.unwrap_or(stats.rows));
     p.column_count = schema.fields().len() as i32;
@@ -538,7 +663,12 @@ async fn profile_into(
         .iter()
         .enumerate()
         .map(|(i, f)| {
-            let (nulls, distinct, mn, mx) = stats.per_column[i].clone();
+            let ColumnStats {
+                nulls,
+                distinct,
+                min: mn,
+                max: mx,
+            } = stats.per_column[i].clone();
             let is_partition = i >= schema.fields().len() - n_part;
             ColumnProfile {
                 column_name: f.name().clone(),
@@ -562,7 +692,9 @@ async fn profile_into(
 
 /// A DataFusion session sized for this machine, with the location's store registered.
 pub fn session_for(locs: &[&Location]) -> SessionContext {
-    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2);
     let config = datafusion::prelude::SessionConfig::new()
         .with_target_partitions(cores)
         .with_batch_size(8192)
@@ -583,7 +715,13 @@ mod tests {
     fn spark_names() {
         assert_eq!(spark_type(&DataType::Utf8View), "STRING");
         assert_eq!(spark_type(&DataType::Decimal128(10, 2)), "DECIMAL(10,2)");
-        assert_eq!(spark_type(&DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()))), "TIMESTAMP");
+        assert_eq!(
+            spark_type(&DataType::Timestamp(
+                TimeUnit::Microsecond,
+                Some("UTC".into())
+            )),
+            "TIMESTAMP"
+        );
         let s = DataType::Struct(Fields::from(vec![
             Field::new("a", DataType::Int64, true),
             Field::new_list("b", Field::new("item", DataType::Utf8, true), true),

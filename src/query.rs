@@ -6,8 +6,8 @@
 use std::sync::Arc;
 
 use datafusion::arrow::array::RecordBatch;
-use datafusion::catalog::{MemoryCatalogProvider, MemorySchemaProvider};
 use datafusion::catalog::{CatalogProvider, SchemaProvider};
+use datafusion::catalog::{MemoryCatalogProvider, MemorySchemaProvider};
 use datafusion::datasource::MemTable;
 use datafusion::prelude::{SessionConfig, SessionContext};
 use serde_json::{Map, Value};
@@ -46,7 +46,11 @@ pub enum OutputFormat {
 /// warehouse tables. Tables that do not exist yet are empty, so queries on a fresh
 /// warehouse return no rows instead of failing.
 pub async fn session(w: &Warehouse, catalog: &str) -> Result<SessionContext, QueryError> {
-    if catalog.is_empty() || !catalog.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+    if catalog.is_empty()
+        || !catalog
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_')
+    {
         return Err(QueryError::Catalog(catalog.to_string()));
     }
     let config = SessionConfig::new()
@@ -85,7 +89,8 @@ pub fn to_json_rows(batches: &[RecordBatch]) -> Result<Vec<Map<String, Value>>, 
     {
         let mut w = datafusion::arrow::json::ArrayWriter::new(&mut buf);
         let refs: Vec<&RecordBatch> = batches.iter().collect();
-        w.write_batches(&refs).map_err(|e| QueryError::Render(e.to_string()))?;
+        w.write_batches(&refs)
+            .map_err(|e| QueryError::Render(e.to_string()))?;
         w.finish().map_err(|e| QueryError::Render(e.to_string()))?;
     }
     if buf.is_empty() {
@@ -169,7 +174,8 @@ pub async fn workflow_metadata(
     )
     .await?;
 
-    let s_of = |m: &Map<String, Value>, k: &str| m.get(k).and_then(Value::as_str).map(str::to_string);
+    let s_of =
+        |m: &Map<String, Value>, k: &str| m.get(k).and_then(Value::as_str).map(str::to_string);
     let nested_sources: Vec<Value> = sources
         .into_iter()
         .map(|mut src| {
@@ -182,7 +188,8 @@ pub async fn workflow_metadata(
                 .filter(|t| {
                     s_of(t, "source_id") == sid
                         && s_of(t, "run_id") == run
-                        && s_of(t, "file_path").is_some_and(|f| f == path || f.starts_with(&format!("{path}/")))
+                        && s_of(t, "file_path")
+                            .is_some_and(|f| f == path || f.starts_with(&format!("{path}/")))
                 })
                 .map(|t| {
                     let mut t = t.clone();
@@ -190,7 +197,9 @@ pub async fn workflow_metadata(
                     let cs: Vec<Value> = columns
                         .iter()
                         .filter(|c| {
-                            s_of(c, "source_id") == sid && s_of(c, "run_id") == run && s_of(c, "table_name") == name
+                            s_of(c, "source_id") == sid
+                                && s_of(c, "run_id") == run
+                                && s_of(c, "table_name") == name
                         })
                         .map(|c| {
                             let mut c = c.clone();

@@ -13,7 +13,10 @@ pub fn url(s: &str) -> String {
                 Some(i) => (&rest[..i], &rest[i..]),
                 None => (rest, ""),
             };
-            let host = authority.rsplit_once('@').map(|(_, h)| h).unwrap_or(authority);
+            let host = authority
+                .rsplit_once('@')
+                .map(|(_, h)| h)
+                .unwrap_or(authority);
             // abfss://container@account... keeps the container: it is not a secret.
             let host = if authority.contains(':') && authority.contains('@') {
                 host.to_string()
@@ -31,7 +34,12 @@ pub fn url(s: &str) -> String {
 pub fn text(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     let mut rest = s;
-    const KEYS: [&str; 4] = ["sig=", "AccountKey=", "SharedAccessSignature=", "client_secret="];
+    const KEYS: [&str; 4] = [
+        "sig=",
+        "AccountKey=",
+        "SharedAccessSignature=",
+        "client_secret=",
+    ];
     'outer: while !rest.is_empty() {
         for k in KEYS {
             if rest.len() >= k.len() && rest[..k.len()].eq_ignore_ascii_case(k) {

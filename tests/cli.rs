@@ -24,10 +24,24 @@ fn help_documents_commands_and_exit_codes() {
     let out = bin().arg("--help").output().unwrap();
     assert!(out.status.success());
     let text = String::from_utf8_lossy(&out.stdout);
-    for word in ["extract", "metadata_extraction", "schema_validation", "sql", "query", "Exit codes", "NUVYN_JOB_PAYLOAD"] {
+    for word in [
+        "extract",
+        "metadata_extraction",
+        "schema_validation",
+        "sql",
+        "query",
+        "Exit codes",
+        "NUVYN_JOB_PAYLOAD",
+    ] {
         assert!(text.contains(word), "{word} missing from help:\n{text}");
     }
-    for sub in ["extract", "metadata_extraction", "schema_validation", "sql", "query"] {
+    for sub in [
+        "extract",
+        "metadata_extraction",
+        "schema_validation",
+        "sql",
+        "query",
+    ] {
         let out = bin().args([sub, "--help"]).output().unwrap();
         assert!(out.status.success(), "{sub} --help");
     }
@@ -42,10 +56,26 @@ fn payload_errors_exit_2_before_touching_storage() {
     let wh = d.path().join("wh");
     let cases: [(&str, &[&str], &str); 5] = [
         ("", &["extract", "/nonexistent"], "workflow_id is required"),
-        (r#"{"data_source_path":"/x"}"#, &["metadata_extraction", "--write-to-db"], "workflow_id is required"),
-        (r#"{"workflow_id": "w", "#, &["metadata_extraction"], "not valid JSON"),
-        (r#"{"workflow_id": 42}"#, &["metadata_extraction", "/x"], "`workflow_id` must be a string"),
-        (r#"{"workflow_id":"a'b","data_source_path":"/x"}"#, &["metadata_extraction", "--write-to-db"], "invalid workflow_id"),
+        (
+            r#"{"data_source_path":"/x"}"#,
+            &["metadata_extraction", "--write-to-db"],
+            "workflow_id is required",
+        ),
+        (
+            r#"{"workflow_id": "w", "#,
+            &["metadata_extraction"],
+            "not valid JSON",
+        ),
+        (
+            r#"{"workflow_id": 42}"#,
+            &["metadata_extraction", "/x"],
+            "`workflow_id` must be a string",
+        ),
+        (
+            r#"{"workflow_id":"a'b","data_source_path":"/x"}"#,
+            &["metadata_extraction", "--write-to-db"],
+            "invalid workflow_id",
+        ),
     ];
     for (payload, args, msg) in cases {
         let mut c = bin();
@@ -60,7 +90,10 @@ fn payload_errors_exit_2_before_touching_storage() {
     }
     // A command-line workflow_id contradicting the payload's.
     let out = bin()
-        .env("NUVYN_JOB_PAYLOAD", r#"{"job_metadata":{"workflow_id":"meta"}}"#)
+        .env(
+            "NUVYN_JOB_PAYLOAD",
+            r#"{"job_metadata":{"workflow_id":"meta"}}"#,
+        )
         .args(["extract", "/x", "--workflow-id", "other", "--dry-run"])
         .output()
         .unwrap();
@@ -88,7 +121,12 @@ fn payload_job_writes_with_job_metadata_priority() {
         .arg(&wh)
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let v = stdout_json(&out);
     assert_eq!(v["workflow_id"], "from_meta");
     assert_eq!(v["workflow_id_origin"], "job_metadata.workflow_id");
@@ -101,9 +139,16 @@ fn payload_job_writes_with_job_metadata_priority() {
         .arg(&wh)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let rows = stdout_json(&out);
-    assert_eq!(rows, serde_json::json!([{"workflow_id": "from_meta", "source_id": "src1", "run_mode": "payload"}]));
+    assert_eq!(
+        rows,
+        serde_json::json!([{"workflow_id": "from_meta", "source_id": "src1", "run_mode": "payload"}])
+    );
 
     // Without --write-to-db the upstream form only prints.
     let wh2 = d.path().join("wh2");
@@ -125,38 +170,93 @@ fn dry_run_writes_nothing_and_outputs_render() {
     write(&lake.join("people.csv"), PEOPLE_CSV);
     let wh = d.path().join("wh");
     let out = bin()
-        .args(["extract", "--workflow-id", "w", "--dry-run", "--output", "table", "--warehouse"])
+        .args([
+            "extract",
+            "--workflow-id",
+            "w",
+            "--dry-run",
+            "--output",
+            "table",
+            "--warehouse",
+        ])
         .arg(&wh)
         .arg(&lake)
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(0));
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains("people") && text.contains("not written"), "{text}");
+    assert!(
+        text.contains("people") && text.contains("not written"),
+        "{text}"
+    );
     assert!(!wh.exists());
 
     // Write for real, then query in every format.
-    let out = bin().args(["extract", "--workflow-id", "w", "--source-id", "s", "--warehouse"]).arg(&wh).arg(&lake).output().unwrap();
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = bin()
+        .args([
+            "extract",
+            "--workflow-id",
+            "w",
+            "--source-id",
+            "s",
+            "--warehouse",
+        ])
+        .arg(&wh)
+        .arg(&lake)
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let q = "SELECT column_name, data_type FROM _executor_metadata.columns ORDER BY position";
-    let csv = bin().args(["sql", q, "--format", "csv", "--warehouse"]).arg(&wh).output().unwrap();
+    let csv = bin()
+        .args(["sql", q, "--format", "csv", "--warehouse"])
+        .arg(&wh)
+        .output()
+        .unwrap();
     assert_eq!(
         String::from_utf8_lossy(&csv.stdout),
         "column_name,data_type\nid,BIGINT\nname,STRING\nscore,DOUBLE\nactive,BOOLEAN\n"
     );
-    let table = bin().args(["sql", q, "--warehouse"]).arg(&wh).output().unwrap();
+    let table = bin()
+        .args(["sql", q, "--warehouse"])
+        .arg(&wh)
+        .output()
+        .unwrap();
     assert!(String::from_utf8_lossy(&table.stdout).contains("| score       | DOUBLE    |"));
-    let bad = bin().args(["sql", "SELECT nope FROM columns", "--warehouse"]).arg(&wh).output().unwrap();
+    let bad = bin()
+        .args(["sql", "SELECT nope FROM columns", "--warehouse"])
+        .arg(&wh)
+        .output()
+        .unwrap();
     assert_eq!(bad.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&bad.stderr).contains("nope"));
 
-    let nested = bin().args(["query", "--workflow-id", "w", "--warehouse"]).arg(&wh).output().unwrap();
+    let nested = bin()
+        .args(["query", "--workflow-id", "w", "--warehouse"])
+        .arg(&wh)
+        .output()
+        .unwrap();
     let v = stdout_json(&nested);
-    assert_eq!(v["sources"][0]["tables"][0]["columns"][2]["column_name"], "score");
+    assert_eq!(
+        v["sources"][0]["tables"][0]["columns"][2]["column_name"],
+        "score"
+    );
 
     // A catalog name for Unity Catalog users.
     let uc = bin()
-        .args(["sql", "SELECT count(*) AS n FROM main._executor_metadata.tables", "--catalog", "main", "--format", "json", "--warehouse"])
+        .args([
+            "sql",
+            "SELECT count(*) AS n FROM main._executor_metadata.tables",
+            "--catalog",
+            "main",
+            "--format",
+            "json",
+            "--warehouse",
+        ])
         .arg(&wh)
         .output()
         .unwrap();
@@ -167,18 +267,50 @@ fn dry_run_writes_nothing_and_outputs_render() {
 fn schema_validation_creates_and_checks_tables() {
     let d = tmp();
     let wh = d.path().join("wh");
-    let out = bin().args(["schema_validation", "--no-create", "--warehouse"]).arg(&wh).output().unwrap();
+    let out = bin()
+        .args(["schema_validation", "--no-create", "--warehouse"])
+        .arg(&wh)
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(1));
     assert_eq!(stdout_json(&out)["valid"], false);
-    let out = bin().args(["schema_validation", "--warehouse"]).arg(&wh).output().unwrap();
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = bin()
+        .args(["schema_validation", "--warehouse"])
+        .arg(&wh)
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let v = stdout_json(&out);
     assert_eq!(v["valid"], true);
     assert_eq!(v["tables"].as_array().unwrap().len(), 4);
-    assert!(v["tables"].as_array().unwrap().iter().all(|t| t["created"] == true));
-    assert!(wh.join("_executor_metadata/executor_runs/_delta_log").is_dir());
-    let again = bin().args(["schema_validation", "--warehouse"]).arg(&wh).output().unwrap();
-    assert!(stdout_json(&again)["tables"].as_array().unwrap().iter().all(|t| t["created"] == false));
+    assert!(
+        v["tables"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|t| t["created"] == true)
+    );
+    assert!(
+        wh.join("_executor_metadata/executor_runs/_delta_log")
+            .is_dir()
+    );
+    let again = bin()
+        .args(["schema_validation", "--warehouse"])
+        .arg(&wh)
+        .output()
+        .unwrap();
+    assert!(
+        stdout_json(&again)["tables"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|t| t["created"] == false)
+    );
 }
 
 #[test]
@@ -187,7 +319,11 @@ fn partial_failure_exits_3() {
     let lake = d.path().join("lake");
     write(&lake.join("ok.csv"), PEOPLE_CSV);
     write(&lake.join("broken.parquet"), b"PAR1 garbage");
-    let out = bin().args(["extract", "--workflow-id", "w", "--dry-run"]).arg(&lake).output().unwrap();
+    let out = bin()
+        .args(["extract", "--workflow-id", "w", "--dry-run"])
+        .arg(&lake)
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(3));
     let v = stdout_json(&out);
     assert_eq!(v["status"], "partial");
@@ -201,27 +337,44 @@ fn partial_failure_exits_3() {
 fn killing_the_job_mid_write_never_corrupts_the_warehouse() {
     let d = tmp();
     let lake = d.path().join("lake");
-    for i in 0..6 {
-        write(&lake.join(format!("t{i}.csv")), PEOPLE_CSV);
+    // Distinct names: files named t0..t5 would be one table of part files.
+    for name in ["alpha", "beta", "gamma", "delta", "epsilon", "zeta"] {
+        write(&lake.join(format!("{name}.csv")), PEOPLE_CSV);
     }
     write_parquet(&lake.join("p.parquet"), &people());
     let wh = d.path().join("wh");
     let extract = || {
         let mut c = std::process::Command::new(assert_cmd::cargo::cargo_bin("nuvyn-executor"));
-        c.args(["extract", "--workflow-id", "w", "--source-id", "s", "--no-progress", "--warehouse"])
-            .arg(&wh)
-            .arg(&lake)
-            .env("EXECUTOR_LOG_LEVEL", "error")
-            .env_remove("NUVYN_JOB_PAYLOAD")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
+        c.args([
+            "extract",
+            "--workflow-id",
+            "w",
+            "--source-id",
+            "s",
+            "--no-progress",
+            "--warehouse",
+        ])
+        .arg(&wh)
+        .arg(&lake)
+        .env("EXECUTOR_LOG_LEVEL", "error")
+        .env_remove("NUVYN_JOB_PAYLOAD")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
         c
     };
     // A first complete run, so that later kills interrupt a replacement of existing rows.
     assert!(extract().status().unwrap().success());
     let sql = |q: &str| -> serde_json::Value {
-        let out = bin().args(["sql", q, "--format", "json", "--warehouse"]).arg(&wh).output().unwrap();
-        assert!(out.status.success(), "table unreadable after kill: {}", String::from_utf8_lossy(&out.stderr));
+        let out = bin()
+            .args(["sql", q, "--format", "json", "--warehouse"])
+            .arg(&wh)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "table unreadable after kill: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         stdout_json(&out)
     };
     let mut kills = 0;
@@ -237,7 +390,10 @@ fn killing_the_job_mid_write_never_corrupts_the_warehouse() {
             let v = sql(&format!(
                 "SELECT count(DISTINCT run_id) AS runs, count(*) AS n FROM {table} WHERE workflow_id = 'w' AND source_id = 's'"
             ));
-            assert_eq!(v[0]["runs"], 1, "{table} mixes runs after a kill at step {step}: {v}");
+            assert_eq!(
+                v[0]["runs"], 1,
+                "{table} mixes runs after a kill at step {step}: {v}"
+            );
         }
         let v = sql("SELECT count(*) AS n FROM columns WHERE workflow_id = 'w'");
         assert_eq!(v[0]["n"], 6 * 4 + 5, "columns after kill at step {step}");

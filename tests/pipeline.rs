@@ -70,7 +70,10 @@ async fn every_format_is_discovered_and_profiled() {
         assert_eq!(col(t, "name").sample_values, ["ann", "bob", "dan", "eve"]);
         assert_eq!(col(t, "active").sample_values, ["true", "false"]);
     }
-    assert_eq!(table(&r, "zipped/people").compression, discover::Compression::Gzip);
+    assert_eq!(
+        table(&r, "zipped/people").compression,
+        discover::Compression::Gzip
+    );
 
     for name in ["events", "arr"] {
         let t = table(&r, name);
@@ -82,7 +85,12 @@ async fn every_format_is_discovered_and_profiled() {
         assert_eq!(col(t, "id").max_value.as_deref(), Some("3"));
     }
 
-    for (name, ty) in [("p", "parquet"), ("a", "avro"), ("f", "arrow"), ("deltatab", "delta")] {
+    for (name, ty) in [
+        ("p", "parquet"),
+        ("a", "avro"),
+        ("f", "arrow"),
+        ("deltatab", "delta"),
+    ] {
         let t = table(&r, name);
         assert_eq!(t.file_type, ty);
         assert_eq!(t.row_count, Some(5), "{name}");
@@ -91,7 +99,11 @@ async fn every_format_is_discovered_and_profiled() {
         assert!(!col(t, "id").is_nullable, "{name}");
         assert!(col(t, "name").is_nullable, "{name}");
         assert_eq!(col(t, "joined").data_type, "DATE", "{name}");
-        assert_eq!(col(t, "joined").min_value.as_deref(), Some("2022-01-08"), "{name}");
+        assert_eq!(
+            col(t, "joined").min_value.as_deref(),
+            Some("2022-01-08"),
+            "{name}"
+        );
         assert_eq!(col(t, "name").null_count, 1, "{name}");
         assert_eq!(col(t, "id").distinct_count, Some(5), "{name}");
         assert_eq!(col(t, "id").position, 0);
@@ -111,8 +123,14 @@ async fn discovery_groups_files_into_tables() {
     write(&root.join("orders/.part-00000.csv.crc"), "xx");
     write(&root.join(".hidden/x.csv"), "a,b\n1,2\n");
     write(&root.join("_tmp/y.csv"), "a,b\n1,2\n");
-    write_parquet(&root.join("sales/year=2023/month=1/data.parquet"), &people());
-    write_parquet(&root.join("sales/year=2024/month=12/data.parquet"), &people());
+    write_parquet(
+        &root.join("sales/year=2023/month=1/data.parquet"),
+        &people(),
+    );
+    write_parquet(
+        &root.join("sales/year=2024/month=12/data.parquet"),
+        &people(),
+    );
     write(&root.join("notes.xyz"), "hello world\nsecond line\n");
     write(&root.join("blob.bin"), [0u8, 159, 146, 150, 0, 1, 2, 3]);
     write(&root.join("dup.csv"), "a,b\n1,2\n");
@@ -142,15 +160,22 @@ async fn discovery_groups_files_into_tables() {
         ]
     );
     // Hidden, `_`-prefixed and checksum files are not files of the lake; unknown ones are.
-    assert_eq!(found.files_found, 15);
-    let skipped: Vec<&str> = found.skipped.iter().map(|s| s.path.rsplit('/').next().unwrap()).collect();
+    assert_eq!(found.files_found, 14);
+    let skipped: Vec<&str> = found
+        .skipped
+        .iter()
+        .map(|s| s.path.rsplit('/').next().unwrap())
+        .collect();
     assert_eq!(skipped, ["blob.bin", "notes.xyz"]);
     assert!(found.skipped.iter().all(|s| !s.reason.is_empty()));
 
     let orders = found.tables.iter().find(|t| t.name == "orders").unwrap();
     assert_eq!(orders.files.len(), 2);
     let sales = found.tables.iter().find(|t| t.name == "sales").unwrap();
-    assert_eq!(sales.partition_cols, [("year".to_string(), true), ("month".to_string(), true)]);
+    assert_eq!(
+        sales.partition_cols,
+        [("year".to_string(), true), ("month".to_string(), true)]
+    );
     assert!(matches!(sales.layout, Layout::Folder { .. }));
     let raw = found.tables.iter().find(|t| t.name == "raw").unwrap();
     assert_eq!(raw.format, Format::Csv);
@@ -159,7 +184,10 @@ async fn discovery_groups_files_into_tables() {
     let r = run_job(&[&root], "wf_disc", None, None).await;
     assert_eq!(r.status, RunStatus::Succeeded, "{r:#?}");
     assert_eq!(table(&r, "orders").row_count, Some(4));
-    assert_eq!(col(table(&r, "orders"), "order_id").max_value.as_deref(), Some("4"));
+    assert_eq!(
+        col(table(&r, "orders"), "order_id").max_value.as_deref(),
+        Some("4")
+    );
     let sales = table(&r, "sales");
     assert_eq!(sales.row_count, Some(10));
     assert_eq!(col(sales, "year").data_type, "BIGINT");
@@ -170,7 +198,11 @@ async fn discovery_groups_files_into_tables() {
     assert_eq!(table(&r, "raw").row_count, Some(2));
 
     // Include / exclude globs work on paths relative to the source.
-    let only = Filters::new(&["orders/**".into(), "sales/**".into()], &["sales/year=2023/**".into()]).unwrap();
+    let only = Filters::new(
+        &["orders/**".into(), "sales/**".into()],
+        &["sales/year=2023/**".into()],
+    )
+    .unwrap();
     let found = discover::discover(&loc, &only).await.unwrap();
     let names: Vec<&str> = found.tables.iter().map(|t| t.name.as_str()).collect();
     assert_eq!(names, ["orders", "sales"]);
@@ -182,8 +214,13 @@ async fn discovery_groups_files_into_tables() {
     assert_eq!(found.tables.len(), 1);
     assert_eq!(found.tables[0].name, "dup");
     let missing = location::parse(&root.join("nope").display().to_string()).unwrap();
-    let err = discover::discover(&missing, &Filters::default()).await.unwrap_err();
-    assert!(err.to_string().contains("not found") && err.to_string().contains("nope"), "{err}");
+    let err = discover::discover(&missing, &Filters::default())
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("not found") && err.to_string().contains("nope"),
+        "{err}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -192,11 +229,18 @@ async fn csv_type_contradiction_widens_the_column_and_corrupt_files_fail_only_th
     let root = d.path().join("lake");
     let mut csv = String::from("id,code,price\n");
     for i in 0..1500 {
-        let code = if i == 1400 { "A12".to_string() } else { i.to_string() };
+        let code = if i == 1400 {
+            "A12".to_string()
+        } else {
+            i.to_string()
+        };
         csv.push_str(&format!("{i},{code},{}.25\n", i % 7));
     }
     write(&root.join("late.csv"), &csv);
-    write(&root.join("bad.parquet"), b"PAR1 this is not a parquet file at all PAR1");
+    write(
+        &root.join("bad.parquet"),
+        b"PAR1 this is not a parquet file at all PAR1",
+    );
     write(&root.join("good.csv"), PEOPLE_CSV);
 
     let r = run_job(&[&root], "wf_bad", None, None).await;
@@ -210,13 +254,22 @@ async fn csv_type_contradiction_widens_the_column_and_corrupt_files_fail_only_th
     assert_eq!(late.widened_columns, ["code"]);
     let bad = table(&r, "bad");
     assert_eq!(bad.status, TableStatus::Failed);
-    assert!(bad.error_message.as_deref().unwrap().contains("bad.parquet"), "{bad:#?}");
+    assert!(
+        bad.error_message
+            .as_deref()
+            .unwrap()
+            .contains("bad.parquet"),
+        "{bad:#?}"
+    );
     assert!(bad.columns.is_empty());
     assert_eq!(table(&r, "good").row_count, Some(5));
     assert_eq!(r.sources[0].tables_failed, 1);
 }
 
-async fn count(ctx: &nuvyn_executor::deltalake::datafusion::prelude::SessionContext, q: &str) -> i64 {
+async fn count(
+    ctx: &nuvyn_executor::deltalake::datafusion::prelude::SessionContext,
+    q: &str,
+) -> i64 {
     let rows = query::to_json_rows(&query::sql(ctx, q).await.unwrap()).unwrap();
     rows[0].values().next().unwrap().as_i64().unwrap()
 }
@@ -242,18 +295,22 @@ async fn results_land_in_delta_and_reruns_replace_only_their_source() {
     let ctx = query::session(&w, "hive_metastore").await.unwrap();
     let cols_wf1_s1 = "SELECT count(*) FROM hive_metastore._executor_metadata.columns WHERE workflow_id = 'wf1' AND source_id = 's1'";
     assert_eq!(count(&ctx, cols_wf1_s1).await, 4 + 5);
-    let before_other = count(&ctx, "SELECT count(*) FROM columns WHERE NOT (workflow_id = 'wf1' AND source_id = 's1')").await;
+    let before_other = count(&ctx, "SELECT count(*) FROM columns WHERE NOT (workflow_id = 'wf1' AND coalesce(source_id, '') = 's1')").await;
     assert_eq!(before_other, 9 + 2 + 2);
 
     // Re-run: the source's rows are replaced, not duplicated; everything else is untouched.
-    let first_run_ids = count(&ctx, "SELECT count(DISTINCT run_id) FROM columns WHERE workflow_id = 'wf1' AND source_id = 's1'").await;
+    let first_run_ids = count(
+        &ctx,
+        "SELECT count(DISTINCT run_id) FROM columns WHERE workflow_id = 'wf1' AND source_id = 's1'",
+    )
+    .await;
     assert_eq!(first_run_ids, 1);
     let r2 = run_job(&[&lake_a], "wf1", Some("s1"), Some(&wh)).await;
     assert_eq!(r2.status, RunStatus::Succeeded);
     let ctx = query::session(&w, "hive_metastore").await.unwrap();
     assert_eq!(count(&ctx, cols_wf1_s1).await, 9);
     assert_eq!(
-        count(&ctx, "SELECT count(*) FROM columns WHERE NOT (workflow_id = 'wf1' AND source_id = 's1')").await,
+        count(&ctx, "SELECT count(*) FROM columns WHERE NOT (workflow_id = 'wf1' AND coalesce(source_id, '') = 's1')").await,
         before_other
     );
     let q = format!(
@@ -261,10 +318,21 @@ async fn results_land_in_delta_and_reruns_replace_only_their_source() {
         r2.run_id
     );
     assert_eq!(count(&ctx, &q).await, 2);
-    assert_eq!(count(&ctx, "SELECT count(*) FROM sources WHERE workflow_id = 'wf1'").await, 3);
+    assert_eq!(
+        count(
+            &ctx,
+            "SELECT count(*) FROM sources WHERE workflow_id = 'wf1'"
+        )
+        .await,
+        3
+    );
     assert_eq!(count(&ctx, "SELECT count(*) FROM executor_runs").await, 5);
     assert_eq!(
-        count(&ctx, "SELECT count(*) FROM executor_runs WHERE status = 'succeeded' AND run_mode = 'cli'").await,
+        count(
+            &ctx,
+            "SELECT count(*) FROM executor_runs WHERE status = 'succeeded' AND run_mode = 'cli'"
+        )
+        .await,
         5
     );
     // ids are unique across the whole table.
@@ -289,11 +357,17 @@ async fn results_land_in_delta_and_reruns_replace_only_their_source() {
         // Older versions stay reachable: the first job's rows by time travel.
         let mut old = w.open(def).await.unwrap().unwrap();
         old.load_version(1).await.unwrap();
-        assert_eq!(old.snapshot().unwrap().metadata().partition_columns(), &["workflow_id".to_string()]);
+        assert_eq!(
+            old.snapshot().unwrap().metadata().partition_columns(),
+            &["workflow_id".to_string()]
+        );
     }
 
     // The tables are protocol reader 1 / writer 2, partitioned by workflow_id.
-    let log0 = std::fs::read_to_string(wh.join("_executor_metadata/columns/_delta_log/00000000000000000000.json")).unwrap();
+    let log0 = std::fs::read_to_string(
+        wh.join("_executor_metadata/columns/_delta_log/00000000000000000000.json"),
+    )
+    .unwrap();
     let protocol = log0
         .lines()
         .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
@@ -301,11 +375,19 @@ async fn results_land_in_delta_and_reruns_replace_only_their_source() {
         .unwrap();
     assert_eq!(protocol["minReaderVersion"], 1);
     assert_eq!(protocol["minWriterVersion"], 2);
-    assert!(wh.join("_executor_metadata/columns/workflow_id=wf1").is_dir());
-    assert!(wh.join("_executor_metadata/columns/workflow_id=wf2").is_dir());
+    assert!(
+        wh.join("_executor_metadata/columns/workflow_id=wf1")
+            .is_dir()
+    );
+    assert!(
+        wh.join("_executor_metadata/columns/workflow_id=wf2")
+            .is_dir()
+    );
 
     // The nested view.
-    let v = query::workflow_metadata(&ctx, "wf1", Some("s1")).await.unwrap();
+    let v = query::workflow_metadata(&ctx, "wf1", Some("s1"))
+        .await
+        .unwrap();
     let sources = v["sources"].as_array().unwrap();
     assert_eq!(sources.len(), 1);
     let tables = sources[0]["tables"].as_array().unwrap();
@@ -330,13 +412,39 @@ async fn a_failed_source_keeps_its_previous_rows() {
     let failed = run_job(&[&lake], "wf", Some("s"), Some(&wh)).await;
     assert_eq!(failed.status, RunStatus::Failed);
     assert_eq!(failed.exit_code(), 1);
-    assert!(failed.error.as_deref().unwrap().contains("not found"), "{failed:#?}");
+    assert!(
+        failed.error.as_deref().unwrap().contains("not found"),
+        "{failed:#?}"
+    );
     let w = Warehouse::new(location::parse(&wh.display().to_string()).unwrap());
     let ctx = query::session(&w, "hive_metastore").await.unwrap();
-    assert_eq!(count(&ctx, "SELECT count(*) FROM columns WHERE workflow_id='wf'").await, 4);
-    assert_eq!(count(&ctx, "SELECT count(*) FROM executor_runs WHERE status='failed'").await, 1);
-    let rows = query::to_json_rows(&query::sql(&ctx, "SELECT error_message FROM executor_runs WHERE status='failed'").await.unwrap()).unwrap();
-    assert!(rows[0]["error_message"].as_str().unwrap().contains("not found"));
+    assert_eq!(
+        count(&ctx, "SELECT count(*) FROM columns WHERE workflow_id='wf'").await,
+        4
+    );
+    assert_eq!(
+        count(
+            &ctx,
+            "SELECT count(*) FROM executor_runs WHERE status='failed'"
+        )
+        .await,
+        1
+    );
+    let rows = query::to_json_rows(
+        &query::sql(
+            &ctx,
+            "SELECT error_message FROM executor_runs WHERE status='failed'",
+        )
+        .await
+        .unwrap(),
+    )
+    .unwrap();
+    assert!(
+        rows[0]["error_message"]
+            .as_str()
+            .unwrap()
+            .contains("not found")
+    );
 }
 
 /// The four example queries of WORKFLOW_ID_MIGRATION.md, verbatim.
@@ -403,13 +511,28 @@ LIMIT 1;"#,
 async fn the_documents_four_queries_return_correct_results() {
     let d = tmp();
     let lake = d.path().join("lake");
-    write(&lake.join("customers.csv"), "id,name,city\n1,ann,Oslo\n2,bob,Rome\n");
-    write(&lake.join("orders/part-00000.csv"), "order_id,customer_id\n10,1\n");
-    write(&lake.join("orders/part-00001.csv"), "order_id,customer_id\n11,2\n");
+    write(
+        &lake.join("customers.csv"),
+        "id,name,city\n1,ann,Oslo\n2,bob,Rome\n",
+    );
+    write(
+        &lake.join("orders/part-00000.csv"),
+        "order_id,customer_id\n10,1\n",
+    );
+    write(
+        &lake.join("orders/part-00001.csv"),
+        "order_id,customer_id\n11,2\n",
+    );
     let other = d.path().join("other");
     write(&other.join("misc.csv"), "k\n1\n");
     let wh = d.path().join("wh");
-    run_job(&[&lake], "workflow_abc123", Some("source_xyz789"), Some(&wh)).await;
+    run_job(
+        &[&lake],
+        "workflow_abc123",
+        Some("source_xyz789"),
+        Some(&wh),
+    )
+    .await;
     run_job(&[&lake], "workflow_other", Some("source_xyz789"), Some(&wh)).await;
     run_job(&[&other], "workflow_abc123", Some("source_zzz"), Some(&wh)).await;
 
@@ -425,10 +548,18 @@ async fn the_documents_four_queries_return_correct_results() {
     assert_eq!(q1.len(), 2 * (3 + 2 + 1), "2 sources x 6 columns");
     let order: Vec<(String, String)> = q1
         .iter()
-        .map(|r| (r["table_name"].as_str().unwrap().into(), r["column_name"].as_str().unwrap().into()))
+        .map(|r| {
+            (
+                r["table_name"].as_str().unwrap().into(),
+                r["column_name"].as_str().unwrap().into(),
+            )
+        })
         .collect();
     assert_eq!(order[0], ("customers".into(), "id".into()));
-    assert_eq!(order.last().unwrap(), &("orders".to_string(), "customer_id".to_string()));
+    assert_eq!(
+        order.last().unwrap(),
+        &("orders".to_string(), "customer_id".to_string())
+    );
     assert!(q1.iter().all(|r| r["workflow_id"] == "workflow_abc123"));
     let cust = q1.iter().find(|r| r["table_name"] == "customers").unwrap();
     assert_eq!(cust["row_count"], 2);
@@ -469,7 +600,10 @@ async fn the_documents_four_queries_return_correct_results() {
     assert_eq!(q4.len(), 1);
     let r = &q4[0];
     assert_eq!(r["workflow_id"], "workflow_abc123");
-    assert_eq!(r["source_id"], "source_zzz", "the most recent source of the workflow");
+    assert_eq!(
+        r["source_id"], "source_zzz",
+        "the most recent source of the workflow"
+    );
     assert_eq!(r["files_found"], 1);
     // The document's join is on workflow_id only, so it counts the workflow's tables.
     assert_eq!(r["table_count"], 3);

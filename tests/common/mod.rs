@@ -28,8 +28,20 @@ pub fn people() -> RecordBatch {
         schema,
         vec![
             Arc::new(Int64Array::from(vec![1, 2, 3, 4, 5])),
-            Arc::new(StringArray::from(vec![Some("ann"), Some("bob"), None, Some("dan"), Some("eve")])),
-            Arc::new(Float64Array::from(vec![Some(1.5), Some(2.5), Some(3.5), None, Some(9.0)])),
+            Arc::new(StringArray::from(vec![
+                Some("ann"),
+                Some("bob"),
+                None,
+                Some("dan"),
+                Some("eve"),
+            ])),
+            Arc::new(Float64Array::from(vec![
+                Some(1.5),
+                Some(2.5),
+                Some(3.5),
+                None,
+                Some(9.0),
+            ])),
             Arc::new(BooleanArray::from(vec![true, false, true, true, false])),
             Arc::new(Date32Array::from(vec![19000, 19001, 19002, 19003, 19004])),
         ],
@@ -38,8 +50,10 @@ pub fn people() -> RecordBatch {
 }
 
 pub const PEOPLE_CSV: &str = "id,name,score,active\n1,ann,1.5,true\n2,bob,2.5,false\n3,,3.5,true\n4,dan,,true\n5,eve,9.0,false\n";
-pub const PEOPLE_NDJSON: &str = "{\"id\":1,\"name\":\"ann\"}\n{\"id\":2,\"name\":\"bob\"}\n{\"id\":3,\"name\":null}\n";
-pub const PEOPLE_JSON_ARRAY: &str = "[{\"id\":1,\"name\":\"ann\"},{\"id\":2,\"name\":\"bob\"},{\"id\":3,\"name\":null}]";
+pub const PEOPLE_NDJSON: &str =
+    "{\"id\":1,\"name\":\"ann\"}\n{\"id\":2,\"name\":\"bob\"}\n{\"id\":3,\"name\":null}\n";
+pub const PEOPLE_JSON_ARRAY: &str =
+    "[{\"id\":1,\"name\":\"ann\"},{\"id\":2,\"name\":\"bob\"},{\"id\":3,\"name\":null}]";
 
 pub fn mkdirs(p: &Path) {
     if let Some(parent) = p.parent() {
@@ -79,7 +93,9 @@ pub fn write_parquet(p: &Path, batch: &RecordBatch) {
 pub fn write_ipc(p: &Path, batch: &RecordBatch) {
     mkdirs(p);
     let f = std::fs::File::create(p).unwrap();
-    let mut w = nuvyn_executor::deltalake::arrow::ipc::writer::FileWriter::try_new(f, &batch.schema()).unwrap();
+    let mut w =
+        nuvyn_executor::deltalake::arrow::ipc::writer::FileWriter::try_new(f, &batch.schema())
+            .unwrap();
     w.write(batch).unwrap();
     w.finish().unwrap();
 }
@@ -96,7 +112,9 @@ pub fn write_avro(p: &Path, batch: &RecordBatch) {
 pub async fn write_delta(dir: &Path) {
     std::fs::create_dir_all(dir).unwrap();
     let url = url::Url::from_directory_path(dir).unwrap();
-    let table = nuvyn_executor::deltalake::DeltaTable::try_from_url(url).await.unwrap();
+    let table = nuvyn_executor::deltalake::DeltaTable::try_from_url(url)
+        .await
+        .unwrap();
     table
         .write(vec![people()])
         .with_save_mode(nuvyn_executor::deltalake::protocol::SaveMode::Append)
@@ -105,7 +123,12 @@ pub async fn write_delta(dir: &Path) {
 }
 
 /// Runs a job through the library as the CLI would.
-pub async fn run_job(paths: &[&Path], workflow_id: &str, source_id: Option<&str>, warehouse: Option<&Path>) -> JobReport {
+pub async fn run_job(
+    paths: &[&Path],
+    workflow_id: &str,
+    source_id: Option<&str>,
+    warehouse: Option<&Path>,
+) -> JobReport {
     let cli = CliJobArgs {
         paths: paths.iter().map(|p| p.display().to_string()).collect(),
         workflow_id: Some(workflow_id.to_string()),
