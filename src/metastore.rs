@@ -167,6 +167,28 @@ impl TableDef {
     }
 }
 
+/// Spark DDL registering every table as an external Delta table under `catalog`, with
+/// `${warehouse}` standing for the warehouse location. `sql/create_tables.sql` is this text.
+pub fn registration_ddl(catalog: &str) -> String {
+    let mut out = String::from(
+        "-- Registers the nuvyn-executor metadata tables as external Delta tables.\n\
+         -- Generated from src/metastore.rs (tests keep this file in step); replace ${warehouse}\n\
+         -- with the warehouse location, e.g. abfss://lake@account.dfs.core.windows.net/warehouse.\n",
+    );
+    out.push_str(&format!(
+        "CREATE SCHEMA IF NOT EXISTS {catalog}.{SCHEMA_NAME};\n"
+    ));
+    for def in ALL_TABLES {
+        out.push('\n');
+        out.push_str(&def.create_ddl(
+            &format!("{catalog}.{SCHEMA_NAME}.{}", def.name),
+            &format!("${{warehouse}}/{SCHEMA_NAME}/{}", def.name),
+        ));
+        out.push_str(";\n");
+    }
+    out
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum MetastoreError {
     #[error("warehouse table {table} at {location}: {message}")]
@@ -554,6 +576,21 @@ mod tests {
             "workflow_id = 'wf' AND (source_id IN ('a') OR source_id IS NULL)"
         );
         assert_eq!(sql_literal("a'b"), "'a''b'");
+    }
+
+    #[test]
+    fn checked_in_ddl_matches_the_schemas() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/sql/create_tables.sql");
+        let on_disk = std::fs::read_to_string(path).unwrap_or_default();
+        let generated = registration_ddl("hive_metastore");
+        if std::env::var_os("NUVYN_UPDATE_DDL").is_some() {
+            std::fs::write(path, &generated).unwrap();
+            return;
+        }
+        assert_eq!(
+            on_disk, generated,
+            "sql/create_tables.sql is stale: run `NUVYN_UPDATE_DDL=1 cargo test --lib checked_in_ddl`"
+        );
     }
 
     #[test]

@@ -21,7 +21,10 @@ use datafusion::datasource::listing::{
     ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
 };
 use datafusion::functions_aggregate::expr_fn::{approx_distinct, count, max, min};
-use datafusion::logical_expr::{Expr, cast, ident};
+use datafusion::logical_expr::{
+    ColumnarValue, Expr, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility, cast,
+    ident,
+};
 use datafusion::prelude::SessionContext;
 use futures::{StreamExt, TryStreamExt};
 use object_store::ObjectStoreExt;
@@ -174,12 +177,90 @@ fn value_type(dt: &DataType) -> &DataType {
     }
 }
 
+/// Reinterprets float values as integers of the same width, without copying: equal floats
+/// have equal bits, so distinct counts over the bits are distinct counts over the floats
+/// (DataFusion's `approx_distinct` has no float implementation; a cast to text would cost
+/// more than the rest of the pass).
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct FloatBits {
+    signature: Signature,
+}
+
+impl FloatBits {
+    fn udf() -> ScalarUDF {
+        ScalarUDF::from(Self {
+            signature: Signature::uniform(
+                1,
+                vec![DataType::Float32, DataType::Float64],
+                Volatility::Immutable,
+            ),
+        })
+    }
+
+    fn reinterpret(a: &ArrayRef) -> datafusion::error::Result<ArrayRef> {
+        use datafusion::arrow::array::{AsArray, Int32Array, Int64Array};
+        use datafusion::arrow::buffer::ScalarBuffer;
+        use datafusion::arrow::datatypes::{Float32Type, Float64Type};
+        match a.data_type() {
+            DataType::Float64 => {
+                let f = a.as_primitive::<Float64Type>();
+                let bits = ScalarBuffer::<i64>::from(f.values().inner().clone());
+                Ok(Arc::new(Int64Array::new(bits, f.nulls().cloned())))
+            }
+            DataType::Float32 => {
+                let f = a.as_primitive::<Float32Type>();
+                let bits = ScalarBuffer::<i32>::from(f.values().inner().clone());
+                Ok(Arc::new(Int32Array::new(bits, f.nulls().cloned())))
+            }
+            other => datafusion::common::exec_err!("float bits of {other}"),
+        }
+    }
+}
+
+impl ScalarUDFImpl for FloatBits {
+    fn name(&self) -> &str {
+        "nuvyn_float_bits"
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, args: &[DataType]) -> datafusion::error::Result<DataType> {
+        Ok(match args.first() {
+            Some(DataType::Float32) => DataType::Int32,
+            _ => DataType::Int64,
+        })
+    }
+
+    fn invoke_with_args(
+        &self,
+        args: ScalarFunctionArgs,
+    ) -> datafusion::error::Result<ColumnarValue> {
+        match &args.args[0] {
+            ColumnarValue::Array(a) => Ok(ColumnarValue::Array(Self::reinterpret(a)?)),
+            ColumnarValue::Scalar(s) => {
+                let a = Self::reinterpret(&s.to_array()?)?;
+                Ok(ColumnarValue::Scalar(
+                    datafusion::scalar::ScalarValue::try_from_array(&a, 0)?,
+                ))
+            }
+        }
+    }
+}
+
 /// The expression whose approximate distinct count stands for the column's.
 fn distinct_expr(c: Expr, dt: &DataType) -> Option<Expr> {
+    match dt {
+        DataType::Float32 | DataType::Float64 => {
+            return Some(approx_distinct(FloatBits::udf().call(vec![c])));
+        }
+        DataType::Null => return None,
+        d if is_nested(value_type(d)) => return None,
+        _ => {}
+    }
     match value_type(dt) {
-        DataType::Null => None,
-        d if is_nested(d) => None,
-        // approx_distinct has no float implementation; the text form is exact for floats.
+        // Dictionary-encoded and half floats: the text form is exact, if slower.
         DataType::Float16 | DataType::Float32 | DataType::Float64 => {
             Some(approx_distinct(cast(c, DataType::Utf8)))
         }

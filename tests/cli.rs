@@ -403,3 +403,90 @@ fn killing_the_job_mid_write_never_corrupts_the_warehouse() {
     let v = sql("SELECT count(*) AS n FROM tables WHERE workflow_id = 'w' AND source_id = 's'");
     assert_eq!(v[0]["n"], 7);
 }
+
+#[test]
+fn multi_source_payload_runs_every_source_and_reports_each() {
+    let d = tmp();
+    let a = d.path().join("a");
+    let b = d.path().join("b");
+    write(&a.join("people.csv"), PEOPLE_CSV);
+    write_parquet(&b.join("p.parquet"), &people());
+    let wh = d.path().join("wh");
+    let payload = serde_json::json!({
+        "workflow_id": "wf_multi",
+        "sources": [
+            {"source_id": "sa", "data_source_path": a.display().to_string(), "data_source_type": "csv"},
+            {"source_id": "sb", "data_source_path": b.display().to_string()},
+            {"source_id": "sc", "data_source_path": d.path().join("missing").display().to_string()}
+        ]
+    });
+    // No command: the payload's job runs and writes (the Databricks task form).
+    let out = bin()
+        .env("NUVYN_JOB_PAYLOAD", payload.to_string())
+        .env("NUVYN_WAREHOUSE", &wh)
+        .arg("--log-format")
+        .arg("json")
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v = stdout_json(&out);
+    let statuses: Vec<(&str, &str)> = v["sources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            (
+                s["source_id"].as_str().unwrap(),
+                s["status"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        statuses,
+        [("sa", "succeeded"), ("sb", "succeeded"), ("sc", "failed")]
+    );
+    assert_eq!(v["sources"][0]["source_type"], "csv");
+    assert_eq!(v["sources"][1]["source_type"], "local");
+    // Every stderr line is a JSON object (Databricks log delivery parses them).
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.lines().count() > 0);
+    for line in stderr.lines() {
+        serde_json::from_str::<serde_json::Value>(line)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+    }
+    let q = bin()
+        .args([
+            "sql",
+            "SELECT source_id, count(*) AS n FROM tables GROUP BY source_id ORDER BY source_id",
+            "--format",
+            "json",
+            "--warehouse",
+        ])
+        .arg(&wh)
+        .output()
+        .unwrap();
+    assert_eq!(
+        stdout_json(&q),
+        serde_json::json!([{"source_id": "sa", "n": 1}, {"source_id": "sb", "n": 1}])
+    );
+    let runs = bin()
+        .args([
+            "sql",
+            "SELECT status, run_mode FROM executor_runs",
+            "--format",
+            "json",
+            "--warehouse",
+        ])
+        .arg(&wh)
+        .output()
+        .unwrap();
+    assert_eq!(
+        stdout_json(&runs),
+        serde_json::json!([{"status": "partial", "run_mode": "payload"}])
+    );
+}
