@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # The README's test command: formatting, lints, and every test. `.ci/run` calls it.
-# Set-up is part of it: on a fresh machine it needs only the Rust toolchain.
+# Set-up is part of it: on a fresh machine it needs the Rust toolchain and Node.js/npm (for
+# Azurite, installed from the npm registry at a pinned version and started on 127.0.0.1).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # CI builds from a fresh clone; a target directory outside the clone lets a machine that
-# ran CI before reuse its compiled dependencies (a cold debug build takes ~10 minutes).
+# ran CI before reuse its compiled dependencies (a cold debug build takes ~15 minutes).
 if [ "${CI:-}" = "true" ] && [ -z "${CARGO_TARGET_DIR:-}" ]; then
   export CARGO_TARGET_DIR="${HOME}/.cache/nuvyn-executor/target"
   mkdir -p "$CARGO_TARGET_DIR"
@@ -15,6 +16,13 @@ step() { printf '\n==> %s\n' "$*" >&2; }
 
 step "cargo fmt --check"
 cargo fmt --all -- --check
+
+step "Azurite (Azure Storage emulator, pinned in ci/azurite/package-lock.json)"
+az_out="$(bash ci/azurite/start.sh)"
+read -r az_dir az_port <<<"$az_out"
+trap 'kill "$(cat "$az_dir/pid")" 2>/dev/null || true; rm -rf "$az_dir"' EXIT
+export NUVYN_AZURITE_BLOB="http://127.0.0.1:${az_port}/devstoreaccount1"
+echo "Azurite on 127.0.0.1:${az_port}" >&2
 
 step "cargo test"
 cargo test --locked --all-targets -- --test-threads 2

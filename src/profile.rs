@@ -359,17 +359,73 @@ async fn listing_table(
                 .collect(),
         );
     }
-    let config = ListingTableConfig::new_with_multi_paths(urls).with_listing_options(opts);
+    let config =
+        ListingTableConfig::new_with_multi_paths(urls.clone()).with_listing_options(opts.clone());
     let config = match file_schema {
         Some(s) => config.with_schema(s),
-        None => config
-            .infer_schema(&ctx.state())
-            .await
-            .map_err(ProfileError::read)?,
+        None => match config.clone().infer_schema(&ctx.state()).await {
+            Ok(c) => c,
+            // Part files of one table often disagree on an inferred type (`30` in one CSV,
+            // `10.5` in the next): infer each file alone and widen instead of failing.
+            Err(e) if e.to_string().contains("Fail to merge schema") && t.files.len() > 1 => {
+                let merged = widen_file_schemas(ctx, loc, t, &opts).await?;
+                tracing::info!(table = %t.name, "part files disagree on column types; widened");
+                ListingTableConfig::new_with_multi_paths(urls)
+                    .with_listing_options(opts)
+                    .with_schema(merged)
+            }
+            Err(e) => return Err(ProfileError::read(e)),
+        },
     };
     Ok(Arc::new(
         ListingTable::try_new(config).map_err(ProfileError::read)?,
     ))
+}
+
+/// The type two files' inferred types widen to.
+fn widen(a: &DataType, b: &DataType) -> DataType {
+    use DataType::*;
+    match (a, b) {
+        (x, y) if x == y => x.clone(),
+        (Null, x) | (x, Null) => x.clone(),
+        (Int8 | Int16 | Int32 | Int64, Int8 | Int16 | Int32 | Int64) => Int64,
+        (
+            Int8 | Int16 | Int32 | Int64 | Float32 | Float64,
+            Int8 | Int16 | Int32 | Int64 | Float32 | Float64,
+        ) => Float64,
+        _ => Utf8,
+    }
+}
+
+/// Infers every file's schema alone and merges them by name, in first-seen order, widening
+/// types that disagree.
+async fn widen_file_schemas(
+    ctx: &SessionContext,
+    loc: &Location,
+    t: &DiscoveredTable,
+    opts: &ListingOptions,
+) -> Result<SchemaRef, ProfileError> {
+    let mut merged: Vec<Field> = Vec::new();
+    for f in &t.files {
+        let url = ListingTableUrl::parse(loc.url_of(&f.location)).map_err(ProfileError::read)?;
+        let single = ListingOptions::new(opts.format.clone()).with_file_extension("");
+        let schema = single.infer_schema(&ctx.state(), &url).await.map_err(|e| {
+            ProfileError::Read(format!(
+                "{}: {}",
+                loc.display_of(&f.location),
+                redact::text(&e.to_string())
+            ))
+        })?;
+        for field in schema.fields().iter() {
+            match merged.iter_mut().find(|m| m.name() == field.name()) {
+                Some(m) => *m = Field::new(m.name(), widen(m.data_type(), field.data_type()), true),
+                None => merged.push(Field::new(field.name(), field.data_type().clone(), true)),
+            }
+        }
+    }
+    // Partition columns come from paths, not files.
+    merged.retain(|f| !t.partition_cols.iter().any(|(n, _)| n == f.name()));
+    Ok(Arc::new(Schema::new(merged)))
 }
 
 /// The column an arrow-csv type error names ("... for column 3 at line 1001 ...").
@@ -808,6 +864,29 @@ mod tests {
             Field::new_list("b", Field::new("item", DataType::Utf8, true), true),
         ]));
         assert_eq!(spark_type(&s), "STRUCT<a: BIGINT, b: ARRAY<STRING>>");
+    }
+
+    #[test]
+    fn samples_are_cut_at_256_characters() {
+        let long = "é".repeat(300);
+        assert_eq!(cut(&long).chars().count(), SAMPLE_MAX_CHARS);
+        assert_eq!(cut("short"), "short");
+    }
+
+    #[test]
+    fn float_bits_are_distinct_exactly_when_floats_are() {
+        use datafusion::arrow::array::{AsArray, Float64Array};
+        let a: ArrayRef = Arc::new(Float64Array::from(vec![
+            Some(1.5),
+            None,
+            Some(1.5),
+            Some(-2.0),
+        ]));
+        let bits = FloatBits::reinterpret(&a).unwrap();
+        let b = bits.as_primitive::<datafusion::arrow::datatypes::Int64Type>();
+        assert_eq!(b.value(0), b.value(2));
+        assert_ne!(b.value(0), b.value(3));
+        assert!(b.is_null(1));
     }
 
     #[test]

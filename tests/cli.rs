@@ -19,6 +19,22 @@ fn stdout_json(out: &std::process::Output) -> serde_json::Value {
     })
 }
 
+/// Runs `sql --format json` against a warehouse; the query must succeed.
+fn sql_json(wh: &std::path::Path, q: &str, extra: &[&str]) -> serde_json::Value {
+    let out = bin()
+        .args(["sql", q, "--format", "json", "--warehouse"])
+        .arg(wh)
+        .args(extra)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{q}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout_json(&out)
+}
+
 #[test]
 fn help_documents_commands_and_exit_codes() {
     let out = bin().arg("--help").output().unwrap();
@@ -134,17 +150,11 @@ fn payload_job_writes_with_job_metadata_priority() {
     assert_eq!(v["written"], true);
     assert!(String::from_utf8_lossy(&out.stderr).contains("using workflow_id from job_metadata"));
 
-    let out = bin()
-        .args(["sql", "SELECT workflow_id, source_id, run_mode FROM hive_metastore._executor_metadata.executor_runs", "--format", "json", "--warehouse"])
-        .arg(&wh)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let rows = sql_json(
+        &wh,
+        "SELECT workflow_id, source_id, run_mode FROM hive_metastore._executor_metadata.executor_runs",
+        &[],
     );
-    let rows = stdout_json(&out);
     assert_eq!(
         rows,
         serde_json::json!([{"workflow_id": "from_meta", "source_id": "src1", "run_mode": "payload"}])
@@ -247,20 +257,12 @@ fn dry_run_writes_nothing_and_outputs_render() {
     );
 
     // A catalog name for Unity Catalog users.
-    let uc = bin()
-        .args([
-            "sql",
-            "SELECT count(*) AS n FROM main._executor_metadata.tables",
-            "--catalog",
-            "main",
-            "--format",
-            "json",
-            "--warehouse",
-        ])
-        .arg(&wh)
-        .output()
-        .unwrap();
-    assert_eq!(stdout_json(&uc), serde_json::json!([{"n": 1}]));
+    let uc = sql_json(
+        &wh,
+        "SELECT count(*) AS n FROM main._executor_metadata.tables",
+        &["--catalog", "main"],
+    );
+    assert_eq!(uc, serde_json::json!([{"n": 1}]));
 }
 
 #[test]
@@ -364,19 +366,7 @@ fn killing_the_job_mid_write_never_corrupts_the_warehouse() {
     };
     // A first complete run, so that later kills interrupt a replacement of existing rows.
     assert!(extract().status().unwrap().success());
-    let sql = |q: &str| -> serde_json::Value {
-        let out = bin()
-            .args(["sql", q, "--format", "json", "--warehouse"])
-            .arg(&wh)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "table unreadable after kill: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        stdout_json(&out)
-    };
+    let sql = |q: &str| sql_json(&wh, q, &[]);
     let mut kills = 0;
     for step in 0..12u64 {
         let mut child = extract().spawn().unwrap();
@@ -459,34 +449,18 @@ fn multi_source_payload_runs_every_source_and_reports_each() {
         serde_json::from_str::<serde_json::Value>(line)
             .unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
     }
-    let q = bin()
-        .args([
-            "sql",
-            "SELECT source_id, count(*) AS n FROM tables GROUP BY source_id ORDER BY source_id",
-            "--format",
-            "json",
-            "--warehouse",
-        ])
-        .arg(&wh)
-        .output()
-        .unwrap();
+    let q = sql_json(
+        &wh,
+        "SELECT source_id, count(*) AS n FROM tables GROUP BY source_id ORDER BY source_id",
+        &[],
+    );
     assert_eq!(
-        stdout_json(&q),
+        q,
         serde_json::json!([{"source_id": "sa", "n": 1}, {"source_id": "sb", "n": 1}])
     );
-    let runs = bin()
-        .args([
-            "sql",
-            "SELECT status, run_mode FROM executor_runs",
-            "--format",
-            "json",
-            "--warehouse",
-        ])
-        .arg(&wh)
-        .output()
-        .unwrap();
+    let runs = sql_json(&wh, "SELECT status, run_mode FROM executor_runs", &[]);
     assert_eq!(
-        stdout_json(&runs),
+        runs,
         serde_json::json!([{"status": "partial", "run_mode": "payload"}])
     );
 }

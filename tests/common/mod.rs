@@ -129,8 +129,20 @@ pub async fn run_job(
     source_id: Option<&str>,
     warehouse: Option<&Path>,
 ) -> JobReport {
+    let paths: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
+    let warehouse = warehouse.map(|w| w.display().to_string());
+    run_job_at(&paths, workflow_id, source_id, warehouse.as_deref()).await
+}
+
+/// Runs a job on locations given as strings (local paths or URLs).
+pub async fn run_job_at(
+    paths: &[String],
+    workflow_id: &str,
+    source_id: Option<&str>,
+    warehouse: Option<&str>,
+) -> JobReport {
     let cli = CliJobArgs {
-        paths: paths.iter().map(|p| p.display().to_string()).collect(),
+        paths: paths.to_vec(),
         workflow_id: Some(workflow_id.to_string()),
         source_id: source_id.map(str::to_string),
         ..Default::default()
@@ -139,7 +151,7 @@ pub async fn run_job(
     job::run(JobOptions {
         spec,
         run_mode: RunMode::Cli,
-        warehouse: warehouse.map(|w| location::parse(&w.display().to_string()).unwrap()),
+        warehouse: warehouse.map(|w| location::parse(w).unwrap()),
         filters: Filters::default(),
         source_concurrency: 2,
         table_concurrency: 2,
@@ -164,4 +176,22 @@ pub fn tmp() -> tempfile::TempDir {
 
 pub fn path(d: &tempfile::TempDir, rel: &str) -> PathBuf {
     d.path().join(rel)
+}
+
+/// The Azurite blob endpoint the test command started (`NUVYN_AZURITE_BLOB`), or `None`
+/// after saying why the Azure tests do not run. In CI a missing emulator is a failure.
+pub fn azurite() -> Option<String> {
+    match std::env::var("NUVYN_AZURITE_BLOB") {
+        Ok(url) if !url.is_empty() => Some(url.trim_end_matches('/').to_string()),
+        _ => {
+            assert!(
+                std::env::var("CI").as_deref() != Ok("true"),
+                "NUVYN_AZURITE_BLOB is not set: CI must run the Azure tests (ci/test.sh starts Azurite)"
+            );
+            eprintln!(
+                "Azure tests not run: NUVYN_AZURITE_BLOB is not set (run ci/test.sh, which starts Azurite)"
+            );
+            None
+        }
+    }
 }
