@@ -11,6 +11,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 DATA="${1:-bench-data}"
 DUCKDB_VERSION=1.4.1
+RUNS="${BENCH_RUNS:-3}"   # best of RUNS
 mkdir -p "$DATA"
 DATA="$(cd "$DATA" && pwd)"
 
@@ -61,7 +62,7 @@ BIN="${CARGO_TARGET_DIR:-target}/release/nuvyn-executor"
 
 duck() {  # prints seconds for DuckDB's statistics over one file
   "$PY" - "$1" "$2" <<'PYEOF'
-import sys, time, duckdb
+import os, sys, time, duckdb
 path, kind = sys.argv[1], sys.argv[2]
 con = duckdb.connect()
 src = f"read_csv_auto('{path}')" if kind == "csv" else f"read_parquet('{path}')"
@@ -69,7 +70,7 @@ cols = [r[0] for r in con.execute(f"DESCRIBE SELECT * FROM {src}").fetchall()]
 aggs = ["count(*)"] + [f'count("{c}"), approx_count_distinct("{c}"), min("{c}"), max("{c}")' for c in cols]
 q = f"SELECT {', '.join(aggs)} FROM {src}"
 best = None
-for _ in range(3):
+for _ in range(int(os.environ.get("BENCH_RUNS", "3"))):
     t = time.perf_counter(); con.execute(q).fetchall(); el = time.perf_counter() - t
     best = el if best is None else min(best, el)
 print(f"{best:.3f}")
@@ -80,7 +81,7 @@ run() {  # name, path, size-bytes, duckdb-seconds-or-empty
   local name="$1" path="$2" bytes="$3" ref="${4:-}"
   local out; out=$(mktemp)
   local best=""
-  for _ in 1 2 3; do
+  for _ in $(seq 1 "$RUNS"); do
     /usr/bin/time -f "%e %M" -o "$out.time" "$BIN" extract "$path" --workflow-id bench --dry-run --no-progress >/dev/null 2>"$out.err" || { cat "$out.err" >&2; exit 1; }
     read -r secs rss_kb < "$out.time"
     if [ -z "$best" ] || awk "BEGIN{exit !($secs < $best)}"; then best=$secs; best_rss=$rss_kb; fi
@@ -96,7 +97,7 @@ run() {  # name, path, size-bytes, duckdb-seconds-or-empty
 CSV="$DATA/big_csv/big.csv"; PQ="$DATA/big_parquet/big.parquet"
 echo "==> duckdb reference" >&2
 D_CSV=$(duck "$CSV" csv); D_PQ=$(duck "$PQ" parquet)
-echo "==> nuvyn-executor (best of 3)" >&2
+echo "==> nuvyn-executor (best of $RUNS)" >&2
 run "csv 5M rows" "$CSV" "$(stat -c %s "$CSV")" "$D_CSV"
 run "parquet 5M" "$PQ" "$(stat -c %s "$PQ")" "$D_PQ"
 run "2000 files" "$DATA/small_files" "$(du -sb "$DATA/small_files" | cut -f1)"
