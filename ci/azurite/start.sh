@@ -11,7 +11,7 @@ for _ in $(seq 1 20); do
   port=$((port + 1))
 done
 if [ ! -x "$here/node_modules/.bin/azurite-blob" ]; then
-  (cd "$here" && npm ci --no-audit --no-fund --loglevel=error)
+  (cd "$here" && npm ci --no-audit --no-fund --loglevel=error) >&2
 fi
 data="$(mktemp -d -t azurite.XXXXXX)"
 "$here/node_modules/.bin/azurite-blob" --blobHost 127.0.0.1 --blobPort "$port" \
