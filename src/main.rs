@@ -4,17 +4,21 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use nuvyn_executor::cli::{Cli, Env};
+use nuvyn_executor::cli::{Cli, Env, LogFormat};
 use nuvyn_executor::{app, logging};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    logging::init(cli.log_format);
+    let log_format = cli.log_format;
+    logging::init(log_format);
     let config = match cli.into_config(&Env::from_process()) {
         Ok(c) => c,
         Err(e) => {
-            tracing::error!("{e}");
-            eprintln!("error: {e}");
+            // One line, in the format the logs are in (JSON lines for Databricks).
+            match log_format {
+                LogFormat::Json => tracing::error!("{e}"),
+                LogFormat::Text => eprintln!("error: {e}"),
+            }
             return ExitCode::from(2);
         }
     };
