@@ -281,7 +281,7 @@ fn job_config(env: &Env, inputs: JobInputs) -> Result<Config, ConfigError> {
     }
     // Source locations are parsed here too, so a malformed one is a usage error (exit 2).
     for (i, s) in spec.sources.iter().enumerate() {
-        location::parse(&s.path).map_err(|e| {
+        location::check(&s.path).map_err(|e| {
             ConfigError::Usage(format!(
                 "source {} ({}): {e}",
                 i + 1,

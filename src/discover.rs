@@ -857,7 +857,7 @@ use futures::StreamExt;
 fn list_error(loc: &Location, e: object_store::Error) -> DiscoverError {
     DiscoverError::List {
         path: loc.display.clone(),
-        reason: redact::text(&e.to_string()),
+        reason: loc.explain(&e),
     }
 }
 

@@ -152,7 +152,7 @@ async fn run_source(
         skipped: Vec::new(),
         tables: Vec::new(),
     };
-    let loc = match location::parse(&spec.path) {
+    let loc = match location::parse_with(&spec.path, &spec.storage_options) {
         Ok(l) => l,
         Err(e) => {
             report.error = Some(e.to_string());

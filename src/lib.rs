@@ -17,6 +17,7 @@ pub mod payload;
 pub mod profile;
 pub mod query;
 pub mod redact;
+pub mod store;
 
 /// This build's version, recorded with every run.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -12,6 +12,8 @@ use object_store::local::LocalFileSystem;
 use object_store::path::Path as ObjPath;
 use url::Url;
 
+use crate::azure::StorageOptions;
+
 #[derive(Debug, thiserror::Error)]
 pub enum LocationError {
     #[error("empty location")]
@@ -32,6 +34,10 @@ pub enum LocationError {
         shown: String,
         source: object_store::Error,
     },
+    #[error("{0}")]
+    Azure(#[from] crate::azure::AzureError),
+    #[error("storage_options apply to Azure locations only, not {0}")]
+    OptionsNotApplicable(String),
 }
 
 /// What kind of storage a location is on; stored as the default `source_type`.
@@ -68,6 +74,16 @@ pub struct Location {
     pub kind: LocationKind,
     /// The local directory, for local locations (used to create missing directories).
     pub local_dir: Option<PathBuf>,
+    /// For remote stores: the account and the credential method, to name in errors.
+    pub remote: Option<Remote>,
+}
+
+/// What a remote location's errors need to say, and its request counters.
+#[derive(Debug, Clone)]
+pub struct Remote {
+    pub account: String,
+    pub method: String,
+    pub stats: Arc<crate::store::StoreStats>,
 }
 
 impl Location {
@@ -108,6 +124,37 @@ impl Location {
         c
     }
 
+    /// Requests made through this location's store so far (zero for local stores).
+    pub fn requests(&self) -> crate::store::RequestCounts {
+        self.remote
+            .as_ref()
+            .map(|r| r.stats.snapshot())
+            .unwrap_or_default()
+    }
+
+    /// Explains a storage error to a user: a refused or missing credential names the
+    /// account and the method used, once; nothing secret is shown.
+    pub fn explain(&self, e: &object_store::Error) -> String {
+        self.explain_text(&e.to_string())
+    }
+
+    /// [`Location::explain`] for an error that is already text (delta-rs wraps store errors).
+    pub fn explain_text(&self, text: &str) -> String {
+        let text = crate::redact::text(text);
+        match &self.remote {
+            Some(r) if crate::azure::is_auth_error(&text) => {
+                let code = error_code(&text)
+                    .map(|c| format!(" ({c})"))
+                    .unwrap_or_default();
+                format!(
+                    "Azure storage account {:?} refused access to {} using {}{code}: check that the credential is valid, not expired, and allows list/read (and write, for a warehouse)",
+                    r.account, self.display, r.method
+                )
+            }
+            _ => text,
+        }
+    }
+
     /// Creates the directory of a local location; remote stores have no directories.
     pub fn ensure_dir(&self) -> Result<(), LocationError> {
         if let Some(dir) = &self.local_dir {
@@ -117,6 +164,21 @@ impl Location {
             })?;
         }
         Ok(())
+    }
+}
+
+/// The status and Azure error code of a storage error's text, e.g. `403 AuthenticationFailed`.
+fn error_code(text: &str) -> Option<String> {
+    let status = ["401", "403"].into_iter().find(|s| text.contains(s));
+    let code = text
+        .split("<Code>")
+        .nth(1)
+        .and_then(|r| r.split("</Code>").next());
+    match (status, code) {
+        (Some(s), Some(c)) => Some(format!("HTTP {s} {c}")),
+        (Some(s), None) => Some(format!("HTTP {s}")),
+        (None, Some(c)) => Some(c.to_string()),
+        (None, None) => None,
     }
 }
 
@@ -179,6 +241,7 @@ fn local(abs: PathBuf, display: String, kind: LocationKind) -> Result<Location, 
         display,
         kind,
         local_dir: Some(abs),
+        remote: None,
     })
 }
 
@@ -220,13 +283,18 @@ impl AzureUrl {
     }
 
     /// The URL of the container root, under which DataFusion and delta-rs find the store.
-    /// Unique per account and container, and never holding a secret.
-    pub fn store_url(&self) -> String {
-        let acct = self.account.as_deref().unwrap_or("default");
-        match &self.endpoint {
-            // An emulator keeps its own host space: the same names on Azure are other data.
-            Some(_) => format!("az://{}@{acct}.emulator/", self.container),
-            None => format!("abfss://{}@{acct}.dfs.core.windows.net/", self.container),
+    /// Unique per account, endpoint and container, and never holding a secret.
+    pub fn store_url(&self, account: &str, endpoint: Option<&str>) -> String {
+        match endpoint {
+            // A custom endpoint (emulator) keeps its own host space: the same names on Azure
+            // are other data, and two emulators are two stores.
+            Some(ep) => {
+                let mut h = std::collections::hash_map::DefaultHasher::new();
+                std::hash::Hash::hash(ep, &mut h);
+                let tag = std::hash::Hasher::finish(&h);
+                format!("az://{}@{account}.e{tag:x}/", self.container)
+            }
+            None => format!("abfss://{}@{account}.dfs.core.windows.net/", self.container),
         }
     }
 }
@@ -376,16 +444,35 @@ fn percent_decode(s: &str) -> String {
         .unwrap_or_else(|| s.to_string())
 }
 
-fn azure_location(a: AzureUrl) -> Result<Location, LocationError> {
+fn azure_location(a: AzureUrl, opts: &StorageOptions) -> Result<Location, LocationError> {
+    use crate::azure;
     let display = a.display();
-    let store = crate::azure::build_store(&a).map_err(|e| LocationError::Invalid {
-        shown: display.clone(),
-        reason: crate::redact::text(&e.to_string()),
-    })?;
+    let resolved = azure::resolve(&a, opts, &azure::process_env)?;
+    let settings = azure::RequestSettings::from_env(&azure::process_env)?;
+    let inner = azure::build_store(&a, &resolved, &settings)?;
+    let emulator = resolved
+        .endpoint
+        .as_deref()
+        .is_some_and(|e| e.starts_with("http://"));
+    let wrapped = crate::store::Instrumented::new(inner, emulator);
+    let remote = Remote {
+        account: resolved.account.clone(),
+        method: resolved.method.clone(),
+        stats: wrapped.stats(),
+    };
+    tracing::debug!(
+        location = %a.display(),
+        account = %remote.account,
+        "Azure credential: {}",
+        remote.method
+    );
+    let store: Arc<dyn ObjectStore> = Arc::new(wrapped);
     let prefix = ObjPath::from(a.path.as_str());
+    let store_url = a.store_url(&resolved.account, resolved.endpoint.as_deref());
     Ok(Location {
         store,
-        store_url: Url::parse(&a.store_url()).map_err(|e| LocationError::Invalid {
+        remote: Some(remote),
+        store_url: Url::parse(&store_url).map_err(|e| LocationError::Invalid {
             shown: display.clone(),
             reason: e.to_string(),
         })?,
@@ -402,7 +489,43 @@ fn azure_location(a: AzureUrl) -> Result<Location, LocationError> {
 
 /// Parses a location string. No I/O happens here.
 pub fn parse(input: &str) -> Result<Location, LocationError> {
+    parse_with(input, &StorageOptions::default())
+}
+
+/// Checks a location's syntax only, without choosing credentials: a job's sources are
+/// checked this way before anything runs, and a source whose credential is missing fails
+/// alone when its turn comes.
+pub fn check(input: &str) -> Result<(), LocationError> {
     let s = input.trim();
+    match s.split_once("://") {
+        Some((scheme, _)) if scheme != "file" => {
+            if is_azure_scheme(scheme) {
+                parse_azure(s).map(|_| ())
+            } else {
+                Err(LocationError::Unsupported(crate::redact::url(s)))
+            }
+        }
+        _ => parse(s).map(|_| ()),
+    }
+}
+
+fn is_azure_scheme(scheme: &str) -> bool {
+    matches!(
+        scheme.to_ascii_lowercase().as_str(),
+        "abfs" | "abfss" | "az" | "azure" | "wasb" | "wasbs" | "https" | "http"
+    )
+}
+
+/// Parses a location string with per-location storage settings (a payload's
+/// `storage_options`). No I/O happens here.
+pub fn parse_with(input: &str, opts: &StorageOptions) -> Result<Location, LocationError> {
+    let s = input.trim();
+    let is_azure = s
+        .split_once("://")
+        .is_some_and(|(scheme, _)| is_azure_scheme(scheme));
+    if !opts.is_empty() && !is_azure {
+        return Err(LocationError::OptionsNotApplicable(crate::redact::url(s)));
+    }
     if s.is_empty() {
         return Err(LocationError::Empty);
     }
@@ -438,12 +561,10 @@ pub fn parse(input: &str) -> Result<Location, LocationError> {
     }
     if let Some((scheme, _)) = s.split_once("://") {
         let scheme = scheme.to_ascii_lowercase();
-        return match scheme.as_str() {
-            "abfs" | "abfss" | "az" | "azure" | "wasb" | "wasbs" | "https" | "http" => {
-                let parsed = parse_azure(s)?;
-                azure_location(parsed)
-            }
-            _ => Err(LocationError::Unsupported(crate::redact::url(s))),
+        return if is_azure_scheme(&scheme) {
+            azure_location(parse_azure(s)?, opts)
+        } else {
+            Err(LocationError::Unsupported(crate::redact::url(s)))
         };
     }
     let abs = absolutize(Path::new(s)).map_err(io_err)?;
@@ -580,7 +701,7 @@ mod tests {
                 .any(|(k, v)| k == "sig" && v == "S3CRET=")
         );
         assert!(!a.display().contains("S3CRET"));
-        assert!(!a.store_url().contains("S3CRET"));
+        assert!(!a.store_url("acct1", None).contains("S3CRET"));
         for bad in [
             "https://acct1.blob.core.windows.net/Bad_Container/x",
             "abfss://acct1.dfs.core.windows.net/x",

@@ -18,7 +18,6 @@ use deltalake::{DeltaTable, DeltaTableBuilder, DeltaTableError};
 use url::Url;
 
 use crate::location::Location;
-use crate::redact;
 
 /// The schema (database) the tables live in, as Databricks names it.
 pub const SCHEMA_NAME: &str = "_executor_metadata";
@@ -253,7 +252,7 @@ impl Warehouse {
         MetastoreError::Delta {
             table: def.name,
             location: self.table_location(def).display,
-            message: redact::text(&e.to_string()),
+            message: self.root.explain_text(&e.to_string()),
         }
     }
 

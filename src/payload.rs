@@ -6,6 +6,8 @@
 
 use serde_json::{Map, Value};
 
+use crate::azure::StorageOptions;
+
 /// Longest accepted `workflow_id` / `source_id` / `tenant_id`.
 pub const MAX_ID_LEN: usize = 128;
 
@@ -73,6 +75,8 @@ pub enum PayloadError {
         "sources are given both in `sources` and `job_metadata.sources`: give them in one place"
     )]
     SourcesTwice,
+    #[error("payload field {0}")]
+    StorageOptions(String),
 }
 
 /// Where the chosen `workflow_id` came from, logged and reported with every job.
@@ -111,6 +115,8 @@ pub struct RawPayload {
     /// Where `sources` came from, for error messages.
     pub sources_field: &'static str,
     pub shard: Option<String>,
+    /// Storage settings (credentials) for the top-level `data_source_path` only.
+    pub storage_options: StorageOptions,
 }
 
 #[derive(Debug, Default, Clone, PartialEq)]
@@ -118,6 +124,7 @@ pub struct RawSource {
     pub source_id: Option<String>,
     pub data_source_path: Option<String>,
     pub data_source_type: Option<String>,
+    pub storage_options: StorageOptions,
 }
 
 /// What the command line contributes to a job.
@@ -136,6 +143,9 @@ pub struct SourceSpec {
     pub source_id: Option<String>,
     pub path: String,
     pub source_type: Option<String>,
+    /// This source's own storage settings; holds secrets, so never serialised.
+    #[serde(skip)]
+    pub storage_options: StorageOptions,
 }
 
 /// A fully validated job: the only thing the pipeline accepts.
@@ -187,6 +197,40 @@ fn opt_string(
     }
 }
 
+/// `storage_options`: an object of strings (booleans allowed for the `use_*` flags), each key
+/// one [`crate::azure::OPTION_KEYS`] name.
+fn storage_options(obj: &Map<String, Value>, prefix: &str) -> Result<StorageOptions, PayloadError> {
+    let field = format!("{prefix}storage_options");
+    let map = match obj.get("storage_options") {
+        None | Some(Value::Null) => return Ok(StorageOptions::default()),
+        Some(Value::Object(m)) => m,
+        Some(other) => {
+            return Err(PayloadError::WrongType {
+                field,
+                expected: "an object",
+                got: type_name(other),
+            });
+        }
+    };
+    let mut pairs = Vec::new();
+    for (k, v) in map {
+        let v = match v {
+            Value::String(s) => s.clone(),
+            Value::Bool(b) => b.to_string(),
+            other => {
+                return Err(PayloadError::WrongType {
+                    field: format!("{field}.{k}"),
+                    expected: "a string",
+                    got: type_name(other),
+                });
+            }
+        };
+        pairs.push((k.clone(), v));
+    }
+    StorageOptions::from_pairs(&field, pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .map_err(|e| PayloadError::StorageOptions(e.to_string()))
+}
+
 fn parse_sources(v: &Value, field: &str) -> Result<Vec<RawSource>, PayloadError> {
     let arr = v.as_array().ok_or_else(|| PayloadError::WrongType {
         field: field.to_string(),
@@ -207,6 +251,7 @@ fn parse_sources(v: &Value, field: &str) -> Result<Vec<RawSource>, PayloadError>
                 source_id: opt_string(obj, "source_id", &prefix)?,
                 data_source_path: opt_string(obj, "data_source_path", &prefix)?,
                 data_source_type: opt_string(obj, "data_source_type", &prefix)?,
+                storage_options: storage_options(obj, &prefix)?,
             })
         })
         .collect()
@@ -232,6 +277,7 @@ impl RawPayload {
             source_id: opt_string(obj, "source_id", "")?,
             tenant_id: opt_string(obj, "tenant_id", "")?,
             shard: opt_string(obj, "shard", "")?,
+            storage_options: storage_options(obj, "")?,
             ..Default::default()
         };
         if let Some(s) = obj.get("sources").filter(|v| !v.is_null()) {
@@ -462,6 +508,7 @@ pub fn resolve(
                 path,
                 source_type: check_type(&f("data_source_type"), s.data_source_type.clone())?
                     .or(default_type.clone()),
+                storage_options: s.storage_options.clone(),
             });
         }
     }
@@ -473,6 +520,7 @@ pub fn resolve(
                 source_id: source_id.clone(),
                 path,
                 source_type: default_type.clone(),
+                storage_options: p.storage_options.clone(),
             });
         }
     }
@@ -486,6 +534,7 @@ pub fn resolve(
             source_id: source_id.clone(),
             path: path.clone(),
             source_type: default_type.clone(),
+            storage_options: Default::default(),
         });
     }
     if require_source && job_type == JobType::MetadataExtraction && sources.is_empty() {
