@@ -76,6 +76,7 @@ pub const OPTION_KEYS: &[&str] = &[
     "use_managed_identity",
     "msi_endpoint",
     "skip_signature",
+    "endpoint",
 ];
 
 fn canonical_key(k: &str) -> Option<&'static str> {
@@ -254,9 +255,11 @@ fn truthy(v: Option<&str>) -> bool {
     v.is_some_and(|v| matches!(v.trim().to_ascii_lowercase().as_str(), "1" | "true" | "yes"))
 }
 
+type Lookup<'a> = Box<dyn Fn(&str) -> Option<String> + 'a>;
+
 /// One place credentials are looked up in: a source's options or the environment.
 struct Layer<'a> {
-    get: Box<dyn Fn(&str) -> Option<String> + 'a>,
+    get: Lookup<'a>,
     /// How a key is named to users in this layer.
     name: Box<dyn Fn(&str) -> String + 'a>,
 }
@@ -276,6 +279,7 @@ fn env_name(key: &str) -> String {
         "use_managed_identity" => "AZURE_USE_MANAGED_IDENTITY",
         "msi_endpoint" => "AZURE_MSI_ENDPOINT",
         "skip_signature" => "AZURE_SKIP_SIGNATURE",
+        "endpoint" => "AZURE_STORAGE_ENDPOINT",
         other => other,
     }
     .to_string()
@@ -431,6 +435,14 @@ pub fn resolve(
         get: Box::new(|k: &str| opts.get(k).map(str::to_string)),
         name: Box::new(|k: &str| format!("storage_options.{k}")),
     };
+    if endpoint.is_none() {
+        // A private or emulator endpoint for an account named in the URL.
+        endpoint = opts
+            .get("endpoint")
+            .map(str::to_string)
+            .or_else(|| env("AZURE_STORAGE_ENDPOINT"))
+            .map(|e| e.trim_end_matches('/').to_string());
+    }
     let mut skipped = Vec::new();
     let found = if let Some(sas) = &a.sas {
         if account.is_none() {

@@ -23,7 +23,27 @@ Environment:
   NUVYN_WAREHOUSE       warehouse location (default ./warehouse)
   EXECUTOR_WRITE_TO_DB  true: metadata_extraction writes to the warehouse
   EXECUTOR_LOG_LEVEL    log level (error, warn, info, debug, trace); RUST_LOG also works
-  NUVYN_DBFS_ROOT       where dbfs:/ paths are mounted (default /dbfs)";
+  NUVYN_DBFS_ROOT       where dbfs:/ paths are mounted (default /dbfs)
+  NUVYN_STORAGE_MAX_RETRIES, NUVYN_STORAGE_RETRY_TIMEOUT_SECS, NUVYN_STORAGE_TIMEOUT_SECS,
+  NUVYN_STORAGE_CONNECT_TIMEOUT_SECS, NUVYN_STORAGE_BACKOFF_MS
+                        retries (429/5xx/timeouts/dropped connections) and timeouts of storage
+                        requests: defaults 10, 180 s, 120 s, 10 s, 100 ms
+
+AZURE CREDENTIALS (one per location; the first found wins):
+  1. a SAS token in the URL's query (container, account, or blob SAS `sr=b`)
+  2. the source's `storage_options` in the payload (same keys as below, lower case)
+  3. the environment:
+     AZURE_STORAGE_CONNECTION_STRING    (account key, SAS, or UseDevelopmentStorage=true)
+     AZURE_STORAGE_ACCOUNT_KEY          (with AZURE_STORAGE_ACCOUNT_NAME for az:// URLs)
+     AZURE_STORAGE_SAS_TOKEN, AZURE_STORAGE_TOKEN (bearer)
+     AZURE_CLIENT_ID + AZURE_CLIENT_SECRET + AZURE_TENANT_ID   (service principal)
+     AZURE_CLIENT_ID + AZURE_TENANT_ID + AZURE_FEDERATED_TOKEN_FILE   (workload identity)
+     AZURE_USE_AZURE_CLI=true, AZURE_USE_MANAGED_IDENTITY=true (or IDENTITY_ENDPOINT set)
+     AZURE_SKIP_SIGNATURE=true          (public containers)
+  A source with its own storage_options never uses the environment's credentials; a
+  connection string or key naming another account is skipped. AZURE_STORAGE_ENDPOINT sets
+  a private or emulator endpoint; emulator URLs (http://127.0.0.1:10000/devstoreaccount1/...)
+  default to the emulator's development key.";
 
 #[derive(Debug, Parser)]
 #[command(

@@ -535,11 +535,15 @@ fn location_name(loc: &Location) -> String {
 /// Lists `loc` and groups what it finds into tables.
 pub async fn discover(loc: &Location, filters: &Filters) -> Result<Discovery, DiscoverError> {
     let store = loc.store.as_ref();
-    let mut objects: Vec<ObjectMeta> = store
-        .list(Some(&loc.prefix))
-        .try_collect()
-        .await
-        .map_err(|e| list_error(loc, e))?;
+    let mut objects: Vec<ObjectMeta> = if loc.single_object {
+        Vec::new()
+    } else {
+        store
+            .list(Some(&loc.prefix))
+            .try_collect()
+            .await
+            .map_err(|e| list_error(loc, e))?
+    };
     let mut source_is_file = false;
     if objects.is_empty() {
         match store.head(&loc.prefix).await {

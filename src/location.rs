@@ -76,6 +76,9 @@ pub struct Location {
     pub local_dir: Option<PathBuf>,
     /// For remote stores: the account and the credential method, to name in errors.
     pub remote: Option<Remote>,
+    /// The location is one object that may not be listed (a blob SAS, `sr=b`): it is
+    /// looked up directly instead.
+    pub single_object: bool,
 }
 
 /// What a remote location's errors need to say, and its request counters.
@@ -147,8 +150,8 @@ impl Location {
                     .map(|c| format!(" ({c})"))
                     .unwrap_or_default();
                 format!(
-                    "Azure storage account {:?} refused access to {} using {}{code}: check that the credential is valid, not expired, and allows list/read (and write, for a warehouse)",
-                    r.account, self.display, r.method
+                    "Azure storage account {:?} refused access using {}{code}: check that the credential is valid, not expired, and allows list/read (and write, for a warehouse)",
+                    r.account, r.method
                 )
             }
             _ => text,
@@ -242,6 +245,7 @@ fn local(abs: PathBuf, display: String, kind: LocationKind) -> Result<Location, 
         kind,
         local_dir: Some(abs),
         remote: None,
+        single_object: false,
     })
 }
 
@@ -271,10 +275,15 @@ impl AzureUrl {
         };
         match (&self.endpoint, &self.account) {
             (Some(ep), _) => format!("{ep}/{}{path}", self.container),
-            (None, Some(acct)) => {
-                let host = if self.dfs { "dfs" } else { "blob" };
+            (None, Some(acct)) if self.dfs => {
                 format!(
-                    "abfss://{}@{acct}.{host}.core.windows.net{path}",
+                    "abfss://{}@{acct}.dfs.core.windows.net{path}",
+                    self.container
+                )
+            }
+            (None, Some(acct)) => {
+                format!(
+                    "https://{acct}.blob.core.windows.net/{}{path}",
                     self.container
                 )
             }
@@ -472,6 +481,10 @@ fn azure_location(a: AzureUrl, opts: &StorageOptions) -> Result<Location, Locati
     Ok(Location {
         store,
         remote: Some(remote),
+        single_object: a
+            .sas
+            .as_ref()
+            .is_some_and(|q| q.iter().any(|(k, v)| k == "sr" && v == "b")),
         store_url: Url::parse(&store_url).map_err(|e| LocationError::Invalid {
             shown: display.clone(),
             reason: e.to_string(),

@@ -9,32 +9,6 @@ use std::time::Duration;
 
 use common::*;
 
-fn stdout_json(out: &std::process::Output) -> serde_json::Value {
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!(
-            "stdout is not JSON ({e}): {}\nstderr: {}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        )
-    })
-}
-
-/// Runs `sql --format json` against a warehouse; the query must succeed.
-fn sql_json(wh: &std::path::Path, q: &str, extra: &[&str]) -> serde_json::Value {
-    let out = bin()
-        .args(["sql", q, "--format", "json", "--warehouse"])
-        .arg(wh)
-        .args(extra)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{q}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    stdout_json(&out)
-}
-
 #[test]
 fn help_documents_commands_and_exit_codes() {
     let out = bin().arg("--help").output().unwrap();

@@ -160,8 +160,15 @@ pub async fn run_job_at(
     .await
 }
 
+/// The binary, with nothing from the test's own environment that would change what it does
+/// (payload, warehouse, log level, Azure credentials).
 pub fn bin() -> assert_cmd::Command {
     let mut c = assert_cmd::Command::cargo_bin("nuvyn-executor").unwrap();
+    for (k, _) in std::env::vars() {
+        if k.starts_with("AZURE_") || k.starts_with("NUVYN_STORAGE_") || k == "IDENTITY_ENDPOINT" {
+            c.env_remove(k);
+        }
+    }
     c.env_remove("NUVYN_JOB_PAYLOAD")
         .env_remove("NUVYN_WAREHOUSE")
         .env_remove("EXECUTOR_WRITE_TO_DB")
@@ -195,3 +202,62 @@ pub fn azurite() -> Option<String> {
         }
     }
 }
+
+pub fn stdout_json(out: &std::process::Output) -> serde_json::Value {
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "stdout is not JSON ({e}): {}\nstderr: {}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })
+}
+
+/// Runs `sql --format json` against a warehouse; the query must succeed.
+pub fn sql_json(wh: impl AsRef<std::ffi::OsStr>, q: &str, extra: &[&str]) -> serde_json::Value {
+    sql_json_env(wh, q, extra, &[])
+}
+
+/// [`sql_json`] with extra environment variables (credentials).
+pub fn sql_json_env(
+    wh: impl AsRef<std::ffi::OsStr>,
+    q: &str,
+    extra: &[&str],
+    env: &[(&str, &str)],
+) -> serde_json::Value {
+    let out = bin()
+        .args(["sql", q, "--format", "json", "--warehouse"])
+        .arg(wh)
+        .args(extra)
+        .envs(env.iter().copied())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{q}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout_json(&out)
+}
+
+/// A SAS token made by Azure's own SDK (`ci/azurite/sas.js`) for the emulator's account:
+/// `sas(&["container", "lake"])`, `sas(&["blob", "lake", "a/b.csv"])`, `sas(&["account"])`.
+pub fn sas(args: &[&str]) -> String {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/ci/azurite/sas.js");
+    let out = std::process::Command::new("node")
+        .arg(script)
+        .args(args)
+        .output()
+        .expect("node (installed with Azurite by ci/test.sh)");
+    assert!(
+        out.status.success(),
+        "sas.js {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+/// The emulator's published development key and account (not secrets).
+pub const AZURITE_KEY: &str =
+    "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==";
+pub const AZURITE_ACCOUNT: &str = "devstoreaccount1";
