@@ -34,8 +34,10 @@ pub fn url(s: &str) -> String {
 pub fn text(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     let mut rest = s;
-    const KEYS: [&str; 6] = [
+    const KEYS: [&str; 7] = [
         "sig=",
+        // A SAS token's pairs in a library's Debug output: ("sig", "...").
+        "\"sig\", \"",
         "AccountKey=",
         "SharedAccessSignature=",
         "client_secret=",
@@ -88,6 +90,8 @@ mod tests {
         assert!(t.contains("sig=REDACTED") && t.contains("Other=1"), "{t}");
         // Multi-byte characters where a key would end are not a key (and do not panic).
         assert_eq!(super::text("took 8.2µs, ok µ"), "took 8.2µs, ok µ");
+        let d = super::text(r#"SASToken([("sr", "c"), ("sig", "c2ln+x=")])"#);
+        assert!(!d.contains("c2ln"), "{d}");
         let b = super::text("Authorization: Bearer eyJ0.x.y\nSharedKey acct:c2ln");
         assert!(!b.contains("eyJ0") && !b.contains("c2ln"), "{b}");
     }

@@ -81,7 +81,6 @@ fn bump(a: &AtomicU64) {
 }
 
 /// Counts requests and forwards them to `inner`.
-#[derive(Debug)]
 pub struct Instrumented {
     inner: Arc<dyn ObjectStore>,
     stats: Arc<StoreStats>,
@@ -100,6 +99,16 @@ impl Instrumented {
 
     pub fn stats(&self) -> Arc<StoreStats> {
         self.stats.clone()
+    }
+}
+
+/// Libraries log stores with `{:?}` (delta-rs does at debug level), and the Azure client's
+/// `Debug` prints its credential: only the store's `Display` (account, container) is shown.
+impl fmt::Debug for Instrumented {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Instrumented")
+            .field("store", &format_args!("{}", self.inner))
+            .finish_non_exhaustive()
     }
 }
 
