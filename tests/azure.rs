@@ -154,3 +154,206 @@ async fn sas_secrets_reach_no_output_log_or_table() {
         }
     }
 }
+
+/// `127.0.0.1:<port>` of the emulator behind a blob endpoint URL.
+fn upstream_of(blob: &str) -> String {
+    let u = url::Url::parse(blob).unwrap();
+    format!("{}:{}", u.host_str().unwrap(), u.port().unwrap())
+}
+
+async fn put_files(root: &str, files: &[(&str, &[u8])]) {
+    let loc = location::parse(root).unwrap();
+    for (rel, body) in files {
+        let p = rel.split('/').fold(loc.prefix.clone(), |p, s| p.join(s));
+        loc.store
+            .put(&p, PutPayload::from(body.to_vec()))
+            .await
+            .unwrap();
+    }
+}
+
+const SMALL_LAKE: &[(&str, &[u8])] = &[
+    ("people.csv", PEOPLE_CSV.as_bytes()),
+    ("orders/part-00000.csv", b"order_id,amount\n1,10.5\n2,20\n"),
+    ("orders/part-00001.csv", b"order_id,amount\n3,30\n"),
+];
+
+/// Runs `extract` in a blocking task (the proxy keeps serving on the runtime meanwhile).
+async fn extract_async(
+    source: String,
+    warehouse: String,
+    env: Vec<(&'static str, String)>,
+) -> std::process::Output {
+    tokio::task::spawn_blocking(move || {
+        bin()
+            .args([
+                "extract",
+                &source,
+                "--workflow-id",
+                "wf_faults",
+                "--source-id",
+                "s1",
+            ])
+            .args(["--warehouse", &warehouse, "--output", "json"])
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap()
+}
+
+fn table_rows(report: &serde_json::Value) -> Vec<(String, i64)> {
+    report["sources"][0]["tables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| {
+            (
+                t["table_name"].as_str().unwrap().to_string(),
+                t["row_count"].as_i64().unwrap(),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transient_faults_are_survived_through_retries() {
+    let Some(blob) = azurite() else { return };
+    let run = uuid::Uuid::new_v4().simple().to_string();
+    put_files(&format!("{blob}/lake/{run}"), SMALL_LAKE).await;
+    let proxy = common::proxy::FaultProxy::start(upstream_of(&blob)).await;
+    let via = format!("http://127.0.0.1:{}/{AZURITE_ACCOUNT}", proxy.port);
+    // Every third request fails once: alternately a 503 and a dropped connection. That hits
+    // listing, reads, data file writes and Delta commits alike.
+    proxy.set_plan(|n, _| match (n % 3, (n / 3) % 2) {
+        (1, 0) => common::proxy::Action::Unavailable,
+        (1, _) => common::proxy::Action::Drop,
+        _ => common::proxy::Action::Forward,
+    });
+    let out = extract_async(
+        format!("{via}/lake/{run}"),
+        format!("{via}/warehouse/{run}"),
+        vec![
+            ("NUVYN_STORAGE_BACKOFF_MS", "10".into()),
+            ("EXECUTOR_LOG_LEVEL", "warn,object_store=info".into()),
+        ],
+    )
+    .await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert_eq!(
+        table_rows(&stdout_json(&out)),
+        [("orders".to_string(), 3), ("people".into(), 5)]
+    );
+    assert!(
+        stderr.contains("backing off"),
+        "retries are logged: {stderr}"
+    );
+    let faulted = proxy.faulted();
+    assert!(faulted.len() >= 10, "{faulted:?}");
+    assert!(
+        faulted
+            .iter()
+            .any(|l| l.starts_with("PUT") && l.contains("_delta_log")),
+        "a commit was among the failed requests: {faulted:?}"
+    );
+    // Read back directly, past the proxy: every table holds exactly one run's rows.
+    let rows = sql_json(
+        format!("{blob}/warehouse/{run}"),
+        "SELECT count(*) AS n, sum(row_count) AS total, count(DISTINCT run_id) AS runs FROM tables",
+        &[],
+    );
+    assert_eq!(rows[0]["n"], 2);
+    assert_eq!(rows[0]["total"], 8);
+    assert_eq!(rows[0]["runs"], 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_gone_mid_job_leaves_every_table_whole_and_a_rerun_succeeds() {
+    use nuvyn_executor::metastore::{ALL_TABLES, Warehouse};
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let Some(blob) = azurite() else { return };
+    let run = uuid::Uuid::new_v4().simple().to_string();
+    put_files(&format!("{blob}/lake/{run}"), SMALL_LAKE).await;
+    let proxy = common::proxy::FaultProxy::start(upstream_of(&blob)).await;
+    let via = format!("http://127.0.0.1:{}/{AZURITE_ACCOUNT}", proxy.port);
+    let (source, warehouse) = (
+        format!("{via}/lake/{run}"),
+        format!("{via}/warehouse/{run}"),
+    );
+    let env = vec![
+        ("NUVYN_STORAGE_BACKOFF_MS", "10".to_string()),
+        ("NUVYN_STORAGE_MAX_RETRIES", "2".to_string()),
+    ];
+    let first = extract_async(source.clone(), warehouse.clone(), env.clone()).await;
+    assert!(
+        first.status.success(),
+        "{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
+    let first_run = stdout_json(&first)["run_id"].as_str().unwrap().to_string();
+    let direct = Warehouse::new(location::parse(&format!("{blob}/warehouse/{run}")).unwrap());
+    let versions = |w: Warehouse| async move {
+        let mut v = Vec::new();
+        for def in ALL_TABLES {
+            v.push(w.open(def).await.unwrap().unwrap().version());
+        }
+        v
+    };
+    let before = versions(direct.clone()).await;
+
+    // The store disappears when the second job starts committing, and stays away.
+    let gone = AtomicBool::new(false);
+    proxy.set_plan(move |_, line| {
+        if gone.load(Ordering::SeqCst) || (line.starts_with("PUT") && line.contains("_delta_log")) {
+            gone.store(true, Ordering::SeqCst);
+            common::proxy::Action::Drop
+        } else {
+            common::proxy::Action::Forward
+        }
+    });
+    let second = extract_async(source.clone(), warehouse.clone(), env.clone()).await;
+    assert_eq!(
+        second.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&second.stderr)
+    );
+    let report = stdout_json(&second);
+    assert_eq!(report["written"], false, "{report:#}");
+    let error = report["error"].as_str().unwrap();
+    assert!(
+        error.contains("_executor_metadata"),
+        "the error names the warehouse table: {error}"
+    );
+    assert_eq!(versions(direct.clone()).await, before, "no commit landed");
+    let rows = sql_json(
+        format!("{blob}/warehouse/{run}"),
+        "SELECT DISTINCT run_id FROM tables",
+        &[],
+    );
+    assert_eq!(
+        rows,
+        serde_json::json!([{"run_id": first_run}]),
+        "the first run's rows are intact"
+    );
+
+    proxy.set_plan(|_, _| common::proxy::Action::Forward);
+    let third = extract_async(source, warehouse, env).await;
+    assert!(
+        third.status.success(),
+        "{}",
+        String::from_utf8_lossy(&third.stderr)
+    );
+    let third_run = stdout_json(&third)["run_id"].as_str().unwrap().to_string();
+    let rows = sql_json(
+        format!("{blob}/warehouse/{run}"),
+        "SELECT run_id, count(*) AS n, sum(row_count) AS total FROM tables GROUP BY run_id",
+        &[],
+    );
+    assert_eq!(
+        rows,
+        serde_json::json!([{"run_id": third_run, "n": 2, "total": 8}])
+    );
+}

@@ -2,6 +2,8 @@
 //! parquet, arrow-avro, flate2, bzip2), and a way to run jobs through the library.
 #![allow(dead_code)]
 
+pub mod proxy;
+
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
