@@ -12,6 +12,8 @@ use datafusion::arrow::array::{
     TimestampMicrosecondArray,
 };
 use datafusion::arrow::datatypes::{DataType as ArrowType, Field, Schema, SchemaRef, TimeUnit};
+use deltalake::TableProperty;
+use deltalake::kernel::transaction::CommitProperties;
 use deltalake::kernel::{DataType as DeltaType, StructField};
 use deltalake::protocol::SaveMode;
 use deltalake::{DeltaTable, DeltaTableBuilder, DeltaTableError};
@@ -294,6 +296,12 @@ impl Warehouse {
             .with_columns(def.delta_fields())
             .with_partition_columns(def.partition_by.iter().copied())
             .with_save_mode(SaveMode::Ignore)
+            // Log cleanup lists the whole `_delta_log` after every commit; `maintain` runs it.
+            .with_configuration_property(TableProperty::EnableExpiredLogCleanup, Some("false"))
+            // A creation is version 0 or nothing: a job that loses the race to create the
+            // table must not commit a second CREATE TABLE on top of the winner's (delta-rs
+            // would otherwise retry it at version 1); it opens the winner's table instead.
+            .with_commit_properties(base_commit_properties().with_max_retries(0))
             .await;
         match created {
             Ok(t) => Ok((t, true)),
@@ -417,7 +425,15 @@ impl Warehouse {
     }
 }
 
-fn commit_properties(run_id: &str) -> deltalake::kernel::transaction::CommitProperties {
+/// Commits made by concurrent jobs (or shards) retry on a conflicting version this many
+/// times; delta-rs checks each retry against what the other commits changed.
+const COMMIT_RETRIES: usize = 100;
+
+fn base_commit_properties() -> CommitProperties {
+    CommitProperties::default().with_cleanup_expired_logs(Some(false))
+}
+
+fn commit_properties(run_id: &str) -> CommitProperties {
     let mut meta = HashMap::new();
     meta.insert(
         "nuvyn.run_id".to_string(),
@@ -427,7 +443,9 @@ fn commit_properties(run_id: &str) -> deltalake::kernel::transaction::CommitProp
         "nuvyn.executor_version".to_string(),
         serde_json::Value::String(crate::VERSION.to_string()),
     );
-    deltalake::kernel::transaction::CommitProperties::default().with_metadata(meta)
+    base_commit_properties()
+        .with_max_retries(COMMIT_RETRIES)
+        .with_metadata(meta)
 }
 
 /// A SQL string literal. Ids are validated before they get here; quotes are doubled anyway

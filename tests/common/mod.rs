@@ -165,7 +165,12 @@ pub async fn run_job_at(
 /// The binary, with nothing from the test's own environment that would change what it does
 /// (payload, warehouse, log level, Azure credentials).
 pub fn bin() -> assert_cmd::Command {
-    let mut c = assert_cmd::Command::cargo_bin("nuvyn-executor").unwrap();
+    assert_cmd::Command::from_std(bin_std())
+}
+
+/// [`bin`] as a plain `std::process::Command`, for tests that spawn and wait themselves.
+pub fn bin_std() -> std::process::Command {
+    let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_nuvyn-executor"));
     for (k, _) in std::env::vars() {
         if k.starts_with("AZURE_") || k.starts_with("NUVYN_STORAGE_") || k == "IDENTITY_ENDPOINT" {
             c.env_remove(k);
