@@ -44,6 +44,27 @@ pub async fn run(config: Config) -> anyhow::Result<i32> {
             );
             Ok(if ok { 0 } else { 1 })
         }
+        Config::Maintain { warehouse, options } => {
+            let w = Warehouse::new(warehouse);
+            let mut done = Vec::new();
+            for def in crate::metastore::ALL_TABLES {
+                tracing::info!(table = def.name, "maintaining");
+                done.push(
+                    w.maintain(def, &options)
+                        .await
+                        .with_context(|| format!("maintaining {}", def.name))?,
+                );
+            }
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&serde_json::json!({
+                    "warehouse": w.root.display,
+                    "dry_run": options.dry_run,
+                    "tables": done,
+                }))?
+            );
+            Ok(0)
+        }
         Config::Sql {
             warehouse,
             catalog,

@@ -97,6 +97,9 @@ pub enum Command {
     Sql(SqlArgs),
     /// Print a workflow's metadata as nested JSON (sources -> tables -> columns).
     Query(QueryArgs),
+    /// Warehouse housekeeping: compact small files (OPTIMIZE), write checkpoints, remove
+    /// expired commit files, and VACUUM when asked. Jobs leave this to a scheduled run.
+    Maintain(MaintainArgs),
 }
 
 #[derive(Debug, Args, Clone)]
@@ -205,6 +208,22 @@ pub struct QueryArgs {
     pub catalog: String,
 }
 
+#[derive(Debug, Args)]
+pub struct MaintainArgs {
+    #[command(flatten)]
+    pub warehouse: WarehouseArg,
+    /// Skip compaction (OPTIMIZE).
+    #[arg(long)]
+    pub no_optimize: bool,
+    /// Also VACUUM: delete unreferenced data files older than this many hours (Delta refuses
+    /// less than the table's delta.deletedFileRetentionDuration, 168 h by default).
+    #[arg(long, value_name = "HOURS")]
+    pub vacuum_hours: Option<u64>,
+    /// Change nothing; report what VACUUM would delete.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
 /// What the process will do, validated.
 #[derive(Debug)]
 pub enum Config {
@@ -227,6 +246,10 @@ pub enum Config {
         catalog: String,
         workflow_id: String,
         source_id: Option<String>,
+    },
+    Maintain {
+        warehouse: Location,
+        options: crate::metastore::MaintainOptions,
     },
     /// No command and no payload: print help.
     Help,
@@ -401,6 +424,14 @@ impl Cli {
                 catalog: a.catalog,
                 query: a.query,
                 format: a.format,
+            }),
+            Some(Command::Maintain(a)) => Ok(Config::Maintain {
+                warehouse: warehouse(&a.warehouse)?,
+                options: crate::metastore::MaintainOptions {
+                    optimize: !a.no_optimize,
+                    vacuum_hours: a.vacuum_hours,
+                    dry_run: a.dry_run,
+                },
             }),
             Some(Command::Query(a)) => {
                 payload::validate_id("--workflow-id", &a.workflow_id)?;

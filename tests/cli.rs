@@ -438,3 +438,107 @@ fn multi_source_payload_runs_every_source_and_reports_each() {
         serde_json::json!([{"status": "partial", "run_mode": "payload"}])
     );
 }
+
+/// Jobs do not clean up the Delta log after each commit (the table property is off);
+/// `maintain` compacts the small files each job adds, checkpoints, and cleans up, without
+/// changing what the tables hold.
+#[test]
+fn maintain_compacts_and_checkpoints_without_changing_results() {
+    let d = tmp();
+    let wh = d.path().join("wh");
+    let sample = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/sample_lake");
+    for (wf, src) in [("w1", "a"), ("w1", "b"), ("w2", "a"), ("w1", "a")] {
+        let out = bin()
+            .args(["extract", sample, "--workflow-id", wf, "--source-id", src])
+            .arg("--warehouse")
+            .arg(&wh)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let q = "SELECT workflow_id, source_id, table_name, row_count FROM tables \
+             ORDER BY workflow_id, source_id, table_name";
+    let before = sql_json(&wh, q, &[]);
+    let log = wh.join("_executor_metadata/tables/_delta_log");
+    let config = std::fs::read_to_string(log.join("00000000000000000000.json")).unwrap();
+    assert!(
+        config.contains(r#""delta.enableExpiredLogCleanup":"false""#),
+        "{config}"
+    );
+
+    let out = bin()
+        .arg("maintain")
+        .arg("--warehouse")
+        .arg(&wh)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report = stdout_json(&out);
+    let tables = report["tables"].as_array().unwrap();
+    assert_eq!(tables.len(), 4);
+    let t = tables.iter().find(|t| t["table"] == "tables").unwrap();
+    // Four commits wrote partition w1 three times (one file each, two later replaced) and
+    // w2 once: w1's live files are compacted into one.
+    assert_eq!(t["version_before"], 4);
+    assert_eq!(t["version_after"], 5, "{t}");
+    assert!(t["files_compacted"].as_u64().unwrap() >= 2, "{t}");
+    assert_eq!(t["checkpoint_version"], 5);
+    assert!(log.join("00000000000000000005.checkpoint.parquet").exists());
+    assert!(log.join("_last_checkpoint").exists());
+    assert_eq!(
+        sql_json(&wh, q, &[]),
+        before,
+        "maintenance changes no result"
+    );
+
+    // VACUUM dry run: the replaced files are younger than the retention, so none are due.
+    let out = bin()
+        .args([
+            "maintain",
+            "--no-optimize",
+            "--vacuum-hours",
+            "168",
+            "--dry-run",
+            "--warehouse",
+        ])
+        .arg(&wh)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report = stdout_json(&out);
+    assert_eq!(report["tables"][1]["files_vacuumed"], 0);
+    assert_eq!(report["tables"][1]["version_after"], 5);
+
+    // Jobs go on after maintenance, reading from the checkpoint.
+    let out = bin()
+        .args([
+            "extract",
+            sample,
+            "--workflow-id",
+            "w2",
+            "--source-id",
+            "a",
+            "--warehouse",
+        ])
+        .arg(&wh)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(sql_json(&wh, q, &[]), before);
+}
