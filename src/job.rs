@@ -16,6 +16,7 @@ use crate::metastore::{self, BatchBuilder, MetastoreError, Warehouse};
 use crate::payload::{IdOrigin, JobSpec};
 use crate::profile::{self, TableProfile, TableStatus};
 use crate::redact;
+use crate::store::RequestCounts;
 
 /// How the run was started, recorded in `executor_runs.run_mode`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -90,6 +91,15 @@ pub struct SourceReport {
     pub tables_failed: usize,
     pub skipped: Vec<Skipped>,
     pub tables: Vec<TableProfile>,
+    /// Time spent listing and sniffing the source.
+    pub discover_ms: u64,
+    /// Storage requests made for this source (remote stores only).
+    #[serde(skip_serializing_if = "no_requests")]
+    pub requests: RequestCounts,
+}
+
+fn no_requests(r: &RequestCounts) -> bool {
+    r.total() == 0
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -110,6 +120,9 @@ pub struct JobReport {
     pub duration_ms: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// Requests made to the warehouse's store (remote stores only).
+    #[serde(skip_serializing_if = "no_requests")]
+    pub warehouse_requests: RequestCounts,
     pub sources: Vec<SourceReport>,
 }
 
@@ -151,6 +164,8 @@ async fn run_source(
         tables_failed: 0,
         skipped: Vec::new(),
         tables: Vec::new(),
+        discover_ms: 0,
+        requests: RequestCounts::default(),
     };
     let loc = match location::parse_with(&spec.path, &spec.storage_options) {
         Ok(l) => l,
@@ -165,11 +180,15 @@ async fn run_source(
     }
     ctx.register_object_store(&loc.store_url, loc.store.clone());
     tracing::info!(source = %loc.display, "discovering");
-    let found = match discover::discover(&loc, &opts.filters).await {
+    let discovering = Instant::now();
+    let found = discover::discover(&loc, &opts.filters).await;
+    report.discover_ms = discovering.elapsed().as_millis() as u64;
+    let found = match found {
         Ok(d) => d,
         Err(e) => {
             tracing::error!(source = %loc.display, "source failed: {e}");
             report.error = Some(e.to_string());
+            report.requests = loc.requests();
             return report;
         }
     };
@@ -228,6 +247,7 @@ async fn run_source(
         report.error = Some(format!("all {} tables failed", tables.len()));
     }
     report.tables = tables;
+    report.requests = loc.requests();
     report
 }
 
@@ -259,6 +279,7 @@ pub async fn run(opts: JobOptions) -> JobReport {
         finished_at: started_at,
         duration_ms: 0,
         error: None,
+        warehouse_requests: RequestCounts::default(),
         sources: Vec::new(),
     };
 
@@ -269,6 +290,7 @@ pub async fn run(opts: JobOptions) -> JobReport {
         && let Err(e) = prepare_warehouse(w).await
     {
         report.error = Some(e.to_string());
+        report.warehouse_requests = w.root.requests();
         return finish(report, clock);
     }
 
@@ -341,6 +363,7 @@ pub async fn run(opts: JobOptions) -> JobReport {
                 .error
                 .get_or_insert(format!("recording the run failed: {e}"));
         }
+        report.warehouse_requests = w.root.requests();
     }
     finish(report, clock)
 }

@@ -567,7 +567,10 @@ const FOOTER_GUESS: u64 = 64 * 1024;
 
 /// The row count in one Parquet file's footer. Explicit ranges only: Azure does not serve
 /// suffix ranges, and the size is known from the listing.
-async fn parquet_file_rows(loc: &Location, f: &object_store::ObjectMeta) -> Result<i64, String> {
+pub async fn parquet_file_rows(
+    loc: &Location,
+    f: &object_store::ObjectMeta,
+) -> Result<i64, String> {
     let size = f.size;
     if size < 12 {
         return Err(format!("{size} bytes is too small for a Parquet file"));
