@@ -5,6 +5,10 @@
 # computes the same statistics (count(*), count, approx_count_distinct, min, max of every
 # column) on the same files as the reference; the target is <= 0.8x DuckDB's time.
 #
+# The Azure case starts Azurite (ci/azurite/start.sh), uploads 10,000 small CSV blobs and one
+# ~500 MB Parquet file (10M rows), and runs the whole job against it (warehouse on Azurite
+# too): listing time, job time, storage requests and peak RSS. BENCH_AZURE=0 skips it.
+#
 # Usage: ci/bench.sh [DATA_DIR]   (default: ./bench-data; generated once, then reused)
 # Not part of ci/test.sh: a release build takes ~16 minutes from scratch on 2 cores.
 set -euo pipefail
@@ -47,6 +51,18 @@ if not os.path.exists(csv):
     con.execute(f"COPY ({gen}) TO '{csv}' (HEADER, DELIMITER ',')")
 if not os.path.exists(pq):
     con.execute(f"COPY (SELECT * FROM read_csv_auto('{csv}')) TO '{pq}' (FORMAT PARQUET)")
+azure_small = os.path.join(d, "azure_small")
+if not os.path.isdir(azure_small):
+    os.makedirs(azure_small)
+    for f in range(10000):
+        with open(os.path.join(azure_small, f"part-{f:05d}.csv"), "w") as fh:
+            fh.write("id,name,value\n")
+            for r in range(10):
+                fh.write(f"{f*10+r},n{r},{r*1.5}\n")
+azure_pq = os.path.join(d, "azure_parquet", "big10m.parquet")
+if not os.path.exists(azure_pq):
+    os.makedirs(os.path.dirname(azure_pq), exist_ok=True)
+    con.execute(f"COPY ({gen.replace('range(5000000)', 'range(10000000)')}) TO '{azure_pq}' (FORMAT PARQUET)")
 if not os.path.isdir(small):
     os.makedirs(small)
     for f in range(2000):
@@ -101,3 +117,34 @@ echo "==> nuvyn-executor (best of $RUNS)" >&2
 run "csv 5M rows" "$CSV" "$(stat -c %s "$CSV")" "$D_CSV"
 run "parquet 5M" "$PQ" "$(stat -c %s "$PQ")" "$D_PQ"
 run "2000 files" "$DATA/small_files" "$(du -sb "$DATA/small_files" | cut -f1)"
+
+[ "${BENCH_AZURE:-1}" = "0" ] && exit 0
+echo "==> Azurite case: 10,000 small CSV blobs and one ~500 MB Parquet file" >&2
+az_out="$(bash ci/azurite/start.sh)"
+read -r az_dir az_port <<<"$az_out"
+trap 'kill "$(cat "$az_dir/pid")" 2>/dev/null || true; rm -rf "$az_dir"' EXIT
+blob="http://127.0.0.1:${az_port}/devstoreaccount1"
+export AZURITE_CONNECTION_STRING="DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey=Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==;BlobEndpoint=${blob};"
+node ci/azurite/upload.js lake bench "$DATA/azure_small" "$DATA/azure_parquet/big10m.parquet"
+
+azure_run() {  # name, source URL
+  local name="$1" src="$2" out; out=$(mktemp)
+  /usr/bin/time -f "%e %M" -o "$out.time" "$BIN" extract "$src" --workflow-id bench \
+    --source-id "$name" --warehouse "$blob/warehouse/bench" --output json --no-progress \
+    >"$out.json" 2>"$out.err" || { cat "$out.err" >&2; exit 1; }
+  read -r secs rss_kb < "$out.time"
+  "$PY" - "$out.json" "$name" "$secs" "$rss_kb" <<'PYEOF'
+import json, sys
+r = json.load(open(sys.argv[1])); name, secs, rss = sys.argv[2], float(sys.argv[3]), int(sys.argv[4])
+s = r["sources"][0]; q = s.get("requests", {}); w = r.get("warehouse_requests", {})
+rows = sum(t.get("row_count") or 0 for t in s["tables"])
+total = sum(q.get(k, 0) for k in ("list", "get", "head", "put", "delete", "copy"))
+wtotal = sum(w.get(k, 0) for k in ("list", "get", "head", "put", "delete", "copy"))
+print(f"{name:<14} listing {s['discover_ms']/1000:6.2f} s   job {secs:6.2f} s   rows {rows:>9}   "
+      f"source requests {total} (list {q.get('list',0)}, get {q.get('get',0)}, head {q.get('head',0)}; "
+      f"{q.get('bytes_read',0)/1048576:.0f} MB read)   warehouse requests {wtotal}   peak RSS {rss//1024} MB")
+PYEOF
+  rm -f "$out" "$out.time" "$out.err" "$out.json"
+}
+azure_run "azure 10k csv" "$blob/lake/bench/azure_small"
+azure_run "azure parquet" "$blob/lake/bench/big10m.parquet"
