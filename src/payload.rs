@@ -748,6 +748,63 @@ mod tests {
     }
 
     #[test]
+    fn storage_options_belong_to_their_source_and_stay_secret() {
+        let spec = resolve_json(
+            r#"{"workflow_id":"w","data_source_path":"abfss://c@acct1.dfs.core.windows.net/x",
+                "storage_options":{"azure_storage_account_key":"K3Y"},
+                "sources":[{"data_source_path":"az://c/y","storage_options":{"sas_token":"sig=S1G","use_azure_cli":true}},
+                           {"data_source_path":"/z"}]}"#,
+            &cli(),
+        )
+        .unwrap();
+        let opts: Vec<Vec<&str>> = spec
+            .sources
+            .iter()
+            .map(|s| s.storage_options.secrets().collect())
+            .collect();
+        assert_eq!(opts, [vec!["sig=S1G"], vec![], vec!["K3Y"]]);
+        assert_eq!(
+            spec.sources[0].storage_options.get("use_azure_cli"),
+            Some("true")
+        );
+        let shown = format!("{spec:?} {}", serde_json::to_string(&spec).unwrap());
+        assert!(!shown.contains("K3Y") && !shown.contains("S1G"), "{shown}");
+
+        let err = resolve_json(
+            r#"{"workflow_id":"w","sources":[{"data_source_path":"/a","storage_options":{"acount_key":"x"}}]}"#,
+            &cli(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.starts_with(
+                "payload field sources[0].storage_options.acount_key: unknown storage option"
+            ),
+            "{err}"
+        );
+        let err = resolve_json(
+            r#"{"workflow_id":"w","data_source_path":"/a","storage_options":{"sas_token":5}}"#,
+            &cli(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert_eq!(
+            err,
+            "payload field `storage_options.sas_token` must be a string, got a number"
+        );
+        let err = resolve_json(
+            r#"{"workflow_id":"w","data_source_path":"/a","storage_options":"k"}"#,
+            &cli(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert_eq!(
+            err,
+            "payload field `storage_options` must be an object, got a string"
+        );
+    }
+
+    #[test]
     fn printable_escapes_and_truncates() {
         assert_eq!(printable("a\nb"), "\"a\\nb\"");
         let p = printable(&"x".repeat(1000));
