@@ -528,3 +528,42 @@ async fn listings_of_more_than_ten_thousand_blobs_are_paged_through() {
     assert_eq!(found.tables[0].files.len(), n as usize);
     assert_eq!(loc.requests().list - listed, 1, "one listing, paged inside");
 }
+
+/// Per-source credentials stay with their source: a source whose own `storage_options` key is
+/// wrong fails naming that key, even though a valid key sits in the environment; the
+/// neighbouring source succeeds with its own SAS.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn per_source_credentials_do_not_fall_back_or_leak() {
+    let Some(blob) = azurite() else { return };
+    let run = uuid::Uuid::new_v4().simple().to_string();
+    put_files(&format!("{blob}/lake/{run}"), SMALL_LAKE).await;
+    let wrong_key = format!("AAAA{}", &AZURITE_KEY[4..]);
+    let acct = AZURITE_ACCOUNT;
+    let payload = serde_json::json!({
+        "workflow_id": "wf_per_source",
+        "sources": [
+            {"source_id": "own_key", "data_source_path": format!("https://{acct}.blob.core.windows.net/lake/{run}"),
+             "storage_options": {"account_key": wrong_key}},
+            {"source_id": "own_sas", "data_source_path": format!("{blob}/lake/{run}/orders?{}", sas(&["container", "lake"]))}
+        ]
+    });
+    let wh = tmp();
+    let out = bin()
+        .env("NUVYN_JOB_PAYLOAD", payload.to_string())
+        .env("AZURE_STORAGE_ACCOUNT_KEY", AZURITE_KEY)
+        .env("AZURE_STORAGE_ENDPOINT", &blob)
+        .args(["extract", "--output", "json", "--warehouse"])
+        .arg(wh.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3), "{}", out_text(&out));
+    let report = stdout_json(&out);
+    let error = report["sources"][0]["error"].as_str().unwrap();
+    assert!(
+        error.contains("using shared key from storage_options.account_key (HTTP 403"),
+        "{error}"
+    );
+    assert_eq!(report["sources"][1]["status"], "succeeded");
+    assert_eq!(report["sources"][1]["tables"][0]["row_count"], 3);
+    assert!(!out_text(&out).contains(&wrong_key));
+}
