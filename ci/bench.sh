@@ -122,15 +122,15 @@ run "2000 files" "$DATA/small_files" "$(du -sb "$DATA/small_files" | cut -f1)"
 echo "==> Azurite case: 10,000 small CSV blobs and one ~500 MB Parquet file" >&2
 az_out="$(bash ci/azurite/start.sh)"
 read -r az_dir az_port <<<"$az_out"
-trap 'kill "$(cat "$az_dir/pid")" 2>/dev/null || true; rm -rf "$az_dir"' EXIT
+trap 'bash ci/azurite/stop.sh "$az_dir"' EXIT
 blob="http://127.0.0.1:${az_port}/devstoreaccount1"
 export AZURITE_CONNECTION_STRING="DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey=Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==;BlobEndpoint=${blob};"
 node ci/azurite/upload.js lake bench "$DATA/azure_small" "$DATA/azure_parquet/big10m.parquet"
 
-azure_run() {  # name, source URL
-  local name="$1" src="$2" out; out=$(mktemp)
+azure_run() {  # name, source id, source URL
+  local name="$1" id="$2" src="$3" out; out=$(mktemp)
   /usr/bin/time -f "%e %M" -o "$out.time" "$BIN" extract "$src" --workflow-id bench \
-    --source-id "$name" --warehouse "$blob/warehouse/bench" --output json --no-progress \
+    --source-id "$id" --warehouse "$blob/warehouse/bench" --output json --no-progress \
     >"$out.json" 2>"$out.err" || { cat "$out.err" >&2; exit 1; }
   read -r secs rss_kb < "$out.time"
   "$PY" - "$out.json" "$name" "$secs" "$rss_kb" <<'PYEOF'
@@ -146,5 +146,5 @@ print(f"{name:<14} listing {s['discover_ms']/1000:6.2f} s   job {secs:6.2f} s   
 PYEOF
   rm -f "$out" "$out.time" "$out.err" "$out.json"
 }
-azure_run "azure 10k csv" "$blob/lake/bench/azure_small"
-azure_run "azure parquet" "$blob/lake/bench/big10m.parquet"
+azure_run "azure 10k csv" small "$blob/lake/bench/azure_small"
+azure_run "azure parquet" parquet "$blob/lake/bench/big10m.parquet"

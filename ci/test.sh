@@ -20,7 +20,7 @@ cargo fmt --all -- --check
 step "Azurite (Azure Storage emulator, pinned in ci/azurite/package-lock.json)"
 az_out="$(bash ci/azurite/start.sh)"
 read -r az_dir az_port <<<"$az_out"
-trap 'kill "$(cat "$az_dir/pid")" 2>/dev/null || true; rm -rf "$az_dir"' EXIT
+trap 'bash ci/azurite/stop.sh "$az_dir"' EXIT
 export NUVYN_AZURITE_BLOB="http://127.0.0.1:${az_port}/devstoreaccount1"
 echo "Azurite on 127.0.0.1:${az_port}" >&2
 
