@@ -25,14 +25,30 @@ pub async fn run(config: Config) -> anyhow::Result<i32> {
             Ok(report.exit_code())
         }
         Config::SchemaValidation { warehouse, create } => {
-            if create {
-                warehouse.ensure_dir()?;
-            }
             let w = Warehouse::new(warehouse);
-            let checks = w
+            let mut existed = Vec::new();
+            for def in crate::metastore::ALL_TABLES {
+                existed.push(w.open(def).await?.is_some());
+            }
+            if create {
+                w.root.ensure_dir()?;
+                // A new warehouse gets its tables through the migrations, like every other.
+                let m = crate::migrate::Migrator::new(w.clone());
+                if crate::migrate::readiness(&m).await? == crate::migrate::Readiness::Fresh {
+                    m.apply(None, false).await?;
+                }
+            }
+            let mut checks = w
                 .check_all(create)
                 .await
                 .context("checking the warehouse tables")?;
+            // Tables the migrations just made were created by this run.
+            for (c, existed) in checks.iter_mut().zip(existed) {
+                if !existed && c.version.is_some() {
+                    c.existed = false;
+                    c.created = true;
+                }
+            }
             let ok = checks.iter().all(|c| c.problems.is_empty());
             println!(
                 "{}",
@@ -44,6 +60,11 @@ pub async fn run(config: Config) -> anyhow::Result<i32> {
             );
             Ok(if ok { 0 } else { 1 })
         }
+        Config::Migrate {
+            warehouse,
+            action,
+            migrations,
+        } => migrate(warehouse, action, migrations).await,
         Config::Maintain { warehouse, options } => {
             let w = Warehouse::new(warehouse);
             let mut done = Vec::new();
@@ -147,4 +168,54 @@ fn print_report(report: &JobReport, format: ResultFormat) -> anyhow::Result<()> 
         }
     }
     Ok(())
+}
+
+async fn migrate(
+    warehouse: crate::location::Location,
+    action: crate::cli::MigrateAction,
+    dir: Option<std::path::PathBuf>,
+) -> anyhow::Result<i32> {
+    use crate::cli::MigrateAction as A;
+    use crate::migrate::{Migrator, State};
+    let mut m = Migrator::new(Warehouse::new(warehouse));
+    if let Some(d) = dir {
+        m = m.with_migrations(crate::migrate::read_dir(&d)?);
+    }
+    let print = |v: serde_json::Value| -> anyhow::Result<()> {
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        Ok(())
+    };
+    match action {
+        A::Status => {
+            let s = m.status().await?;
+            let unhealthy = s.migrations.iter().any(|x| {
+                matches!(
+                    x.state,
+                    State::Failed | State::Interrupted | State::ChecksumMismatch
+                )
+            });
+            print(serde_json::to_value(&s)?)?;
+            Ok(if unhealthy { 1 } else { 0 })
+        }
+        A::Plan { target } => {
+            let plan = m.plan(target).await?;
+            print(serde_json::json!({"warehouse": m.w.root.display, "pending": plan}))?;
+            Ok(0)
+        }
+        A::Apply { target, dry_run } => {
+            let r = m.apply(target, dry_run).await?;
+            print(serde_json::to_value(&r)?)?;
+            Ok(0)
+        }
+        A::Validate => {
+            let s = m.validate().await?;
+            print(serde_json::to_value(&s)?)?;
+            Ok(0)
+        }
+        A::Repair => {
+            let r = m.repair().await?;
+            print(r)?;
+            Ok(0)
+        }
+    }
 }

@@ -100,6 +100,50 @@ pub enum Command {
     /// Warehouse housekeeping: compact small files (OPTIMIZE), write checkpoints, remove
     /// expired commit files, and VACUUM when asked. Jobs leave this to a scheduled run.
     Maintain(MaintainArgs),
+    /// Versioned schema migrations of the warehouse (sql/migrations, built in).
+    Migrate(MigrateArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct MigrateArgs {
+    #[command(subcommand)]
+    pub action: MigrateAction,
+    /// Warehouse location; tables live at <warehouse>/_executor_metadata/<table>.
+    #[arg(
+        long,
+        global = true,
+        env = "NUVYN_WAREHOUSE",
+        default_value = "./warehouse"
+    )]
+    pub warehouse: String,
+    /// Use the migration files of this directory instead of the built-in ones (to try a new
+    /// migration before it ships).
+    #[arg(long, global = true, value_name = "DIR")]
+    pub migrations: Option<std::path::PathBuf>,
+}
+
+#[derive(Debug, Clone, Subcommand)]
+pub enum MigrateAction {
+    /// Every migration with its state (applied, pending, failed, interrupted, changed).
+    Status,
+    /// What `apply` would run, checked against the warehouse's tables; changes nothing.
+    Plan {
+        #[arg(long, value_name = "V")]
+        target: Option<u32>,
+    },
+    /// Apply pending migrations in order (resuming a failed or interrupted one).
+    Apply {
+        /// Stop after this version.
+        #[arg(long, value_name = "V")]
+        target: Option<u32>,
+        /// Check and print the plan; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Check applied migrations against the files (checksums) and the binary's version.
+    Validate,
+    /// Remove failed/interrupted history rows and a dead run's lock; accept edited files.
+    Repair,
 }
 
 #[derive(Debug, Args, Clone)]
@@ -126,6 +170,10 @@ pub struct DiscoveryArgs {
     /// No progress bar, even on a terminal.
     #[arg(long)]
     pub no_progress: bool,
+    /// Apply pending schema migrations to the warehouse before writing, instead of refusing
+    /// a warehouse whose schema is behind this executor's.
+    #[arg(long, env = "NUVYN_MIGRATE")]
+    pub migrate: bool,
 }
 
 #[derive(Debug, Args)]
@@ -251,6 +299,11 @@ pub enum Config {
         warehouse: Location,
         options: crate::metastore::MaintainOptions,
     },
+    Migrate {
+        warehouse: Location,
+        action: MigrateAction,
+        migrations: Option<std::path::PathBuf>,
+    },
     /// No command and no payload: print help.
     Help,
 }
@@ -346,6 +399,7 @@ fn job_config(env: &Env, inputs: JobInputs) -> Result<Config, ConfigError> {
             source_concurrency: inputs.discovery.source_concurrency as usize,
             table_concurrency: inputs.discovery.table_concurrency as usize,
             progress: !inputs.discovery.no_progress,
+            migrate: inputs.discovery.migrate,
         }),
         output: inputs.output,
     })
@@ -424,6 +478,13 @@ impl Cli {
                 catalog: a.catalog,
                 query: a.query,
                 format: a.format,
+            }),
+            Some(Command::Migrate(a)) => Ok(Config::Migrate {
+                warehouse: warehouse(&WarehouseArg {
+                    warehouse: a.warehouse,
+                })?,
+                action: a.action,
+                migrations: a.migrations,
             }),
             Some(Command::Maintain(a)) => Ok(Config::Maintain {
                 warehouse: warehouse(&a.warehouse)?,

@@ -13,6 +13,7 @@ pub mod job;
 pub mod location;
 pub mod logging;
 pub mod metastore;
+pub mod migrate;
 pub mod payload;
 pub mod profile;
 pub mod query;

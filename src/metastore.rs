@@ -194,7 +194,7 @@ pub fn registration_ddl(catalog: &str) -> String {
 pub enum MetastoreError {
     #[error("warehouse table {table} at {location}: {message}")]
     Delta {
-        table: &'static str,
+        table: String,
         location: String,
         message: String,
     },
@@ -238,46 +238,73 @@ impl Warehouse {
     }
 
     pub fn table_location(&self, def: &TableDef) -> Location {
-        self.root.child(SCHEMA_NAME).child(def.name)
+        self.location_of(def.name)
+    }
+
+    /// Where the table `name` of the metadata schema lives (any table, not only the four).
+    pub fn location_of(&self, name: &str) -> Location {
+        self.root.child(SCHEMA_NAME).child(name)
     }
 
     pub fn table_url(&self, def: &TableDef) -> Result<Url, MetastoreError> {
-        let loc = self.table_location(def);
+        self.url_of(def.name)
+    }
+
+    pub fn url_of(&self, name: &str) -> Result<Url, MetastoreError> {
+        let loc = self.location_of(name);
         Url::parse(&loc.dir_url_of(&loc.prefix)).map_err(|e| MetastoreError::Delta {
-            table: def.name,
+            table: name.to_string(),
             location: loc.display.clone(),
             message: e.to_string(),
         })
     }
 
     fn err(&self, def: &TableDef, e: impl std::fmt::Display) -> MetastoreError {
+        self.err_named(def.name, e)
+    }
+
+    /// A Delta error on table `name`, with credential problems explained.
+    pub fn err_named(&self, name: &str, e: impl std::fmt::Display) -> MetastoreError {
         MetastoreError::Delta {
-            table: def.name,
-            location: self.table_location(def).display,
+            table: name.to_string(),
+            location: self.location_of(name).display,
             message: self.root.explain_text(&e.to_string()),
         }
     }
 
     fn builder(&self, def: &TableDef) -> Result<DeltaTableBuilder, MetastoreError> {
-        let url = self.table_url(def)?;
+        self.builder_of(def.name)
+    }
+
+    /// A builder for table `name` on the warehouse's own store.
+    pub fn builder_of(&self, name: &str) -> Result<DeltaTableBuilder, MetastoreError> {
+        let url = self.url_of(name)?;
         Ok(DeltaTableBuilder::from_url(url.clone())
-            .map_err(|e| self.err(def, e))?
+            .map_err(|e| self.err_named(name, e))?
             .with_storage_backend(self.root.store.clone(), url))
     }
 
     /// The table if it exists (has a Delta log).
     pub async fn open(&self, def: &TableDef) -> Result<Option<DeltaTable>, MetastoreError> {
+        self.open_named(def.name).await
+    }
+
+    /// The table `name` of the metadata schema, if it exists.
+    pub async fn open_named(&self, name: &str) -> Result<Option<DeltaTable>, MetastoreError> {
         // delta-rs refuses a local path that does not exist rather than calling it "not a table".
-        if let Some(dir) = &self.table_location(def).local_dir
+        if let Some(dir) = &self.location_of(name).local_dir
             && !dir.join("_delta_log").is_dir()
         {
             return Ok(None);
         }
-        let mut table = self.builder(def)?.build().map_err(|e| self.err(def, e))?;
+        let mut table = self
+            .builder_of(name)?
+            .build()
+            .map_err(|e| self.err_named(name, e))?;
         match table.load().await {
             Ok(()) => Ok(Some(table)),
             Err(DeltaTableError::NotATable(_)) => Ok(None),
-            Err(e) => Err(self.err(def, e)),
+            Err(e) => Err(self.err_named(name, e)),
         }
     }
 
@@ -427,9 +454,9 @@ impl Warehouse {
 
 /// Commits made by concurrent jobs (or shards) retry on a conflicting version this many
 /// times; delta-rs checks each retry against what the other commits changed.
-const COMMIT_RETRIES: usize = 100;
+pub(crate) const COMMIT_RETRIES: usize = 100;
 
-fn base_commit_properties() -> CommitProperties {
+pub(crate) fn base_commit_properties() -> CommitProperties {
     CommitProperties::default().with_cleanup_expired_logs(Some(false))
 }
 

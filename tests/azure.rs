@@ -411,12 +411,26 @@ async fn eight_concurrent_jobs_into_one_warehouse_lose_no_commit() {
         q("SELECT sum(row_count) AS total FROM tables"),
         serde_json::json!([{"total": 8 * 8}])
     );
-    // One creation and exactly one commit per job in every table: none lost, none doubled.
-    let w = nuvyn_executor::metastore::Warehouse::new(location::parse(&warehouse).unwrap());
+    // The schema was created once (the jobs raced for the migration lock; the losers found
+    // it done), then exactly one commit per job landed in every table: none lost, none
+    // doubled. The versions the migrations alone leave come from a reference warehouse.
+    let reference = format!("{blob}/warehouse/{run}-reference");
+    let out = bin()
+        .args(["migrate", "apply", "--warehouse", &reference])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let open = |url: &str| nuvyn_executor::metastore::Warehouse::new(location::parse(url).unwrap());
+    let (w, r) = (open(&warehouse), open(&reference));
     for def in nuvyn_executor::metastore::ALL_TABLES {
+        let migrated = r.open(def).await.unwrap().unwrap().version().unwrap();
         assert_eq!(
             w.open(def).await.unwrap().unwrap().version(),
-            Some(8),
+            Some(migrated + 8),
             "{}",
             def.name
         );

@@ -158,6 +158,7 @@ pub async fn run_job_at(
         source_concurrency: 2,
         table_concurrency: 2,
         progress: false,
+        migrate: false,
     })
     .await
 }
