@@ -1138,11 +1138,16 @@ pub struct Migrator {
 }
 
 impl Migrator {
+    /// `NUVYN_MIGRATE_LOCK_WAIT_SECS` (default 300) bounds the wait for another run's lock.
     pub fn new(w: Warehouse) -> Self {
+        let wait = std::env::var("NUVYN_MIGRATE_LOCK_WAIT_SECS")
+            .ok()
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(300);
         Self {
             w,
             migrations: embedded(),
-            lock_wait: Duration::from_secs(300),
+            lock_wait: Duration::from_secs(wait),
         }
     }
 
@@ -1415,8 +1420,13 @@ impl Migrator {
             applied: Vec::new(),
             planned: Vec::new(),
         };
+        let pending = self.plan(target).await?;
         if dry_run {
-            report.planned = self.plan(target).await?;
+            report.planned = pending;
+            return Ok(report);
+        }
+        if pending.is_empty() {
+            // Up to date: no lock taken, so jobs on a current warehouse never wait.
             return Ok(report);
         }
         self.lock().await?;

@@ -455,64 +455,13 @@ async fn a_failed_source_keeps_its_previous_rows() {
     );
 }
 
-/// The four example queries of WORKFLOW_ID_MIGRATION.md, verbatim.
+/// The four example queries of WORKFLOW_ID_MIGRATION.md, verbatim (shared with
+/// ci/migration-check.sh).
 const DOC_QUERIES: [&str; 4] = [
-    r#"SELECT 
-    s.workflow_id,
-    s.source_id,
-    s.source_path,
-    s.extraction_timestamp,
-    t.table_name,
-    t.row_count,
-    c.column_name,
-    c.data_type
-FROM hive_metastore._executor_metadata.sources s
-JOIN hive_metastore._executor_metadata.tables t 
-    ON s.workflow_id = t.workflow_id
-JOIN hive_metastore._executor_metadata.columns c 
-    ON t.workflow_id = c.workflow_id 
-    AND t.table_name = c.table_name
-WHERE s.workflow_id = 'workflow_abc123'
-ORDER BY t.table_name, c.position;"#,
-    r#"SELECT 
-    c.workflow_id,
-    c.source_id,
-    c.table_name,
-    c.column_name,
-    c.data_type,
-    c.position,
-    c.is_nullable
-FROM hive_metastore._executor_metadata.columns c
-WHERE c.workflow_id = 'workflow_abc123'
-  AND c.source_id = 'source_xyz789'
-ORDER BY c.table_name, c.position;"#,
-    r#"SELECT 
-    c.workflow_id,
-    c.source_id,
-    c.table_name,
-    c.column_name,
-    c.data_type
-FROM hive_metastore._executor_metadata.columns c
-WHERE c.source_id = 'source_xyz789'
-ORDER BY c.workflow_id, c.table_name, c.position;"#,
-    r#"SELECT 
-    s.workflow_id,
-    s.source_id,
-    s.source_path,
-    s.extraction_timestamp,
-    s.files_found,
-    COUNT(DISTINCT t.table_name) as table_count,
-    COUNT(c.column_name) as total_columns
-FROM hive_metastore._executor_metadata.sources s
-LEFT JOIN hive_metastore._executor_metadata.tables t 
-    ON s.workflow_id = t.workflow_id
-LEFT JOIN hive_metastore._executor_metadata.columns c 
-    ON t.workflow_id = c.workflow_id 
-    AND t.table_name = c.table_name
-WHERE s.workflow_id = 'workflow_abc123'
-GROUP BY s.workflow_id, s.source_id, s.source_path, s.extraction_timestamp, s.files_found
-ORDER BY s.extraction_timestamp DESC
-LIMIT 1;"#,
+    include_str!("fixtures/doc_queries/q1.sql"),
+    include_str!("fixtures/doc_queries/q2.sql"),
+    include_str!("fixtures/doc_queries/q3.sql"),
+    include_str!("fixtures/doc_queries/q4.sql"),
 ];
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
