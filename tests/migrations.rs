@@ -269,6 +269,9 @@ async fn a_v1_warehouse_migrates_keeping_every_row() {
     assert_eq!(count("sources"), 3);
 }
 
+/// Migration files by name.
+type Files<'a> = Vec<(&'a str, String)>;
+
 /// Writes migration files into a directory: the built-in ones plus `extra`.
 fn migrations_dir(d: &Path, extra: &[(&str, &str)]) -> std::path::PathBuf {
     let dir = d.join("migrations");
@@ -310,7 +313,7 @@ async fn bad_migration_files_are_refused_before_anything_runs() {
     let before = versions().await;
     // Each V4 starts with a valid step, so "nothing changed" means nothing ran at all.
     let good = "ALTER TABLE hive_metastore._executor_metadata.sources ADD COLUMN note STRING;\n";
-    let cases: Vec<(&str, Vec<(&str, String)>, &str)> = vec![
+    let cases: Vec<(&str, Files, &str)> = vec![
         (
             "syntax error",
             vec![(
