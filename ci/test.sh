@@ -27,5 +27,8 @@ echo "Azurite on 127.0.0.1:${az_port}" >&2
 step "cargo test"
 cargo test --locked --all-targets -- --test-threads 2
 
+step "schema migration run (ci/migration-check.sh)"
+bash ci/migration-check.sh
+
 step "cargo clippy"
 cargo clippy --locked --all-targets -- -D warnings
