@@ -542,3 +542,109 @@ async fn concurrent_applies_never_run_a_step_twice() {
         );
     }
 }
+
+/// `--migrate` lets a job bring a v1.0 warehouse up to date itself before writing.
+#[test]
+fn a_job_with_migrate_upgrades_the_warehouse_first() {
+    let d = tmp();
+    let wh = d.path().join("wh");
+    v1_warehouse(&wh);
+    let lake = d.path().join("lake");
+    write(&lake.join("a.csv"), "x\n1\n");
+    let out = bin()
+        .args(["extract", "--workflow-id", "w", "--migrate", "--warehouse"])
+        .arg(&wh)
+        .arg(&lake)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let status = ok(migrate(&wh, &["status"]));
+    assert_eq!(status["schema_version"], 3);
+    assert_eq!(
+        sql_json(
+            &wh,
+            "SELECT workflow_id, count(*) AS n FROM sources GROUP BY workflow_id ORDER BY workflow_id",
+            &[]
+        ),
+        serde_json::json!([
+            {"workflow_id": "source_xyz789", "n": 1},
+            {"workflow_id": "w", "n": 1},
+            {"workflow_id": "workflow_abc123", "n": 1}
+        ])
+    );
+}
+
+/// A migration killed mid-way is reported as interrupted, its lock names the dead run, and
+/// after `repair` an apply resumes it to the full schema.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_migration_is_reported_and_resumed() {
+    let d = tmp();
+    for attempt in 0..10 {
+        let wh = d.path().join(format!("wh{attempt}"));
+        let m = Migrator::new(warehouse(&wh));
+        let mut child = bin_std()
+            .args(["migrate", "apply", "--warehouse"])
+            .arg(&wh)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        // Kill it as soon as a migration has started and not finished.
+        let mut caught = false;
+        while child.try_wait().unwrap().is_none() {
+            if let Ok(h) = m.history().await
+                && h.last().is_some_and(|r| r.success.is_none())
+            {
+                child.kill().unwrap();
+                caught = true;
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        child.wait().unwrap();
+        if !caught {
+            continue;
+        }
+        let status = stdout_json(&migrate(&wh, &["status"]));
+        let states: Vec<String> = status["migrations"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["state"].as_str().unwrap().to_string())
+            .collect();
+        assert!(states.contains(&"interrupted".to_string()), "{states:?}");
+        assert_eq!(
+            migrate(&wh, &["status"]).status.code(),
+            Some(1),
+            "an unhealthy status exits 1"
+        );
+        assert!(matches!(
+            readiness(&m).await.unwrap(),
+            Readiness::Unfinished { .. }
+        ));
+        let out = bin()
+            .args(["migrate", "apply", "--warehouse"])
+            .arg(&wh)
+            .env("NUVYN_MIGRATE_LOCK_WAIT_SECS", "1")
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1));
+        assert!(String::from_utf8_lossy(&out.stderr).contains("holds the lock"));
+        let r = ok(migrate(&wh, &["repair"]));
+        assert_eq!(r["removed_lock"], true);
+        let r = ok(migrate(&wh, &["apply"]));
+        assert_eq!(r["to_version"], 3);
+        let check = ok(bin()
+            .args(["schema_validation", "--no-create", "--warehouse"])
+            .arg(&wh)
+            .output()
+            .unwrap());
+        assert_eq!(check["valid"], true, "{check:#}");
+        return;
+    }
+    panic!("no attempt caught a migration in progress");
+}
