@@ -104,6 +104,12 @@ async fn a_v1_warehouse_migrates_keeping_every_row() {
     assert_eq!(states, ["applied", "pending", "pending"]);
     let plan = ok(migrate(&wh, &["plan"]));
     assert_eq!(plan["pending"].as_array().unwrap().len(), 2);
+    // A dry run shows the same steps and changes nothing.
+    let dry = ok(migrate(&wh, &["apply", "--dry-run"]));
+    assert_eq!(dry["planned"], plan["pending"]);
+    assert_eq!(dry["applied"], serde_json::json!([]));
+    let status = ok(migrate(&wh, &["status"]));
+    assert_eq!(status["schema_version"], 1);
 
     let w = warehouse(&wh);
     let mut v1_versions = Vec::new();
@@ -496,6 +502,25 @@ async fn edited_failed_and_interrupted_migrations() {
     assert_eq!(r["removed_lock"], true);
     let r = ok(migrate_with(&wh, &dir, &["apply"]));
     assert_eq!(r["to_version"], 5);
+
+    // This binary knows V3 only: the warehouse is ahead of it, and jobs refuse to write.
+    let out = bin()
+        .args(["extract", "--workflow-id", "w", "--warehouse"])
+        .arg(&wh)
+        .arg(&lake)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = stdout_json(&out)["error"].as_str().unwrap().to_string();
+    assert!(
+        err.contains(
+            "the warehouse schema is at V5, newer than this executor's V3: upgrade nuvyn-executor"
+        ),
+        "{err}"
+    );
+    let out = migrate(&wh, &["validate"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("newer than this executor's V3"));
 }
 
 /// Two `migrate apply` runs at once on a fresh warehouse: each step runs once, every table is
@@ -606,7 +631,14 @@ async fn a_killed_migration_is_reported_and_resumed() {
             tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         }
         child.wait().unwrap();
-        if !caught {
+        // The kill may land just after that migration finished: then try again.
+        let unfinished = m
+            .history()
+            .await
+            .unwrap()
+            .last()
+            .is_some_and(|r| r.success.is_none());
+        if !caught || !unfinished {
             continue;
         }
         let status = stdout_json(&migrate(&wh, &["status"]));
