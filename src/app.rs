@@ -65,6 +65,8 @@ pub async fn run(config: Config) -> anyhow::Result<i32> {
             action,
             migrations,
         } => migrate(warehouse, action, migrations).await,
+        Config::Notebook { warehouse, action } => notebook(warehouse, action).await,
+        Config::Mapping { warehouse, action } => mapping(warehouse, action).await,
         Config::Maintain { warehouse, options } => {
             let w = Warehouse::new(warehouse);
             let mut done = Vec::new();
@@ -218,4 +220,129 @@ async fn migrate(
             Ok(0)
         }
     }
+}
+
+/// Reads a file given on the command line, naming it when it cannot.
+fn read_text(path: &std::path::Path) -> anyhow::Result<String> {
+    std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))
+}
+
+async fn notebook_store(
+    warehouse: crate::location::Location,
+) -> anyhow::Result<crate::notebook::Store> {
+    let w = Warehouse::new(warehouse);
+    crate::migrate::ensure_current(&w, false)
+        .await
+        .map_err(anyhow::Error::msg)?;
+    Ok(crate::notebook::Store::new(w))
+}
+
+fn print_json(v: &impl serde::Serialize) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string_pretty(v)?);
+    Ok(())
+}
+
+async fn notebook(
+    warehouse: crate::location::Location,
+    action: crate::cli::NotebookAction,
+) -> anyhow::Result<i32> {
+    use crate::cli::NotebookAction as A;
+    let store = notebook_store(warehouse).await?;
+    match action {
+        A::Put {
+            workflow_id,
+            file,
+            created_by,
+        } => {
+            let text = read_text(&file)?;
+            let r = store
+                .put(&workflow_id, &text, created_by.as_deref())
+                .await
+                .with_context(|| format!("storing {}", file.display()))?;
+            print_json(&r)?;
+        }
+        A::Get {
+            workflow_id,
+            version,
+            out,
+        } => {
+            let (_, text) = store.get(&workflow_id, version).await?;
+            match out {
+                Some(p) => {
+                    std::fs::write(&p, text).with_context(|| format!("writing {}", p.display()))?
+                }
+                None => {
+                    let mut o = std::io::stdout().lock();
+                    o.write_all(text.as_bytes())?;
+                }
+            }
+        }
+        A::List { workflow_id } => print_json(&store.list(&workflow_id).await?)?,
+        A::Diff {
+            workflow_id,
+            from,
+            to,
+        } => print_json(&store.diff(&workflow_id, from, to).await?)?,
+    }
+    Ok(0)
+}
+
+async fn mapping(
+    warehouse: crate::location::Location,
+    action: crate::cli::MappingAction,
+) -> anyhow::Result<i32> {
+    use crate::cli::MappingAction as A;
+    use crate::notebook::Mapping;
+    let store = notebook_store(warehouse).await?;
+    match action {
+        A::Put {
+            workflow_id,
+            workflow_version,
+            notebook_version,
+            file,
+            workflow,
+        } => {
+            let m = Mapping::parse(&read_text(&file)?)?;
+            let wf = workflow.as_deref().map(read_text).transpose()?;
+            let r = store
+                .put_mapping(
+                    &workflow_id,
+                    workflow_version,
+                    notebook_version,
+                    m,
+                    wf.as_deref(),
+                )
+                .await?;
+            print_json(&r)?;
+        }
+        A::Get {
+            workflow_id,
+            workflow_version,
+            notebook_version,
+        } => {
+            let r = store
+                .get_mapping(&workflow_id, workflow_version, notebook_version)
+                .await?;
+            if let Some(v) = r.fallback_from_workflow_version {
+                tracing::warn!(
+                    "workflow version {workflow_version} has no mapping of its own: using workflow version {v}'s"
+                );
+            }
+            print_json(&r)?;
+        }
+        A::Check {
+            workflow_id,
+            notebook_version,
+            file,
+            workflow,
+        } => {
+            let m = Mapping::parse(&read_text(&file)?)?;
+            let wf = workflow.as_deref().map(read_text).transpose()?;
+            let v = store
+                .check_mapping(&workflow_id, notebook_version, &m, wf.as_deref())
+                .await?;
+            print_json(&serde_json::json!({"valid": true, "notebook_version": v}))?;
+        }
+    }
+    Ok(0)
 }

@@ -102,6 +102,116 @@ pub enum Command {
     Maintain(MaintainArgs),
     /// Versioned schema migrations of the warehouse (sql/migrations, built in).
     Migrate(MigrateArgs),
+    /// Versioned Jupyter notebooks per workflow (the notebook migration store).
+    Notebook(NotebookArgs),
+    /// Cell <-> operator mappings between notebook versions and workflow versions.
+    Mapping(MappingArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct NotebookArgs {
+    #[command(subcommand)]
+    pub action: NotebookAction,
+    /// Warehouse location; tables live at <warehouse>/_executor_metadata/<table>.
+    #[arg(
+        long,
+        global = true,
+        env = "NUVYN_WAREHOUSE",
+        default_value = "./warehouse"
+    )]
+    pub warehouse: String,
+}
+
+#[derive(Debug, Clone, Subcommand)]
+pub enum NotebookAction {
+    /// Store a notebook as the workflow's next version (identical content: the existing
+    /// version); the previous version's mappings are carried to it.
+    Put {
+        #[arg(long)]
+        workflow_id: String,
+        /// The .ipynb file (nbformat 4).
+        #[arg(long)]
+        file: std::path::PathBuf,
+        #[arg(long)]
+        created_by: Option<String>,
+    },
+    /// Write a notebook version (default: the latest) to stdout or --out.
+    Get {
+        #[arg(long)]
+        workflow_id: String,
+        #[arg(long)]
+        version: Option<i32>,
+        #[arg(long)]
+        out: Option<std::path::PathBuf>,
+    },
+    /// The workflow's notebook versions.
+    List {
+        #[arg(long)]
+        workflow_id: String,
+    },
+    /// Cells added, removed, changed and moved between two versions.
+    Diff {
+        #[arg(long)]
+        workflow_id: String,
+        #[arg(long)]
+        from: i32,
+        #[arg(long)]
+        to: i32,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct MappingArgs {
+    #[command(subcommand)]
+    pub action: MappingAction,
+    /// Warehouse location; tables live at <warehouse>/_executor_metadata/<table>.
+    #[arg(
+        long,
+        global = true,
+        env = "NUVYN_WAREHOUSE",
+        default_value = "./warehouse"
+    )]
+    pub warehouse: String,
+}
+
+#[derive(Debug, Clone, Subcommand)]
+pub enum MappingAction {
+    /// Store the mapping of a workflow version to a notebook version (default: the latest).
+    Put {
+        #[arg(long)]
+        workflow_id: String,
+        #[arg(long)]
+        workflow_version: i32,
+        #[arg(long)]
+        notebook_version: Option<i32>,
+        /// {"cell_to_operator": {...}, "operator_to_cell": {...}}
+        #[arg(long)]
+        file: std::path::PathBuf,
+        /// The workflow JSON: the mapping may then name only its operators.
+        #[arg(long)]
+        workflow: Option<std::path::PathBuf>,
+    },
+    /// The best mapping for a workflow version and notebook version (default: the latest):
+    /// its own, else the newest earlier workflow version's; with its status.
+    Get {
+        #[arg(long)]
+        workflow_id: String,
+        #[arg(long)]
+        workflow_version: i32,
+        #[arg(long)]
+        notebook_version: Option<i32>,
+    },
+    /// Validate a mapping without storing it.
+    Check {
+        #[arg(long)]
+        workflow_id: String,
+        #[arg(long)]
+        notebook_version: Option<i32>,
+        #[arg(long)]
+        file: std::path::PathBuf,
+        #[arg(long)]
+        workflow: Option<std::path::PathBuf>,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -304,6 +414,14 @@ pub enum Config {
         action: MigrateAction,
         migrations: Option<std::path::PathBuf>,
     },
+    Notebook {
+        warehouse: Location,
+        action: NotebookAction,
+    },
+    Mapping {
+        warehouse: Location,
+        action: MappingAction,
+    },
     /// No command and no payload: print help.
     Help,
 }
@@ -479,6 +597,31 @@ impl Cli {
                 query: a.query,
                 format: a.format,
             }),
+            Some(Command::Notebook(a)) => {
+                let (NotebookAction::Put { workflow_id, .. }
+                | NotebookAction::Get { workflow_id, .. }
+                | NotebookAction::List { workflow_id }
+                | NotebookAction::Diff { workflow_id, .. }) = &a.action;
+                payload::validate_id("--workflow-id", workflow_id)?;
+                Ok(Config::Notebook {
+                    warehouse: warehouse(&WarehouseArg {
+                        warehouse: a.warehouse,
+                    })?,
+                    action: a.action,
+                })
+            }
+            Some(Command::Mapping(a)) => {
+                let (MappingAction::Put { workflow_id, .. }
+                | MappingAction::Get { workflow_id, .. }
+                | MappingAction::Check { workflow_id, .. }) = &a.action;
+                payload::validate_id("--workflow-id", workflow_id)?;
+                Ok(Config::Mapping {
+                    warehouse: warehouse(&WarehouseArg {
+                        warehouse: a.warehouse,
+                    })?,
+                    action: a.action,
+                })
+            }
             Some(Command::Migrate(a)) => Ok(Config::Migrate {
                 warehouse: warehouse(&WarehouseArg {
                     warehouse: a.warehouse,

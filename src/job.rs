@@ -382,50 +382,10 @@ fn finish(mut report: JobReport, clock: Instant) -> JobReport {
     report
 }
 
-/// Brings a fresh warehouse to this executor's schema through the migrations, refuses one
-/// whose schema is behind (unless asked to migrate it) or ahead, and checks every table.
+/// Brings the warehouse to this executor's schema (see [`crate::migrate::ensure_current`])
+/// and checks every table.
 async fn prepare_warehouse(w: &Warehouse, migrate: bool) -> Result<(), String> {
-    use crate::migrate::{Migrator, Readiness, readiness};
-    w.root.ensure_dir().map_err(|e| e.to_string())?;
-    let m = Migrator::new(w.clone());
-    let fix = format!(
-        "run `nuvyn-executor migrate apply --warehouse {}`, or pass --migrate",
-        w.root.display
-    );
-    match readiness(&m).await.map_err(|e| e.to_string())? {
-        Readiness::Current => {}
-        Readiness::Fresh => {
-            tracing::info!(warehouse = %w.root.display, "new warehouse: creating the schema through the migrations");
-            m.apply(None, false).await.map_err(|e| e.to_string())?;
-        }
-        Readiness::Behind { .. } | Readiness::Unfinished { .. } if migrate => {
-            let r = m.apply(None, false).await.map_err(|e| e.to_string())?;
-            tracing::info!(
-                from = r.from_version,
-                to = r.to_version,
-                "warehouse schema migrated"
-            );
-        }
-        Readiness::Behind { at, latest } => {
-            return Err(format!(
-                "the warehouse schema is at V{at}, this executor writes V{latest}: {fix}"
-            ));
-        }
-        Readiness::Unfinished { version, state } => {
-            return Err(format!(
-                "migration V{version} of the warehouse is {}: {fix} (it resumes), or see `nuvyn-executor migrate status`",
-                serde_json::to_value(&state)
-                    .ok()
-                    .and_then(|v| v.as_str().map(str::to_string))
-                    .unwrap_or_default()
-            ));
-        }
-        Readiness::Ahead { at, latest } => {
-            return Err(format!(
-                "the warehouse schema is at V{at}, newer than this executor's V{latest}: upgrade nuvyn-executor"
-            ));
-        }
-    }
+    crate::migrate::ensure_current(w, migrate).await?;
     for def in metastore::ALL_TABLES {
         w.ensure_valid(def).await.map_err(|e| e.to_string())?;
     }

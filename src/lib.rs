@@ -14,6 +14,7 @@ pub mod location;
 pub mod logging;
 pub mod metastore;
 pub mod migrate;
+pub mod notebook;
 pub mod payload;
 pub mod profile;
 pub mod query;
