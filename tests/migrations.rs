@@ -22,15 +22,6 @@ fn migrate(wh: &Path, args: &[&str]) -> std::process::Output {
         .unwrap()
 }
 
-fn ok(out: std::process::Output) -> serde_json::Value {
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    stdout_json(&out)
-}
-
 /// A v1.0 warehouse: the V1 tables, filled with the fixture's rows through `sql`.
 fn v1_warehouse(wh: &Path) {
     let r = ok(migrate(wh, &["apply", "--target", "1"]));
@@ -53,13 +44,6 @@ fn v1_warehouse(wh: &Path) {
 fn warehouse(wh: &Path) -> Warehouse {
     Warehouse::new(location::parse(&wh.display().to_string()).unwrap())
 }
-
-const DOC_QUERIES: [&str; 4] = [
-    include_str!("fixtures/doc_queries/q1.sql"),
-    include_str!("fixtures/doc_queries/q2.sql"),
-    include_str!("fixtures/doc_queries/q3.sql"),
-    include_str!("fixtures/doc_queries/q4.sql"),
-];
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_v1_warehouse_migrates_keeping_every_row() {

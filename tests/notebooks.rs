@@ -19,15 +19,6 @@ fn run(wh: &str, args: &[&str]) -> std::process::Output {
     bin().args(args).args(["--warehouse", wh]).output().unwrap()
 }
 
-fn ok(out: std::process::Output) -> serde_json::Value {
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    stdout_json(&out)
-}
-
 fn err(out: std::process::Output) -> String {
     assert!(
         !out.status.success(),

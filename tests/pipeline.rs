@@ -455,15 +455,6 @@ async fn a_failed_source_keeps_its_previous_rows() {
     );
 }
 
-/// The four example queries of WORKFLOW_ID_MIGRATION.md, verbatim (shared with
-/// ci/migration-check.sh).
-const DOC_QUERIES: [&str; 4] = [
-    include_str!("fixtures/doc_queries/q1.sql"),
-    include_str!("fixtures/doc_queries/q2.sql"),
-    include_str!("fixtures/doc_queries/q3.sql"),
-    include_str!("fixtures/doc_queries/q4.sql"),
-];
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_documents_four_queries_return_correct_results() {
     let d = tmp();

@@ -269,3 +269,22 @@ pub fn sas(args: &[&str]) -> String {
 pub const AZURITE_KEY: &str =
     "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==";
 pub const AZURITE_ACCOUNT: &str = "devstoreaccount1";
+
+/// The four example queries of WORKFLOW_ID_MIGRATION.md, verbatim (shared with
+/// ci/migration-check.sh).
+pub const DOC_QUERIES: [&str; 4] = [
+    include_str!("../fixtures/doc_queries/q1.sql"),
+    include_str!("../fixtures/doc_queries/q2.sql"),
+    include_str!("../fixtures/doc_queries/q3.sql"),
+    include_str!("../fixtures/doc_queries/q4.sql"),
+];
+
+/// The JSON a successful command printed; fails the test with its stderr otherwise.
+pub fn ok(out: std::process::Output) -> serde_json::Value {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout_json(&out)
+}
