@@ -30,5 +30,8 @@ cargo test --locked --all-targets -- --test-threads 2
 step "schema migration run (ci/migration-check.sh)"
 bash ci/migration-check.sh
 
+step "interop: an independent Delta reader (ci/interop-check.sh)"
+bash ci/interop-check.sh
+
 step "cargo clippy"
 cargo clippy --locked --all-targets -- -D warnings

@@ -60,7 +60,13 @@ pub async fn session(w: &Warehouse, catalog: &str) -> Result<SessionContext, Que
     let ctx = SessionContext::new_with_config(config);
     ctx.register_object_store(&w.root.store_url, w.root.store.clone());
     let schema = Arc::new(MemorySchemaProvider::new());
-    for def in metastore::ALL_TABLES {
+    // The notebook store's tables and the migration history are queryable too.
+    let all = metastore::ALL_TABLES.iter().copied().chain([
+        &crate::notebook::SOURCE,
+        &crate::notebook::MAPPING,
+        &crate::migrate::HISTORY,
+    ]);
+    for def in all {
         let provider: Arc<dyn datafusion::catalog::TableProvider> = match w.open(def).await? {
             Some(t) => {
                 t.update_datafusion_session(&ctx.state())
