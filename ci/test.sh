@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# The README's test command: formatting, lints, and every test. `.ci/run` calls it.
-# Set-up is part of it: on a fresh machine it needs the Rust toolchain and Node.js/npm (for
-# Azurite, installed from the npm registry at a pinned version and started on 127.0.0.1).
+# The README's test command: formatting, every test (Azure ones against Azurite), the schema
+# migration run, the interop check with an independent Delta reader, and lints. `.ci/run`
+# calls it. Set-up is part of it: on a fresh machine it needs the Rust toolchain, Node.js/npm
+# (Azurite, pinned in ci/azurite/package-lock.json, started on 127.0.0.1) and python3 with
+# venv (the `deltalake` reader, pinned, from PyPI).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
