@@ -284,6 +284,10 @@ pub struct DiscoveryArgs {
     /// a warehouse whose schema is behind this executor's.
     #[arg(long, env = "NUVYN_MIGRATE")]
     pub migrate: bool,
+    /// Process only shard I of N of each source's tables (0 <= I < N); N runs with
+    /// 0/N .. N-1/N together equal one run. Also the payload's `shard`.
+    #[arg(long, value_name = "I/N")]
+    pub shard: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -550,6 +554,7 @@ impl Cli {
                 env,
                 JobInputs {
                     cli: CliJobArgs {
+                        shard: a.discovery.shard.clone(),
                         paths: a.paths,
                         workflow_id: a.workflow_id,
                         source_id: a.source_id,
@@ -571,6 +576,7 @@ impl Cli {
                     env,
                     JobInputs {
                         cli: CliJobArgs {
+                            shard: a.discovery.shard.clone(),
                             paths: a.data_source_path.into_iter().collect(),
                             workflow_id: a.workflow_id,
                             source_id: a.source_id,

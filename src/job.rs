@@ -3,7 +3,7 @@
 //! table, and the run is recorded in `executor_runs`. One bad file fails its table, one bad
 //! source fails itself; the job's status and exit code say what happened.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::IsTerminal;
 use std::time::Instant;
 
@@ -125,6 +125,8 @@ pub struct JobReport {
     /// Requests made to the warehouse's store (remote stores only).
     #[serde(skip_serializing_if = "no_requests")]
     pub warehouse_requests: RequestCounts,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shard: Option<crate::payload::Shard>,
     pub sources: Vec<SourceReport>,
 }
 
@@ -194,6 +196,12 @@ async fn run_source(
             return report;
         }
     };
+    // A shard profiles only its tables; the counts stay the source's (every shard sees the
+    // same listing, and shard 0 writes the source's row).
+    let mut found = found;
+    if let Some(shard) = opts.spec.shard {
+        found.tables.retain(|t| shard.owns(&t.name));
+    }
     report.files_found = found.files_found;
     report.total_size_bytes = found.total_size_bytes;
     report.skipped = found.skipped;
@@ -282,6 +290,7 @@ pub async fn run(opts: JobOptions) -> JobReport {
         duration_ms: 0,
         error: None,
         warehouse_requests: RequestCounts::default(),
+        shard: spec.shard,
         sources: Vec::new(),
     };
 
@@ -552,9 +561,38 @@ async fn write_results(w: &Warehouse, report: &JobReport) -> Result<(), Metastor
         (&metastore::TABLES, tables_batch),
         (&metastore::SOURCES, sources),
     ] {
+        // Shards replace only the rows of the tables they own (found now, or stored by an
+        // earlier run and now gone from the source), so they never erase each other's;
+        // shard 0 writes the source rows.
+        let predicate = match report.shard {
+            None => predicate.clone(),
+            Some(_) if def.name == metastore::SOURCES.name => {
+                if report.shard.is_some_and(|s| s.index != 0) {
+                    continue;
+                }
+                predicate.clone()
+            }
+            Some(shard) => {
+                let mut names: BTreeSet<String> = srcs
+                    .iter()
+                    .flat_map(|s| s.tables.iter().map(|t| t.table_name.clone()))
+                    .collect();
+                names.extend(
+                    stored_table_names(w, &predicate)
+                        .await?
+                        .into_iter()
+                        .filter(|n| shard.owns(n)),
+                );
+                if names.is_empty() {
+                    continue;
+                }
+                let list: Vec<String> = names.iter().map(|n| metastore::sql_literal(n)).collect();
+                format!("{predicate} AND table_name IN ({})", list.join(", "))
+            }
+        };
         let table = w.ensure_valid(def).await?;
         let rows = batch.num_rows();
-        let t = w.replace(def, table, batch, predicate.clone(), run).await?;
+        let t = w.replace(def, table, batch, predicate, run).await?;
         tracing::info!(
             table = def.name,
             rows,
@@ -563,6 +601,38 @@ async fn write_results(w: &Warehouse, report: &JobReport) -> Result<(), Metastor
         );
     }
     Ok(())
+}
+
+/// The table names stored in `tables` for the rows `predicate` selects.
+async fn stored_table_names(w: &Warehouse, predicate: &str) -> Result<Vec<String>, MetastoreError> {
+    let def = &metastore::TABLES;
+    let Some(t) = w.open(def).await? else {
+        return Ok(Vec::new());
+    };
+    let err = |e: &dyn std::fmt::Display| w.err_named(def.name, e);
+    let provider = t.table_provider().await.map_err(|e| err(&e))?;
+    let ctx = datafusion::prelude::SessionContext::new();
+    ctx.register_table(def.name, provider)
+        .map_err(|e| err(&e))?;
+    let batches = ctx
+        .sql(&format!(
+            "SELECT DISTINCT table_name FROM {} WHERE {predicate}",
+            def.name
+        ))
+        .await
+        .map_err(|e| err(&e))?
+        .collect()
+        .await
+        .map_err(|e| err(&e))?;
+    let rows = crate::query::to_json_rows(&batches).map_err(|e| err(&e))?;
+    Ok(rows
+        .iter()
+        .filter_map(|r| {
+            r.get("table_name")
+                .and_then(|v| v.as_str())
+                .map(str::to_string)
+        })
+        .collect())
 }
 
 async fn record_run(w: &Warehouse, report: &JobReport) -> Result<(), MetastoreError> {

@@ -426,13 +426,43 @@ impl Warehouse {
         predicate: String,
         run_id: &str,
     ) -> Result<DeltaTable, MetastoreError> {
-        table
-            .write(vec![batch])
-            .with_save_mode(SaveMode::Overwrite)
-            .with_replace_where(predicate)
-            .with_commit_properties(commit_properties(run_id))
-            .await
-            .map_err(|e| self.err(def, e))
+        let mut table = table;
+        let mut attempt = 0u32;
+        loop {
+            let written = table
+                .clone()
+                .write(vec![batch.clone()])
+                .with_save_mode(SaveMode::Overwrite)
+                .with_replace_where(predicate.clone())
+                .with_commit_properties(commit_properties(run_id))
+                .await;
+            match written {
+                Ok(t) => return Ok(t),
+                // delta-rs judges conflicts by file statistics, conservatively: a concurrent
+                // writer's rows of other sources or shards can look like ours. The replace is
+                // re-run against the new snapshot, which is what a conflict asks for.
+                Err(DeltaTableError::Transaction {
+                    source: deltalake::kernel::transaction::TransactionError::CommitConflict(e),
+                }) if attempt < 20 => {
+                    attempt += 1;
+                    tracing::info!(
+                        table = def.name,
+                        attempt,
+                        "concurrent commit, re-running the replace: {e}"
+                    );
+                    let jitter = u64::from(uuid::Uuid::new_v4().as_u128() as u8);
+                    tokio::time::sleep(std::time::Duration::from_millis(
+                        20 * u64::from(attempt) + jitter,
+                    ))
+                    .await;
+                    table = self
+                        .open(def)
+                        .await?
+                        .ok_or_else(|| self.err(def, "table disappeared"))?;
+                }
+                Err(e) => return Err(self.err(def, e)),
+            }
+        }
     }
 
     /// Appends `batch` in one commit.

@@ -130,6 +130,7 @@ pub struct RawSource {
 /// What the command line contributes to a job.
 #[derive(Debug, Default, Clone)]
 pub struct CliJobArgs {
+    pub shard: Option<String>,
     pub paths: Vec<String>,
     pub workflow_id: Option<String>,
     pub source_id: Option<String>,
@@ -157,6 +158,57 @@ pub struct JobSpec {
     pub source_id: Option<String>,
     pub tenant_id: Option<String>,
     pub sources: Vec<SourceSpec>,
+    /// This run's share of each source's tables (`--shard I/N` or the payload's `shard`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shard: Option<Shard>,
+}
+
+/// Shard `index` of `count` (0 <= index < count): the tables of a source are split by a stable
+/// hash of their name, so every table belongs to exactly one shard.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct Shard {
+    pub index: u32,
+    pub count: u32,
+}
+
+impl Shard {
+    /// Parses `I/N`; `field` names the option or payload field in errors.
+    pub fn parse(field: &str, s: &str) -> Result<Self, PayloadError> {
+        let bad = |reason: &str| PayloadError::InvalidId {
+            field: field.to_string(),
+            value: printable(s),
+            reason: reason.to_string(),
+        };
+        let (i, n) = s
+            .trim()
+            .split_once('/')
+            .ok_or_else(|| bad("expected I/N, e.g. 0/4"))?;
+        let index: u32 = i
+            .trim()
+            .parse()
+            .map_err(|_| bad("I must be a whole number"))?;
+        let count: u32 = n
+            .trim()
+            .parse()
+            .map_err(|_| bad("N must be a whole number"))?;
+        if count == 0 || count > 10_000 {
+            return Err(bad("N must be from 1 to 10000"));
+        }
+        if index >= count {
+            return Err(bad("I must be from 0 to N-1"));
+        }
+        Ok(Self { index, count })
+    }
+
+    /// Whether this shard owns the table called `name` (FNV-1a: the same on every machine).
+    pub fn owns(&self, name: &str) -> bool {
+        let mut h: u64 = 0xcbf29ce484222325;
+        for b in name.as_bytes() {
+            h ^= u64::from(*b);
+            h = h.wrapping_mul(0x100000001b3);
+        }
+        (h % u64::from(self.count)) as u32 == self.index
+    }
 }
 
 fn type_name(v: &Value) -> &'static str {
@@ -540,6 +592,23 @@ pub fn resolve(
     if require_source && job_type == JobType::MetadataExtraction && sources.is_empty() {
         return Err(PayloadError::NoSource);
     }
+    let shard = match (&cli.shard, &p.shard) {
+        (Some(c), Some(p)) => {
+            let (c, p) = (Shard::parse("--shard", c)?, Shard::parse("shard", p)?);
+            if c != p {
+                return Err(PayloadError::Conflict {
+                    what: "shard",
+                    field: "shard".into(),
+                    cli: format!("{}/{}", c.index, c.count),
+                    payload: format!("{}/{}", p.index, p.count),
+                });
+            }
+            Some(c)
+        }
+        (Some(c), None) => Some(Shard::parse("--shard", c)?),
+        (None, Some(p)) => Some(Shard::parse("shard", p)?),
+        (None, None) => None,
+    };
     Ok(JobSpec {
         job_type,
         workflow_id,
@@ -547,6 +616,7 @@ pub fn resolve(
         source_id,
         tenant_id,
         sources,
+        shard,
     })
 }
 
@@ -802,6 +872,40 @@ mod tests {
             err,
             "payload field `storage_options` must be an object, got a string"
         );
+    }
+
+    #[test]
+    fn shards_split_tables_once() {
+        let shards: Vec<Shard> = (0..3)
+            .map(|i| Shard::parse("--shard", &format!("{i}/3")).unwrap())
+            .collect();
+        for name in ["a", "orders", "events/day", "x~2", ""] {
+            assert_eq!(shards.iter().filter(|s| s.owns(name)).count(), 1, "{name}");
+        }
+        // The split is spread, not degenerate.
+        let per: Vec<usize> = shards
+            .iter()
+            .map(|s| (0..300).filter(|i| s.owns(&format!("t{i}"))).count())
+            .collect();
+        assert!(per.iter().all(|n| *n > 60), "{per:?}");
+        for bad in ["3/3", "1", "a/2", "0/0"] {
+            assert!(Shard::parse("--shard", bad).is_err(), "{bad}");
+        }
+        let e = resolve_json(
+            r#"{"workflow_id":"w","data_source_path":"/d","shard":"1/4"}"#,
+            &CliJobArgs {
+                shard: Some("2/4".into()),
+                ..cli()
+            },
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("shard conflict"), "{e}");
+        let s = resolve_json(
+            r#"{"workflow_id":"w","data_source_path":"/d","shard":"1/4"}"#,
+            &cli(),
+        )
+        .unwrap();
+        assert_eq!(s.shard, Some(Shard { index: 1, count: 4 }));
     }
 
     #[test]
