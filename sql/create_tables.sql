@@ -1,4 +1,4 @@
--- Registers the nuvyn-executor metadata tables as external Delta tables.
+-- Registers the nuvyn-executor metadata and notebook tables as external Delta tables.
 -- Generated from src/metastore.rs (tests keep this file in step); replace ${warehouse}
 -- with the warehouse location, e.g. abfss://lake@account.dfs.core.windows.net/warehouse.
 CREATE SCHEMA IF NOT EXISTS hive_metastore._executor_metadata;
@@ -59,3 +59,24 @@ CREATE TABLE IF NOT EXISTS hive_metastore._executor_metadata.executor_runs (
   started_at TIMESTAMP,
   finished_at TIMESTAMP
 ) USING DELTA PARTITIONED BY (workflow_id) LOCATION '${warehouse}/_executor_metadata/executor_runs';
+
+CREATE TABLE IF NOT EXISTS hive_metastore._executor_metadata.workflow_notebook_source (
+  workflow_id STRING,
+  notebook_version INT,
+  notebook STRING,
+  notebook_sha256 STRING,
+  cell_count INT,
+  created_at TIMESTAMP,
+  created_by STRING
+) USING DELTA PARTITIONED BY (workflow_id) LOCATION '${warehouse}/_executor_metadata/workflow_notebook_source';
+
+CREATE TABLE IF NOT EXISTS hive_metastore._executor_metadata.workflow_notebook_mapping (
+  workflow_id STRING,
+  workflow_version INT,
+  notebook_version INT,
+  mapping STRING,
+  status STRING,
+  stale_cells STRING,
+  stale_operators STRING,
+  created_at TIMESTAMP
+) USING DELTA PARTITIONED BY (workflow_id) LOCATION '${warehouse}/_executor_metadata/workflow_notebook_mapping';

@@ -66,6 +66,13 @@ pub async fn run(config: Config) -> anyhow::Result<i32> {
             migrations,
         } => migrate(warehouse, action, migrations).await,
         Config::Notebook { warehouse, action } => notebook(warehouse, action).await,
+        Config::Ddl { catalog, location } => {
+            let ddl = crate::metastore::registration_ddl(&catalog);
+            for line in ddl.lines().filter(|l| !l.starts_with("--")) {
+                println!("{}", line.replace("${warehouse}", &location));
+            }
+            Ok(0)
+        }
         Config::Mapping { warehouse, action } => mapping(warehouse, action).await,
         Config::Maintain { warehouse, options } => {
             let w = Warehouse::new(warehouse);

@@ -102,10 +102,23 @@ pub enum Command {
     Maintain(MaintainArgs),
     /// Versioned schema migrations of the warehouse (sql/migrations, built in).
     Migrate(MigrateArgs),
+    /// Print the Spark SQL registering every warehouse table as an external Delta table
+    /// (what notebooks/register_tables runs on Databricks).
+    Ddl(DdlArgs),
     /// Versioned Jupyter notebooks per workflow (the notebook migration store).
     Notebook(NotebookArgs),
     /// Cell <-> operator mappings between notebook versions and workflow versions.
     Mapping(MappingArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct DdlArgs {
+    /// Catalog to register under (Unity Catalog users: their catalog).
+    #[arg(long, default_value = DEFAULT_CATALOG)]
+    pub catalog: String,
+    /// The warehouse location the tables live in (its query, if any, is not printed).
+    #[arg(long, env = "NUVYN_WAREHOUSE", default_value = "./warehouse")]
+    pub warehouse: String,
 }
 
 #[derive(Debug, Args)]
@@ -418,6 +431,10 @@ pub enum Config {
         action: MigrateAction,
         migrations: Option<std::path::PathBuf>,
     },
+    Ddl {
+        catalog: String,
+        location: String,
+    },
     Notebook {
         warehouse: Location,
         action: NotebookAction,
@@ -603,6 +620,25 @@ impl Cli {
                 query: a.query,
                 format: a.format,
             }),
+            Some(Command::Ddl(a)) => {
+                if a.catalog.is_empty()
+                    || !a
+                        .catalog
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || c == '_')
+                {
+                    return Err(ConfigError::Usage(format!(
+                        "invalid --catalog {:?}: use letters, digits and '_'",
+                        a.catalog
+                    )));
+                }
+                location::check(&a.warehouse).map_err(ConfigError::Warehouse)?;
+                let loc = crate::redact::url(a.warehouse.trim());
+                Ok(Config::Ddl {
+                    catalog: a.catalog,
+                    location: loc.trim_end_matches('/').to_string(),
+                })
+            }
             Some(Command::Notebook(a)) => {
                 let (NotebookAction::Put { workflow_id, .. }
                 | NotebookAction::Get { workflow_id, .. }

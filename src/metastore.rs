@@ -172,14 +172,15 @@ impl TableDef {
 /// `${warehouse}` standing for the warehouse location. `sql/create_tables.sql` is this text.
 pub fn registration_ddl(catalog: &str) -> String {
     let mut out = String::from(
-        "-- Registers the nuvyn-executor metadata tables as external Delta tables.\n\
+        "-- Registers the nuvyn-executor metadata and notebook tables as external Delta tables.\n\
          -- Generated from src/metastore.rs (tests keep this file in step); replace ${warehouse}\n\
          -- with the warehouse location, e.g. abfss://lake@account.dfs.core.windows.net/warehouse.\n",
     );
     out.push_str(&format!(
         "CREATE SCHEMA IF NOT EXISTS {catalog}.{SCHEMA_NAME};\n"
     ));
-    for def in ALL_TABLES {
+    let notebook_tables = [&crate::notebook::SOURCE, &crate::notebook::MAPPING];
+    for def in ALL_TABLES.iter().copied().chain(notebook_tables) {
         out.push('\n');
         out.push_str(&def.create_ddl(
             &format!("{catalog}.{SCHEMA_NAME}.{}", def.name),
