@@ -8,6 +8,13 @@ use nuvyn_executor::cli::{Cli, Env, LogFormat};
 use nuvyn_executor::{app, logging};
 
 fn main() -> ExitCode {
+    // Like other Unix tools: output piped into `head` ends the process quietly instead of
+    // panicking on the closed pipe.
+    #[cfg(unix)]
+    // SAFETY: restores the default SIGPIPE action before any thread starts.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     let cli = Cli::parse();
     let log_format = cli.log_format;
     logging::init(log_format);
