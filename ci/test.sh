@@ -35,5 +35,8 @@ bash ci/migration-check.sh
 step "interop: an independent Delta reader (ci/interop-check.sh)"
 bash ci/interop-check.sh
 
+step "Databricks notebooks and job definition (ci/databricks-check.py)"
+python3 ci/databricks-check.py "${CARGO_TARGET_DIR:-target}/debug/nuvyn-executor"
+
 step "cargo clippy"
 cargo clippy --locked --all-targets -- -D warnings

@@ -482,7 +482,16 @@ impl Env {
 }
 
 fn warehouse(arg: &WarehouseArg) -> Result<Location, ConfigError> {
-    location::parse(&arg.warehouse).map_err(ConfigError::Warehouse)
+    let loc = location::parse(&arg.warehouse).map_err(ConfigError::Warehouse)?;
+    if loc.kind == location::LocationKind::Volumes {
+        // Volumes are fine to read, but their FUSE mount has no atomic rename or hard links,
+        // which a Delta commit from delta-rs needs to be safe.
+        return Err(ConfigError::Usage(format!(
+            "the warehouse {} is on a Unity Catalog volume, which cannot take Delta commits from delta-rs (no atomic rename or hard links): put the warehouse on abfss://<container>@<account>.dfs.core.windows.net/...; volumes are fine as data sources",
+            loc.display
+        )));
+    }
+    Ok(loc)
 }
 
 fn parse_bool_env(v: &Option<String>) -> Result<bool, ConfigError> {

@@ -546,3 +546,25 @@ fn maintain_compacts_and_checkpoints_without_changing_results() {
     );
     assert_eq!(sql_json(&wh, q, &[]), before);
 }
+
+#[test]
+fn a_warehouse_on_a_volume_is_refused_with_the_reason() {
+    let out = bin()
+        .args([
+            "extract",
+            ".",
+            "--workflow-id",
+            "w",
+            "--warehouse",
+            "/Volumes/main/lake/vol/wh",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let e = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        e.contains("cannot take Delta commits from delta-rs") && e.contains("abfss://"),
+        "{e}"
+    );
+    assert!(!std::path::Path::new("/Volumes/main/lake/vol/wh").exists());
+}
