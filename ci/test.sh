@@ -38,5 +38,8 @@ bash ci/interop-check.sh
 step "Databricks notebooks and job definition (ci/databricks-check.py)"
 python3 ci/databricks-check.py "${CARGO_TARGET_DIR:-target}/debug/nuvyn-executor"
 
+step "packaging: the maturin wheel (ci/wheel-check.sh)"
+bash ci/wheel-check.sh
+
 step "cargo clippy"
 cargo clippy --locked --all-targets -- -D warnings
