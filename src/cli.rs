@@ -125,14 +125,8 @@ pub struct DdlArgs {
 pub struct NotebookArgs {
     #[command(subcommand)]
     pub action: NotebookAction,
-    /// Warehouse location; tables live at <warehouse>/_executor_metadata/<table>.
-    #[arg(
-        long,
-        global = true,
-        env = "NUVYN_WAREHOUSE",
-        default_value = "./warehouse"
-    )]
-    pub warehouse: String,
+    #[command(flatten)]
+    pub warehouse: GlobalWarehouseArg,
 }
 
 #[derive(Debug, Clone, Subcommand)]
@@ -177,14 +171,8 @@ pub enum NotebookAction {
 pub struct MappingArgs {
     #[command(subcommand)]
     pub action: MappingAction,
-    /// Warehouse location; tables live at <warehouse>/_executor_metadata/<table>.
-    #[arg(
-        long,
-        global = true,
-        env = "NUVYN_WAREHOUSE",
-        default_value = "./warehouse"
-    )]
-    pub warehouse: String,
+    #[command(flatten)]
+    pub warehouse: GlobalWarehouseArg,
 }
 
 #[derive(Debug, Clone, Subcommand)]
@@ -227,18 +215,33 @@ pub enum MappingAction {
     },
 }
 
-#[derive(Debug, Args)]
-pub struct MigrateArgs {
-    #[command(subcommand)]
-    pub action: MigrateAction,
+/// `--warehouse` for commands with subcommands: accepted before or after the subcommand.
+#[derive(Debug, Args, Clone)]
+pub struct GlobalWarehouseArg {
     /// Warehouse location; tables live at <warehouse>/_executor_metadata/<table>.
     #[arg(
-        long,
+        long = "warehouse",
         global = true,
         env = "NUVYN_WAREHOUSE",
         default_value = "./warehouse"
     )]
     pub warehouse: String,
+}
+
+impl GlobalWarehouseArg {
+    fn arg(&self) -> WarehouseArg {
+        WarehouseArg {
+            warehouse: self.warehouse.clone(),
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct MigrateArgs {
+    #[command(subcommand)]
+    pub action: MigrateAction,
+    #[command(flatten)]
+    pub warehouse: GlobalWarehouseArg,
     /// Use the migration files of this directory instead of the built-in ones (to try a new
     /// migration before it ships).
     #[arg(long, global = true, value_name = "DIR")]
@@ -655,9 +658,7 @@ impl Cli {
                 | NotebookAction::Diff { workflow_id, .. }) = &a.action;
                 payload::validate_id("--workflow-id", workflow_id)?;
                 Ok(Config::Notebook {
-                    warehouse: warehouse(&WarehouseArg {
-                        warehouse: a.warehouse,
-                    })?,
+                    warehouse: warehouse(&a.warehouse.arg())?,
                     action: a.action,
                 })
             }
@@ -667,16 +668,12 @@ impl Cli {
                 | MappingAction::Check { workflow_id, .. }) = &a.action;
                 payload::validate_id("--workflow-id", workflow_id)?;
                 Ok(Config::Mapping {
-                    warehouse: warehouse(&WarehouseArg {
-                        warehouse: a.warehouse,
-                    })?,
+                    warehouse: warehouse(&a.warehouse.arg())?,
                     action: a.action,
                 })
             }
             Some(Command::Migrate(a)) => Ok(Config::Migrate {
-                warehouse: warehouse(&WarehouseArg {
-                    warehouse: a.warehouse,
-                })?,
+                warehouse: warehouse(&a.warehouse.arg())?,
                 action: a.action,
                 migrations: a.migrations,
             }),
