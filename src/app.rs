@@ -66,6 +66,13 @@ pub async fn run(config: Config) -> anyhow::Result<i32> {
             migrations,
         } => migrate(warehouse, action, migrations).await,
         Config::Notebook { warehouse, action } => notebook(warehouse, action).await,
+        Config::Serve { config, listen } => {
+            let state = crate::server::AppState::new(*config);
+            crate::server::serve(state, listen, shutdown_signal())
+                .await
+                .context("serving the HTTP API")?;
+            Ok(0)
+        }
         Config::Ddl { catalog, location } => {
             let ddl = crate::metastore::registration_ddl(&catalog);
             for line in ddl.lines().filter(|l| !l.starts_with("--")) {
@@ -352,4 +359,25 @@ async fn mapping(
         }
     }
     Ok(0)
+}
+
+/// Resolves on SIGINT or SIGTERM (how Databricks and container runtimes stop a process).
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        {
+            s.recv().await;
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+    tracing::info!("shutting down: no new requests");
 }

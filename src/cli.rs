@@ -105,10 +105,35 @@ pub enum Command {
     /// Print the Spark SQL registering every warehouse table as an external Delta table
     /// (what notebooks/register_tables runs on Databricks).
     Ddl(DdlArgs),
+    /// The HTTP API: create and follow jobs (bearer token from NUVYN_API_KEY).
+    Serve(ServeArgs),
     /// Versioned Jupyter notebooks per workflow (the notebook migration store).
     Notebook(NotebookArgs),
     /// Cell <-> operator mappings between notebook versions and workflow versions.
     Mapping(MappingArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address to listen on; anything but loopback needs NUVYN_API_KEY.
+    #[arg(long, env = "NUVYN_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: std::net::SocketAddr,
+    #[command(flatten)]
+    pub warehouse: WarehouseArg,
+    /// A data_source_path prefix jobs may read (repeat; e.g. abfss://lake@acct.dfs.core.windows.net/raw).
+    #[arg(long = "allow-source", value_name = "PREFIX")]
+    pub allow_sources: Vec<String>,
+    /// Let jobs read local paths (off: no caller can make the server read its own files).
+    #[arg(long)]
+    pub allow_local: bool,
+    #[arg(long, env = "EXECUTOR_MAX_CONCURRENT_JOBS", default_value_t = 2)]
+    pub max_concurrent_jobs: usize,
+    /// Jobs waiting beyond the running ones; more are refused with 429.
+    #[arg(long, env = "EXECUTOR_MAX_QUEUED_JOBS", default_value_t = 100)]
+    pub max_queued_jobs: usize,
+    /// Largest request body accepted.
+    #[arg(long, default_value_t = 1024 * 1024)]
+    pub body_limit_bytes: usize,
 }
 
 #[derive(Debug, Args)]
@@ -438,6 +463,10 @@ pub enum Config {
         catalog: String,
         location: String,
     },
+    Serve {
+        config: Box<crate::server::ServerConfig>,
+        listen: std::net::SocketAddr,
+    },
     Notebook {
         warehouse: Location,
         action: NotebookAction,
@@ -464,12 +493,27 @@ pub enum ConfigError {
     Usage(String),
 }
 
-/// The environment the config depends on, passed in so tests need not set variables.
-#[derive(Debug, Default, Clone)]
+/// The environment the config depends on, passed in so tests need not set variables. Its
+/// `Debug` shows whether the API key is set, never the key.
+#[derive(Default, Clone)]
 pub struct Env {
     pub payload: Option<String>,
     pub write_to_db: Option<String>,
     pub warehouse: Option<String>,
+    /// `NUVYN_API_KEY`: the bearer token `serve` requires (never a command-line argument,
+    /// where other users of the machine could see it).
+    pub api_key: Option<String>,
+}
+
+impl std::fmt::Debug for Env {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Env")
+            .field("payload", &self.payload.as_ref().map(|p| p.len()))
+            .field("write_to_db", &self.write_to_db)
+            .field("warehouse", &self.warehouse)
+            .field("api_key", &self.api_key.as_ref().map(|_| "<set>"))
+            .finish()
+    }
 }
 
 impl Env {
@@ -480,6 +524,9 @@ impl Env {
                 .filter(|s| !s.trim().is_empty()),
             write_to_db: std::env::var("EXECUTOR_WRITE_TO_DB").ok(),
             warehouse: std::env::var("NUVYN_WAREHOUSE").ok(),
+            api_key: std::env::var("NUVYN_API_KEY")
+                .ok()
+                .filter(|s| !s.trim().is_empty()),
         }
     }
 }
@@ -632,6 +679,31 @@ impl Cli {
                 query: a.query,
                 format: a.format,
             }),
+            Some(Command::Serve(a)) => {
+                if env.api_key.is_none() && !a.listen.ip().is_loopback() {
+                    return Err(ConfigError::Usage(format!(
+                        "refusing to listen on {} without NUVYN_API_KEY: set a key, or listen on 127.0.0.1",
+                        a.listen
+                    )));
+                }
+                if a.max_concurrent_jobs == 0 {
+                    return Err(ConfigError::Usage(
+                        "--max-concurrent-jobs must be at least 1".into(),
+                    ));
+                }
+                Ok(Config::Serve {
+                    config: Box::new(crate::server::ServerConfig {
+                        warehouse: warehouse(&a.warehouse)?,
+                        api_key: env.api_key.clone(),
+                        allow_sources: a.allow_sources,
+                        allow_local: a.allow_local,
+                        max_concurrent_jobs: a.max_concurrent_jobs,
+                        max_queued_jobs: a.max_queued_jobs,
+                        body_limit: a.body_limit_bytes,
+                    }),
+                    listen: a.listen,
+                })
+            }
             Some(Command::Ddl(a)) => {
                 if a.catalog.is_empty()
                     || !a

@@ -19,6 +19,7 @@ pub mod payload;
 pub mod profile;
 pub mod query;
 pub mod redact;
+pub mod server;
 pub mod store;
 
 /// This build's version, recorded with every run.
