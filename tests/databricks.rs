@@ -55,3 +55,23 @@ fn sql_notebooks_parse_with_the_databricks_dialect() {
     }
     assert!(parsed >= 4, "{parsed} statements parsed");
 }
+
+/// `query_metadata` holds the migration document's four queries (the ones the tests run),
+/// with the literal ids replaced by the widgets: the notebook cannot drift from them.
+#[test]
+fn the_query_notebook_carries_the_documents_queries() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let notebook = std::fs::read_to_string(dir.join("notebooks/query_metadata.sql")).unwrap();
+    for i in 1..=4 {
+        let q = std::fs::read_to_string(dir.join(format!("tests/fixtures/doc_queries/q{i}.sql")))
+            .unwrap();
+        let q = q
+            .trim()
+            .replace("'workflow_abc123'", ":workflow_id")
+            .replace("'source_xyz789'", ":source_id");
+        assert!(
+            notebook.contains(&q),
+            "query {i} is not in notebooks/query_metadata.sql as written"
+        );
+    }
+}
