@@ -67,7 +67,9 @@ pub async fn run(config: Config) -> anyhow::Result<i32> {
         } => migrate(warehouse, action, migrations).await,
         Config::Notebook { warehouse, action } => notebook(warehouse, action).await,
         Config::Serve { config, listen } => {
-            let state = crate::server::AppState::new(*config);
+            let state = crate::server::AppState::start(*config)
+                .await
+                .context("starting the HTTP API")?;
             crate::server::serve(state, listen, shutdown_signal())
                 .await
                 .context("serving the HTTP API")?;

@@ -134,6 +134,16 @@ pub struct ServeArgs {
     /// Largest request body accepted.
     #[arg(long, default_value_t = 1024 * 1024)]
     pub body_limit_bytes: usize,
+    /// Largest notebook upload accepted (notebooks carry their outputs).
+    #[arg(long, default_value_t = 32 * 1024 * 1024)]
+    pub notebook_body_limit_bytes: usize,
+    /// On SIGTERM/SIGINT: seconds running jobs get to finish before they are recorded as
+    /// interrupted.
+    #[arg(long, env = "NUVYN_SHUTDOWN_TIMEOUT_SECS", default_value_t = 60)]
+    pub shutdown_timeout_secs: u64,
+    /// An origin browsers may call the API from (repeat); none: no CORS headers.
+    #[arg(long = "cors-origin", value_name = "ORIGIN")]
+    pub cors_origins: Vec<String>,
 }
 
 #[derive(Debug, Args)]
@@ -598,6 +608,9 @@ fn job_config(env: &Env, inputs: JobInputs) -> Result<Config, ConfigError> {
             table_concurrency: inputs.discovery.table_concurrency as usize,
             progress: !inputs.discovery.no_progress,
             migrate: inputs.discovery.migrate,
+            run_id: None,
+            record_run: true,
+            cancel: Default::default(),
         }),
         output: inputs.output,
     })
@@ -700,6 +713,9 @@ impl Cli {
                         max_concurrent_jobs: a.max_concurrent_jobs,
                         max_queued_jobs: a.max_queued_jobs,
                         body_limit: a.body_limit_bytes,
+                        notebook_body_limit: a.notebook_body_limit_bytes,
+                        shutdown_timeout: std::time::Duration::from_secs(a.shutdown_timeout_secs),
+                        cors_origins: a.cors_origins,
                     }),
                     listen: a.listen,
                 })

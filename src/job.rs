@@ -43,6 +43,8 @@ pub enum RunStatus {
     Succeeded,
     Partial,
     Failed,
+    /// Stopped on request (the HTTP API) before anything was written.
+    Cancelled,
 }
 
 impl RunStatus {
@@ -51,6 +53,7 @@ impl RunStatus {
             Self::Succeeded => "succeeded",
             Self::Partial => "partial",
             Self::Failed => "failed",
+            Self::Cancelled => "cancelled",
         }
     }
 
@@ -60,6 +63,7 @@ impl RunStatus {
             Self::Succeeded => 0,
             Self::Failed => 1,
             Self::Partial => 3,
+            Self::Cancelled => 130,
         }
     }
 }
@@ -77,6 +81,26 @@ pub struct JobOptions {
     pub progress: bool,
     /// Apply pending schema migrations instead of refusing a warehouse that is behind.
     pub migrate: bool,
+    /// The run's id (the API's job id); `None`: a fresh one.
+    pub run_id: Option<String>,
+    /// Whether the job appends its own `executor_runs` row (the API records its jobs itself).
+    pub record_run: bool,
+    pub cancel: CancelFlag,
+}
+
+/// Asks a running job to stop. It is looked at between tables and before anything is
+/// written: a job stopped in time writes nothing, one already writing finishes.
+#[derive(Debug, Clone, Default)]
+pub struct CancelFlag(std::sync::Arc<std::sync::atomic::AtomicBool>);
+
+impl CancelFlag {
+    pub fn cancel(&self) {
+        self.0.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    pub fn is_cancelled(&self) -> bool {
+        self.0.load(std::sync::atomic::Ordering::SeqCst)
+    }
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -222,6 +246,10 @@ async fn run_source(
             let started = Instant::now();
             let name = t.name.clone();
             let root = loc.display_of(&t.root);
+            if opts.cancel.is_cancelled() {
+                pb.inc(1);
+                return profile::TableProfile::failed(&name, &root, "cancelled".to_string());
+            }
             // Each table runs in its own task: a panic inside a reader library on a
             // malformed file fails that table, not the job.
             let p = match tokio::spawn(async move { profile::profile_table(&ctx, &loc, &t).await })
@@ -265,7 +293,10 @@ async fn run_source(
 pub async fn run(opts: JobOptions) -> JobReport {
     let started_at = Utc::now();
     let clock = Instant::now();
-    let run_id = uuid::Uuid::new_v4().to_string();
+    let run_id = opts
+        .run_id
+        .clone()
+        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
     let spec = &opts.spec;
     tracing::info!(
         run_id = %run_id,
@@ -357,6 +388,12 @@ pub async fn run(opts: JobOptions) -> JobReport {
         ));
     }
 
+    if opts.cancel.is_cancelled() {
+        report.status = RunStatus::Cancelled;
+        report.error = Some("cancelled before its results were written".into());
+        tracing::warn!(run_id = %report.run_id, "cancelled; nothing written");
+        return finish(report, clock);
+    }
     if let Some(w) = &warehouse {
         match write_results(w, &report).await {
             Ok(()) => report.written = true,
@@ -367,7 +404,9 @@ pub async fn run(opts: JobOptions) -> JobReport {
             }
         }
         report.finished_at = Utc::now();
-        if let Err(e) = record_run(w, &report).await {
+        if opts.record_run
+            && let Err(e) = record_run(w, &report).await
+        {
             tracing::error!("recording the run in executor_runs failed: {e}");
             report.status = RunStatus::Failed;
             report

@@ -19,6 +19,7 @@ pub mod payload;
 pub mod profile;
 pub mod query;
 pub mod redact;
+pub mod runs;
 pub mod server;
 pub mod store;
 

@@ -39,11 +39,15 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    match runtime.block_on(app::run(config)) {
+    let code = match runtime.block_on(app::run(config)) {
         Ok(code) => ExitCode::from(code as u8),
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::from(1)
         }
-    }
+    };
+    // A server shutting down may leave a job that outlived its drain timeout on a blocking
+    // thread (it was told to stop and is recorded as interrupted): do not wait for it.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+    code
 }

@@ -1,31 +1,36 @@
 //! The HTTP API (`nuvyn-executor serve`): the backend creates extraction jobs and follows
-//! them. `app(state)` builds the router (tested with `oneshot`), `serve` binds it. Jobs run
-//! on the same code as the CLI, in the background, a bounded number at once behind a bounded
-//! queue. Every error is JSON `{error, message}` without internals.
-//!
-//! Not yet here (issue 6 continues): job state in `executor_runs` across restarts, the
-//! notebook/mapping endpoints, the OpenAPI document, graceful shutdown's job draining.
+//! them, and stores notebooks and mappings. `app(state)` builds the router (tested with
+//! `oneshot`), `serve` binds it and drains jobs on shutdown. Jobs run on the same code as the
+//! CLI, in the background, a bounded number at once behind a bounded queue; their state is
+//! written to `executor_runs` as it changes ([`crate::runs`]), so it outlives the process.
+//! Every error is JSON `{error, message}` without internals. The OpenAPI document is
+//! generated from the handlers' annotations (utoipa), so it cannot drift from the routes.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
 use axum::{Json, Router};
 use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 use tokio::sync::{Mutex, Semaphore};
+use utoipa::{IntoParams, OpenApi, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::discover::Filters;
-use crate::job::{self, JobOptions, RunMode};
+use crate::job::{self, CancelFlag, JobOptions, RunMode};
 use crate::location::{self, Location, LocationKind};
-use crate::metastore::Warehouse;
+use crate::metastore::{Warehouse, sql_literal};
+use crate::notebook::{Mapping, NotebookError, Store};
 use crate::payload::{self, CliJobArgs, PayloadError, RawPayload};
+use crate::runs::{self, Journal, RunRow};
 
 /// What the server is allowed to do. Its `Debug` hides the API key.
 #[derive(Clone)]
@@ -40,6 +45,12 @@ pub struct ServerConfig {
     pub max_concurrent_jobs: usize,
     pub max_queued_jobs: usize,
     pub body_limit: usize,
+    /// Notebooks carry their outputs (images included): their bodies may be larger.
+    pub notebook_body_limit: usize,
+    /// How long a shutdown waits for running jobs before recording them as interrupted.
+    pub shutdown_timeout: Duration,
+    /// Origins allowed to call the API from a browser; empty: no CORS headers at all.
+    pub cors_origins: Vec<String>,
 }
 
 impl std::fmt::Debug for ServerConfig {
@@ -52,8 +63,29 @@ impl std::fmt::Debug for ServerConfig {
             .field("max_concurrent_jobs", &self.max_concurrent_jobs)
             .field("max_queued_jobs", &self.max_queued_jobs)
             .field("body_limit", &self.body_limit)
+            .field("notebook_body_limit", &self.notebook_body_limit)
+            .field("shutdown_timeout", &self.shutdown_timeout)
+            .field("cors_origins", &self.cors_origins)
             .finish()
     }
+}
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("the warehouse {warehouse} is not ready: {reason}")]
+    Warehouse { warehouse: String, reason: String },
+    #[error("recovering the jobs a previous server left unfinished failed: {0}")]
+    Recover(runs::RunsError),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("refusing to listen on {0} without NUVYN_API_KEY: only loopback addresses may be open")]
+    OpenAddress(std::net::SocketAddr),
+    #[error("serving failed: {0}")]
+    Serve(std::io::Error),
 }
 
 /// One error type for every endpoint: a status, a stable code, and a message safe to show.
@@ -63,6 +95,16 @@ pub struct ApiError {
     error: &'static str,
     message: String,
     retry_after: Option<u64>,
+}
+
+/// The body of every error answer.
+#[derive(Debug, serde::Serialize, ToSchema)]
+pub struct ErrorBody {
+    /// A stable code: bad_request, unauthorized, forbidden, not_found, conflict,
+    /// payload_too_large, too_many_jobs, unavailable, internal.
+    pub error: String,
+    /// What went wrong, for a person; never internals or credentials.
+    pub message: String,
 }
 
 impl ApiError {
@@ -81,6 +123,12 @@ impl ApiError {
 
     fn not_found(message: impl Into<String>) -> Self {
         Self::new(StatusCode::NOT_FOUND, "not_found", message)
+    }
+
+    fn unavailable(message: impl Into<String>) -> Self {
+        let mut e = Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message);
+        e.retry_after = Some(5);
+        e
     }
 
     fn internal(e: impl std::fmt::Display) -> Self {
@@ -109,7 +157,8 @@ impl IntoResponse for ApiError {
     }
 }
 
-#[derive(Debug, Clone, serde::Serialize)]
+/// A job as the API shows it.
+#[derive(Debug, Clone, serde::Serialize, ToSchema)]
 pub struct JobRecord {
     pub job_id: String,
     pub workflow_id: String,
@@ -123,49 +172,433 @@ pub struct JobRecord {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub finished_at: Option<DateTime<Utc>>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
+    pub duration_ms: Option<i64>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// Set on a running job whose cancellation was asked for.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub cancel_requested: bool,
+    /// The job's report (per-source results) while this server holds it; after a restart,
+    /// the sources it wrote.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
     pub result: Option<Value>,
 }
 
+impl JobRecord {
+    fn of_row(r: &RunRow) -> Self {
+        let mut rec = Self {
+            job_id: r.run_id.clone(),
+            workflow_id: r.workflow_id.clone(),
+            source_id: r.source_id.clone(),
+            status: r.status.clone(),
+            created_at: runs::created_at_of(&r.run_id)
+                .or(r.started_at)
+                .unwrap_or_default(),
+            started_at: r.started_at,
+            finished_at: r.finished_at,
+            duration_ms: None,
+            error: r.error.clone(),
+            cancel_requested: false,
+            result: None,
+        };
+        rec.set_duration();
+        rec
+    }
+
+    fn set_duration(&mut self) {
+        self.duration_ms = match (self.started_at, self.finished_at) {
+            (Some(s), Some(f)) => Some((f - s).num_milliseconds()),
+            _ => None,
+        };
+    }
+
+    fn without_result(&self) -> Self {
+        Self {
+            result: None,
+            ..self.clone()
+        }
+    }
+}
+
+struct Job {
+    /// What the API shows: the last state committed to `executor_runs` (a state is shown
+    /// only once it is durable, so a caller who saw it finds it in the table).
+    record: JobRecord,
+    /// The newest change, queued for commit; decisions (cancel, start) look at this.
+    next: Option<JobRecord>,
+    /// Changes queued so far; the commit of the last one makes `next` visible.
+    queued: u64,
+    /// The job's `executor_runs` row id.
+    row_id: i64,
+    cancel: CancelFlag,
+}
+
+impl Job {
+    /// The job's state including changes not yet committed.
+    fn current(&self) -> &JobRecord {
+        self.next.as_ref().unwrap_or(&self.record)
+    }
+
+    fn row(&self) -> RunRow {
+        let r = self.current();
+        RunRow {
+            id: self.row_id,
+            run_id: r.job_id.clone(),
+            workflow_id: r.workflow_id.clone(),
+            source_id: r.source_id.clone(),
+            status: r.status.clone(),
+            error: r.error.clone(),
+            started_at: r.started_at,
+            finished_at: r.finished_at,
+        }
+    }
+}
+
+/// A change queued for commit: which job, its number, and the commit's answer.
+struct Pending {
+    id: String,
+    seq: u64,
+    ack: tokio::sync::oneshot::Receiver<Result<(), String>>,
+}
+
+/// Now, to the microsecond Delta keeps: a job read back from the table after a restart shows
+/// the same times as it did from memory.
+fn now() -> DateTime<Utc> {
+    use chrono::SubsecRound;
+    Utc::now().trunc_subsecs(6)
+}
+
+/// Finished jobs kept in memory (with their full reports); older ones are read from the table.
+const KEPT_IN_MEMORY: usize = 10_000;
+
 struct Inner {
     cfg: ServerConfig,
-    jobs: Mutex<BTreeMap<String, (JobRecord, Option<tokio::task::AbortHandle>)>>,
+    warehouse: Warehouse,
+    journal: Journal,
+    jobs: Mutex<BTreeMap<String, Job>>,
     running: Semaphore,
-    /// Jobs created and not yet finished or cancelled (running + waiting).
+    /// Jobs created and not yet in a final state (running + waiting).
     outstanding: AtomicUsize,
+    accepting: AtomicBool,
+    tasks: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
+    started: AtomicU64,
+    finished: AtomicU64,
+    recovered: usize,
 }
 
 #[derive(Clone)]
 pub struct AppState(Arc<Inner>);
 
 impl AppState {
-    pub fn new(cfg: ServerConfig) -> Self {
-        Self(Arc::new(Inner {
+    /// Readies the warehouse (a fresh one gets the schema; one behind is refused), starts the
+    /// run journal and marks jobs a previous server left unfinished as interrupted.
+    pub async fn start(cfg: ServerConfig) -> Result<Self, ServerError> {
+        let warehouse = Warehouse::new(cfg.warehouse.clone());
+        crate::migrate::ensure_current(&warehouse, false)
+            .await
+            .map_err(|reason| ServerError::Warehouse {
+                warehouse: warehouse.root.display.clone(),
+                reason,
+            })?;
+        let journal = Journal::start(warehouse.clone());
+        let recovered = runs::recover(&warehouse, &journal)
+            .await
+            .map_err(ServerError::Recover)?;
+        if !recovered.is_empty() {
+            tracing::warn!(
+                jobs = recovered.len(),
+                "jobs left queued or running by a previous server were marked failed (interrupted)"
+            );
+        }
+        Ok(Self(Arc::new(Inner {
             running: Semaphore::new(cfg.max_concurrent_jobs.max(1)),
             cfg,
+            warehouse,
+            journal,
             jobs: Mutex::new(BTreeMap::new()),
             outstanding: AtomicUsize::new(0),
-        }))
+            accepting: AtomicBool::new(true),
+            tasks: std::sync::Mutex::new(Vec::new()),
+            started: AtomicU64::new(0),
+            finished: AtomicU64::new(0),
+            recovered: recovered.len(),
+        })))
     }
+
+    /// Changes a job that is not final yet and queues its row. Called under the jobs lock,
+    /// so rows are queued in the order the changes happen; the change becomes visible when
+    /// [`AppState::committed`] sees its commit. A change into a final state frees the job's
+    /// place in the queue.
+    fn change(
+        &self,
+        jobs: &mut BTreeMap<String, Job>,
+        id: &str,
+        f: impl FnOnce(&mut JobRecord),
+    ) -> Option<Pending> {
+        let job = jobs.get_mut(id)?;
+        if runs::is_final(&job.current().status) {
+            return None;
+        }
+        let mut next = job.current().clone();
+        f(&mut next);
+        next.set_duration();
+        if runs::is_final(&next.status) {
+            self.0.outstanding.fetch_sub(1, Ordering::SeqCst);
+            self.0.finished.fetch_add(1, Ordering::SeqCst);
+        }
+        job.next = Some(next);
+        job.queued += 1;
+        Some(Pending {
+            id: id.to_string(),
+            seq: job.queued,
+            ack: self.0.journal.submit(job.row()),
+        })
+    }
+
+    /// Waits for a change's commit and shows it (unless a later change is queued, whose
+    /// commit will). A failed commit is logged and the change shown anyway: the job goes
+    /// on, and a restart would mark it interrupted.
+    async fn committed(&self, p: Option<Pending>) {
+        let Some(p) = p else { return };
+        if let Err(e) = runs::wait(p.ack).await {
+            tracing::error!(job_id = %p.id, "the job's state could not be recorded: {e}");
+        }
+        let mut jobs = self.0.jobs.lock().await;
+        if let Some(job) = jobs.get_mut(&p.id)
+            && job.queued == p.seq
+            && let Some(next) = job.next.take()
+        {
+            job.record = next;
+        }
+    }
+
+    async fn set_final(
+        &self,
+        id: &str,
+        status: &str,
+        error: Option<String>,
+        result: Option<Value>,
+    ) {
+        let p = {
+            let mut jobs = self.0.jobs.lock().await;
+            self.change(&mut jobs, id, |r| {
+                r.status = status.to_string();
+                r.error = error;
+                r.result = result;
+                r.finished_at = Some(now());
+            })
+        };
+        self.committed(p).await;
+    }
+
+    /// Stops taking jobs (creates answer 503 from now on).
+    pub fn stop_accepting(&self) {
+        self.0.accepting.store(false, Ordering::SeqCst);
+    }
+
+    /// The shutdown: no new jobs; queued jobs are recorded as interrupted; running jobs get
+    /// `timeout` to finish, then are asked to stop and recorded as interrupted. Returns when
+    /// every state is committed.
+    pub async fn drain(&self, timeout: Duration) {
+        self.stop_accepting();
+        self.0.running.close();
+        let handles = std::mem::take(&mut *self.0.tasks.lock().unwrap_or_else(|e| e.into_inner()));
+        let running = self.0.outstanding.load(Ordering::SeqCst);
+        tracing::info!(
+            jobs = running,
+            ?timeout,
+            "draining: waiting for running jobs"
+        );
+        if tokio::time::timeout(timeout, futures::future::join_all(handles))
+            .await
+            .is_err()
+        {
+            let acks: Vec<_> = {
+                let mut jobs = self.0.jobs.lock().await;
+                let ids: Vec<String> = jobs
+                    .iter()
+                    .filter(|(_, j)| !runs::is_final(&j.current().status))
+                    .map(|(id, _)| id.clone())
+                    .collect();
+                ids.into_iter()
+                    .filter_map(|id| {
+                        if let Some(j) = jobs.get(&id) {
+                            j.cancel.cancel();
+                        }
+                        tracing::warn!(job_id = %id, "recorded as interrupted");
+                        self.change(&mut jobs, &id, |r| {
+                            r.status = "failed".into();
+                            r.error = Some(format!(
+                                "interrupted: still running when the server shut down ({}s after the shutdown began)",
+                                timeout.as_secs()
+                            ));
+                            r.finished_at = Some(now());
+                        })
+                    })
+                    .collect()
+            };
+            for p in acks {
+                self.committed(Some(p)).await;
+            }
+        }
+        tracing::info!("drained");
+    }
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "nuvyn-executor",
+        description = "Creates and follows extraction jobs that catalogue a data lake into Delta tables partitioned by workflow_id; stores workflow notebooks and their cell-to-operator mappings."
+    ),
+    modifiers(&BearerAuth),
+    security(("bearer" = [])),
+    tags(
+        (name = "jobs", description = "Extraction jobs"),
+        (name = "workflows", description = "What the warehouse holds per workflow"),
+        (name = "notebooks", description = "Versioned Jupyter notebooks and mappings per workflow"),
+        (name = "service", description = "The server itself"),
+    )
+)]
+struct ApiDoc;
+
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        openapi
+            .components
+            .get_or_insert_default()
+            .add_security_scheme(
+                "bearer",
+                SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+            );
+        openapi.info.version = crate::VERSION.to_string();
+    }
+}
+
+/// The router and the OpenAPI document made from the same route list.
+fn routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(info))
+        .routes(routes!(openapi_json))
+        .routes(routes!(create_job))
+        .routes(routes!(list_jobs))
+        .routes(routes!(get_job, cancel_job))
+        .routes(routes!(workflow_metadata))
+        .routes(routes!(list_notebooks, put_notebook))
+        .routes(routes!(get_notebook))
+        .routes(routes!(diff_notebooks))
+        .routes(routes!(get_mapping, put_mapping))
+        .routes(routes!(check_mapping))
+        .routes(routes!(health))
+        .split_for_parts()
+}
+
+/// The OpenAPI 3 document of this server's API.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    let (_, mut api) = routes();
+    // /health is the one open endpoint.
+    if let Some(p) = api.paths.paths.get_mut("/health") {
+        for op in [&mut p.get].into_iter().flatten() {
+            op.security = Some(Vec::new());
+        }
+    }
+    api
 }
 
 /// The router: `/health` is open, everything else needs the bearer token when one is set.
 pub fn app(state: AppState) -> Router {
+    let (router, _) = routes();
     let limit = state.0.cfg.body_limit;
-    let protected = Router::new()
-        .route("/info", get(info))
-        .route("/jobs/create", post(create_job))
-        .route("/jobs", get(list_jobs))
-        .route("/jobs/{job_id}", get(get_job).delete(cancel_job))
-        .route("/workflows/{workflow_id}/metadata", get(workflow_metadata))
-        .layer(middleware::from_fn_with_state(state.clone(), auth));
-    Router::new()
-        .route("/health", get(|| async { Json(json!({"status": "ok"})) }))
-        .merge(protected)
+    let notebook_limit = state.0.cfg.notebook_body_limit.max(limit);
+    let mut router = router
+        .layer(middleware::from_fn_with_state(
+            (limit, notebook_limit),
+            body_limit,
+        ))
         .fallback(|| async { ApiError::not_found("no such endpoint") })
-        .layer(DefaultBodyLimit::max(limit))
-        .with_state(state)
+        // Outermost but CORS: nothing else runs (no body is read) for a caller without the
+        // token, and unknown paths are not told apart from known ones.
+        .layer(middleware::from_fn_with_state(state.clone(), auth))
+        // `body_limit` decides; axum's own 2 MB default would cut notebooks short.
+        .layer(DefaultBodyLimit::disable());
+    if !state.0.cfg.cors_origins.is_empty() {
+        router = router.layer(middleware::from_fn_with_state(state.clone(), cors));
+    }
+    router.with_state(state)
+}
+
+/// Limits request bodies (notebook uploads may be larger than everything else). The body is
+/// read here, so a chunked body without a length is limited like any other.
+async fn body_limit(
+    State((limit, notebook_limit)): State<(usize, usize)>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let max = if req.uri().path().contains("/notebooks") {
+        notebook_limit
+    } else {
+        limit
+    };
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > max) {
+        return too_large(max);
+    }
+    let (parts, body) = req.into_parts();
+    let Ok(bytes) = axum::body::to_bytes(body, max).await else {
+        return too_large(max);
+    };
+    next.run(Request::from_parts(parts, axum::body::Body::from(bytes)))
+        .await
+}
+
+fn too_large(max: usize) -> Response {
+    ApiError::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "payload_too_large",
+        format!("the request body is larger than {max} bytes"),
+    )
+    .into_response()
+}
+
+/// CORS, only for the configured origins (and only when some are configured).
+async fn cors(State(s): State<AppState>, req: Request, next: Next) -> Response {
+    let origin = req
+        .headers()
+        .get(header::ORIGIN)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let allowed = origin
+        .as_deref()
+        .filter(|o| s.0.cfg.cors_origins.iter().any(|a| a == o))
+        .and_then(|o| HeaderValue::from_str(o).ok());
+    let preflight = req.method() == axum::http::Method::OPTIONS;
+    let mut resp = if preflight && allowed.is_some() {
+        StatusCode::NO_CONTENT.into_response()
+    } else {
+        next.run(req).await
+    };
+    if let Some(o) = allowed {
+        let h = resp.headers_mut();
+        h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, o);
+        h.insert(header::VARY, HeaderValue::from_static("origin"));
+        h.insert(
+            header::ACCESS_CONTROL_ALLOW_HEADERS,
+            HeaderValue::from_static("authorization, content-type"),
+        );
+        h.insert(
+            header::ACCESS_CONTROL_ALLOW_METHODS,
+            HeaderValue::from_static("GET, POST, PUT, DELETE"),
+        );
+    }
+    resp
 }
 
 /// Constant-time comparison, so the token cannot be guessed byte by byte from timings.
@@ -178,7 +611,9 @@ fn same(a: &[u8], b: &[u8]) -> bool {
 }
 
 async fn auth(State(s): State<AppState>, req: Request, next: Next) -> Response {
-    if let Some(key) = &s.0.cfg.api_key {
+    if let Some(key) = &s.0.cfg.api_key
+        && req.uri().path() != "/health"
+    {
         let given = req
             .headers()
             .get(header::AUTHORIZATION)
@@ -197,8 +632,19 @@ async fn auth(State(s): State<AppState>, req: Request, next: Next) -> Response {
     next.run(req).await
 }
 
+/// Liveness; the only endpoint open without a token.
+#[utoipa::path(get, path = "/health", tag = "service",
+    responses((status = 200, description = "The server is up", body = Value)))]
+async fn health() -> Json<Value> {
+    Json(json!({"status": "ok"}))
+}
+
+/// Version, warehouse, schema version, and the job counters.
+#[utoipa::path(get, path = "/info", tag = "service",
+    responses((status = 200, description = "About this server", body = Value),
+              (status = 401, description = "No or a wrong bearer token", body = ErrorBody)))]
 async fn info(State(s): State<AppState>) -> Result<Json<Value>, ApiError> {
-    let m = crate::migrate::Migrator::new(Warehouse::new(s.0.cfg.warehouse.clone()));
+    let m = crate::migrate::Migrator::new(s.0.warehouse.clone());
     let schema = m.status().await.map(|st| st.schema_version).ok();
     Ok(Json(json!({
         "version": crate::VERSION,
@@ -206,7 +652,22 @@ async fn info(State(s): State<AppState>) -> Result<Json<Value>, ApiError> {
         "schema_version": schema,
         "binary_schema_version": crate::migrate::binary_version(),
         "max_concurrent_jobs": s.0.cfg.max_concurrent_jobs,
+        "max_queued_jobs": s.0.cfg.max_queued_jobs,
+        "accepting_jobs": s.0.accepting.load(Ordering::SeqCst),
+        "jobs": {
+            "outstanding": s.0.outstanding.load(Ordering::SeqCst),
+            "started": s.0.started.load(Ordering::SeqCst),
+            "finished": s.0.finished.load(Ordering::SeqCst),
+            "recovered_as_interrupted": s.0.recovered,
+        },
     })))
+}
+
+/// This API's OpenAPI 3 document.
+#[utoipa::path(get, path = "/openapi.json", tag = "service",
+    responses((status = 200, description = "The OpenAPI 3 document", body = Value)))]
+async fn openapi_json() -> Json<utoipa::openapi::OpenApi> {
+    Json(openapi())
 }
 
 fn payload_error(e: PayloadError) -> ApiError {
@@ -257,6 +718,51 @@ fn check_source(cfg: &ServerConfig, path: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// The job request, as in the workflow_id migration document (for the OpenAPI document;
+/// the body is parsed by the same code as `NUVYN_JOB_PAYLOAD`).
+#[derive(Debug, serde::Deserialize, ToSchema)]
+#[allow(dead_code)]
+pub struct JobRequest {
+    /// metadata_extraction (default), schema_validation
+    job_type: Option<String>,
+    /// The source to catalogue (or give `sources`).
+    data_source_path: Option<String>,
+    data_source_type: Option<String>,
+    /// Required unless `job_metadata.workflow_id` is given (which takes priority).
+    workflow_id: Option<String>,
+    source_id: Option<String>,
+    tenant_id: Option<String>,
+    #[schema(value_type = Option<Object>)]
+    job_metadata: Option<Value>,
+    /// Several sources: objects with data_source_path, source_id, data_source_type, storage_options.
+    #[schema(value_type = Option<Vec<Object>>)]
+    sources: Option<Vec<Value>>,
+    /// Storage settings (credentials) for data_source_path; never stored or shown.
+    #[schema(value_type = Option<Object>)]
+    storage_options: Option<Value>,
+}
+
+/// The answer to a created job.
+#[derive(Debug, serde::Serialize, ToSchema)]
+pub struct Created {
+    pub job_id: String,
+    /// Always "created".
+    pub status: String,
+    pub message: String,
+}
+
+/// Creates a job; it runs in the background.
+#[utoipa::path(post, path = "/jobs/create", tag = "jobs",
+    request_body(content = JobRequest, content_type = "application/json"),
+    responses(
+        (status = 200, description = "Created; its state is recorded before this answer", body = Created),
+        (status = 400, description = "Malformed JSON or a missing/invalid field (`Missing required field: workflow_id`)", body = ErrorBody),
+        (status = 401, description = "No or a wrong bearer token", body = ErrorBody),
+        (status = 403, description = "data_source_path outside the allowed prefixes, or local", body = ErrorBody),
+        (status = 413, description = "Body too large", body = ErrorBody),
+        (status = 429, description = "The queue is full; see Retry-After", body = ErrorBody),
+        (status = 503, description = "Shutting down, or the job could not be recorded; see Retry-After", body = ErrorBody),
+    ))]
 async fn create_job(State(s): State<AppState>, body: Bytes) -> Result<Response, ApiError> {
     let text =
         std::str::from_utf8(&body).map_err(|_| ApiError::bad_request("the body is not UTF-8"))?;
@@ -264,6 +770,11 @@ async fn create_job(State(s): State<AppState>, body: Bytes) -> Result<Response, 
     let spec = payload::resolve(Some(&raw), &CliJobArgs::default(), true).map_err(payload_error)?;
     for src in &spec.sources {
         check_source(&s.0.cfg, &src.path)?;
+    }
+    if !s.0.accepting.load(Ordering::SeqCst) {
+        return Err(ApiError::unavailable(
+            "the server is shutting down; retry against another instance or later",
+        ));
     }
     // Bounded: running plus waiting jobs may not exceed the two limits together.
     let capacity = s.0.cfg.max_concurrent_jobs.max(1) + s.0.cfg.max_queued_jobs;
@@ -277,184 +788,335 @@ async fn create_job(State(s): State<AppState>, body: Bytes) -> Result<Response, 
         e.retry_after = Some(5);
         return Err(e);
     }
-    let job_id = format!("job_{}", uuid::Uuid::new_v4().simple());
-    let record = JobRecord {
-        job_id: job_id.clone(),
-        workflow_id: spec.workflow_id.clone(),
-        source_id: spec.source_id.clone(),
-        status: "created".into(),
-        created_at: Utc::now(),
-        started_at: None,
-        finished_at: None,
-        error: None,
-        result: None,
+    let job_id = runs::new_job_id();
+    let cancel = CancelFlag::default();
+    let job = Job {
+        record: JobRecord {
+            job_id: job_id.clone(),
+            workflow_id: spec.workflow_id.clone(),
+            source_id: spec.source_id.clone(),
+            status: "created".into(),
+            created_at: runs::created_at_of(&job_id).unwrap_or_else(now),
+            started_at: None,
+            finished_at: None,
+            duration_ms: None,
+            error: None,
+            cancel_requested: false,
+            result: None,
+        },
+        next: None,
+        queued: 0,
+        row_id: runs::new_row_id(),
+        cancel: cancel.clone(),
     };
-    let state = s.clone();
-    let id = job_id.clone();
-    let mut jobs = s.0.jobs.lock().await;
-    let handle = tokio::spawn(async move {
-        let Ok(_permit) = state.0.running.acquire().await else {
-            return;
-        };
-        state
-            .update(&id, |r| {
-                r.status = "running".into();
-                r.started_at = Some(Utc::now());
-            })
-            .await;
-        let opts = JobOptions {
-            spec,
-            run_mode: RunMode::Api,
-            warehouse: Some(state.0.cfg.warehouse.clone()),
-            filters: Filters::default(),
-            source_concurrency: 4,
-            table_concurrency: 2,
-            progress: false,
-            migrate: false,
-        };
-        // The job's future borrows across awaits in ways `tokio::spawn`'s Send check cannot
-        // follow; it runs on a blocking thread driving the same runtime instead.
-        let rt = tokio::runtime::Handle::current();
-        let Ok(report) = tokio::task::spawn_blocking(move || rt.block_on(job::run(opts))).await
-        else {
-            state
-                .update(&id, |r| {
-                    r.status = "failed".into();
-                    r.error = Some("the job crashed".into());
-                })
-                .await;
-            return;
-        };
-        let result = serde_json::to_value(&report).ok();
-        state
-            .update(&id, |r| {
-                r.status = report.status.as_str().to_string();
-                r.finished_at = Some(Utc::now());
-                r.error = report.error.clone();
-                r.result = result;
-            })
-            .await;
-    });
-    jobs.insert(job_id.clone(), (record, Some(handle.abort_handle())));
-    drop(jobs);
+    // Recorded before the answer: a job the caller was told about survives a crash (as
+    // interrupted, at worst).
+    let ack = {
+        let mut jobs = s.0.jobs.lock().await;
+        let ack = s.0.journal.submit(job.row());
+        jobs.insert(job_id.clone(), job);
+        evict(&mut jobs);
+        ack
+    };
+    if let Err(e) = runs::wait(ack).await {
+        s.0.jobs.lock().await.remove(&job_id);
+        s.0.outstanding.fetch_sub(1, Ordering::SeqCst);
+        tracing::error!("a job could not be recorded: {e}");
+        return Err(ApiError::unavailable(
+            "the job could not be recorded in the warehouse; retry later",
+        ));
+    }
+    let handle = tokio::spawn(run_job(s.clone(), job_id.clone(), spec, cancel));
+    {
+        let mut tasks = s.0.tasks.lock().unwrap_or_else(|e| e.into_inner());
+        tasks.retain(|t| !t.is_finished());
+        tasks.push(handle);
+    }
+    tracing::info!(job_id = %job_id, "job created");
     Ok((
         StatusCode::OK,
-        Json(json!({"job_id": job_id, "status": "created", "message": "Job created successfully"})),
+        Json(Created {
+            job_id,
+            status: "created".into(),
+            message: "Job created successfully".into(),
+        }),
     )
         .into_response())
 }
 
-impl AppState {
-    /// Changes a job's record unless it was cancelled; a change into a final state frees its
-    /// place in the queue (exactly once: cancelling does the same under the same lock).
-    async fn update(&self, id: &str, f: impl FnOnce(&mut JobRecord)) {
-        if let Some((r, _)) = self.0.jobs.lock().await.get_mut(id)
-            && r.status != "cancelled"
-        {
-            f(r);
-            if !matches!(r.status.as_str(), "created" | "running") {
-                self.0.outstanding.fetch_sub(1, Ordering::SeqCst);
-            }
-        }
+/// Drops the oldest finished jobs from memory beyond [`KEPT_IN_MEMORY`]; they stay readable
+/// from `executor_runs`.
+fn evict(jobs: &mut BTreeMap<String, Job>) {
+    if jobs.len() <= KEPT_IN_MEMORY {
+        return;
+    }
+    let excess = jobs.len() - KEPT_IN_MEMORY;
+    let old: Vec<String> = jobs
+        .iter()
+        .filter(|(_, j)| j.next.is_none() && runs::is_final(&j.record.status))
+        .take(excess)
+        .map(|(id, _)| id.clone())
+        .collect();
+    for id in old {
+        jobs.remove(&id);
     }
 }
 
+/// One job's life: wait for a place, run, record the outcome.
+async fn run_job(s: AppState, id: String, spec: payload::JobSpec, cancel: CancelFlag) {
+    let Ok(_permit) = s.0.running.acquire().await else {
+        // Closed: the server is shutting down before this job got a place.
+        s.set_final(
+            &id,
+            "failed",
+            Some("interrupted: the server shut down before the job started".into()),
+            None,
+        )
+        .await;
+        return;
+    };
+    let ack = {
+        let mut jobs = s.0.jobs.lock().await;
+        match jobs.get(&id) {
+            Some(j) if j.current().status == "created" => {}
+            _ => return, // cancelled while waiting
+        }
+        s.change(&mut jobs, &id, |r| {
+            r.status = "running".into();
+            r.started_at = Some(now());
+        })
+    };
+    s.0.started.fetch_add(1, Ordering::SeqCst);
+    s.committed(ack).await;
+    let opts = JobOptions {
+        spec,
+        run_mode: RunMode::Api,
+        warehouse: Some(s.0.cfg.warehouse.clone()),
+        filters: Filters::default(),
+        source_concurrency: 4,
+        table_concurrency: 2,
+        progress: false,
+        migrate: false,
+        run_id: Some(id.clone()),
+        record_run: false,
+        cancel,
+    };
+    // The job's future borrows across awaits in ways `tokio::spawn`'s Send check cannot
+    // follow; it runs on a blocking thread driving the same runtime instead.
+    let rt = tokio::runtime::Handle::current();
+    let Ok(report) = tokio::task::spawn_blocking(move || rt.block_on(job::run(opts))).await else {
+        s.set_final(&id, "failed", Some("the job crashed".into()), None)
+            .await;
+        return;
+    };
+    let result = serde_json::to_value(&report).ok();
+    s.set_final(&id, report.status.as_str(), report.error.clone(), result)
+        .await;
+}
+
+/// A job: from memory while this server holds it, else from `executor_runs`.
+#[utoipa::path(get, path = "/jobs/{job_id}", tag = "jobs",
+    params(("job_id" = String, Path, description = "The id POST /jobs/create answered")),
+    responses(
+        (status = 200, description = "The job", body = JobRecord),
+        (status = 401, description = "No or a wrong bearer token", body = ErrorBody),
+        (status = 404, description = "No such job", body = ErrorBody),
+    ))]
 async fn get_job(
     State(s): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Json<JobRecord>, ApiError> {
-    s.0.jobs
-        .lock()
+    if let Some(j) = s.0.jobs.lock().await.get(&id) {
+        return Ok(Json(j.record.clone()));
+    }
+    let mut rec = stored_job(&s, &id).await?;
+    let sources = runs::written_sources(&s.0.warehouse, &id)
         .await
-        .get(&id)
-        .map(|(r, _)| Json(r.clone()))
-        .ok_or_else(|| ApiError::not_found(format!("no job {}", payload::printable(&id))))
+        .map_err(ApiError::internal)?;
+    rec.result = Some(json!({ "sources": sources }));
+    Ok(Json(rec))
 }
 
-#[derive(Debug, serde::Deserialize)]
+async fn stored_job(s: &AppState, id: &str) -> Result<JobRecord, ApiError> {
+    let not_found = || ApiError::not_found(format!("no job {}", payload::printable(id)));
+    if !id.starts_with("job_") || id.len() > 64 {
+        return Err(not_found());
+    }
+    let rows = runs::read(&s.0.warehouse, &runs::by_id(id), None)
+        .await
+        .map_err(ApiError::internal)?;
+    rows.first().map(JobRecord::of_row).ok_or_else(not_found)
+}
+
+#[derive(Debug, serde::Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 struct ListQuery {
+    /// Only this workflow's jobs.
     workflow_id: Option<String>,
+    /// Only jobs in this state.
     status: Option<String>,
+    /// From 1.
     page: Option<usize>,
+    /// 1 to 500; 50 by default.
     page_size: Option<usize>,
 }
 
+/// A page of jobs.
+#[derive(Debug, serde::Serialize, ToSchema)]
+pub struct JobList {
+    /// Newest first, without their reports.
+    pub jobs: Vec<JobRecord>,
+    pub page: usize,
+    pub page_size: usize,
+    pub total: usize,
+}
+
+const STATUSES: [&str; 6] = [
+    "created",
+    "running",
+    "succeeded",
+    "partial",
+    "failed",
+    "cancelled",
+];
+
+/// The API's jobs, newest first, from `executor_runs` (so jobs of earlier server runs too).
+#[utoipa::path(get, path = "/jobs", tag = "jobs", params(ListQuery),
+    responses(
+        (status = 200, description = "A page of jobs", body = JobList),
+        (status = 400, description = "A bad filter or page", body = ErrorBody),
+        (status = 401, description = "No or a wrong bearer token", body = ErrorBody),
+    ))]
 async fn list_jobs(
     State(s): State<AppState>,
     Query(q): Query<ListQuery>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<JobList>, ApiError> {
     let size = q.page_size.unwrap_or(50);
     if size == 0 || size > 500 {
         return Err(ApiError::bad_request("page_size must be from 1 to 500"));
     }
     let page = q.page.unwrap_or(1).max(1);
+    let mut filter = vec!["TRUE".to_string()];
+    if let Some(w) = &q.workflow_id {
+        payload::validate_id("workflow_id", w).map_err(|e| ApiError::bad_request(e.to_string()))?;
+        filter.push(format!("workflow_id = {}", sql_literal(w)));
+    }
+    if let Some(st) = &q.status {
+        if !STATUSES.contains(&st.as_str()) {
+            return Err(ApiError::bad_request(format!(
+                "status must be one of {}",
+                STATUSES.join(", ")
+            )));
+        }
+        filter.push(format!("status = {}", sql_literal(st)));
+    }
+    let filter = filter.join(" AND ");
+    let w = &s.0.warehouse;
+    let total = runs::count(w, &filter).await.map_err(ApiError::internal)?;
+    let rows = runs::read(w, &filter, Some(((page - 1) * size, size)))
+        .await
+        .map_err(ApiError::internal)?;
     let jobs = s.0.jobs.lock().await;
-    let mut all: Vec<&JobRecord> = jobs
-        .values()
-        .map(|(r, _)| r)
-        .filter(|r| q.workflow_id.as_ref().is_none_or(|w| &r.workflow_id == w))
-        .filter(|r| q.status.as_ref().is_none_or(|st| &r.status == st))
-        .collect();
-    all.sort_by_key(|r| std::cmp::Reverse(r.created_at));
-    let total = all.len();
-    let items: Vec<Value> = all
-        .into_iter()
-        .skip((page - 1) * size)
-        .take(size)
+    // Memory may be a moment ahead of the table (a change is committed after it is made).
+    let items = rows
+        .iter()
         .map(|r| {
-            let mut v = serde_json::to_value(r).unwrap_or_default();
-            v.as_object_mut().map(|o| o.remove("result"));
-            v
+            jobs.get(&r.run_id)
+                .map(|j| j.record.without_result())
+                .unwrap_or_else(|| JobRecord::of_row(r))
         })
         .collect();
-    Ok(Json(
-        json!({"jobs": items, "page": page, "page_size": size, "total": total}),
-    ))
+    Ok(Json(JobList {
+        jobs: items,
+        page,
+        page_size: size,
+        total,
+    }))
 }
 
+/// Cancels a job: a queued one at once (200); a running one is asked to stop (202) and ends
+/// `cancelled` if it had not started writing, else with its own outcome.
+#[utoipa::path(delete, path = "/jobs/{job_id}", tag = "jobs",
+    params(("job_id" = String, Path, description = "The job")),
+    responses(
+        (status = 200, description = "Cancelled", body = JobRecord),
+        (status = 202, description = "Running: asked to stop", body = JobRecord),
+        (status = 401, description = "No or a wrong bearer token", body = ErrorBody),
+        (status = 404, description = "No such job", body = ErrorBody),
+        (status = 409, description = "Already finished", body = ErrorBody),
+    ))]
 async fn cancel_job(
     State(s): State<AppState>,
     Path(id): Path<String>,
-) -> Result<Json<JobRecord>, ApiError> {
+) -> Result<Response, ApiError> {
     let mut jobs = s.0.jobs.lock().await;
-    let (r, handle) = jobs
-        .get_mut(&id)
-        .ok_or_else(|| ApiError::not_found(format!("no job {}", payload::printable(&id))))?;
-    if matches!(r.status.as_str(), "created" | "running") {
-        if let Some(h) = handle.take() {
-            h.abort();
-        }
-        s.0.outstanding.fetch_sub(1, Ordering::SeqCst);
-        r.status = "cancelled".into();
-        r.finished_at = Some(Utc::now());
-        Ok(Json(r.clone()))
-    } else {
-        Err(ApiError::new(
+    let Some(job) = jobs.get_mut(&id) else {
+        drop(jobs);
+        let rec = stored_job(&s, &id).await?;
+        return Err(ApiError::new(
             StatusCode::CONFLICT,
             "conflict",
-            format!("job {id} is already {}", r.status),
-        ))
+            format!("job {id} is already {}", rec.status),
+        ));
+    };
+    match job.current().status.clone().as_str() {
+        "created" => {
+            job.cancel.cancel();
+            let p = s.change(&mut jobs, &id, |r| {
+                r.status = "cancelled".into();
+                r.finished_at = Some(now());
+            });
+            drop(jobs);
+            s.committed(p).await;
+            let rec = s.0.jobs.lock().await.get(&id).map(|j| j.record.clone());
+            Ok((StatusCode::OK, Json(rec)).into_response())
+        }
+        "running" => {
+            job.cancel.cancel();
+            job.record.cancel_requested = true;
+            if let Some(n) = job.next.as_mut() {
+                n.cancel_requested = true;
+            }
+            Ok((StatusCode::ACCEPTED, Json(job.record.clone())).into_response())
+        }
+        other => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "conflict",
+            format!("job {id} is already {other}"),
+        )),
     }
 }
 
-#[derive(Debug, serde::Deserialize)]
+#[derive(Debug, serde::Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 struct MetadataQuery {
+    /// Only this source's rows.
     source_id: Option<String>,
 }
 
+fn check_workflow(workflow_id: &str) -> Result<(), ApiError> {
+    payload::validate_id("workflow_id", workflow_id)
+        .map_err(|e| ApiError::bad_request(e.to_string()))
+}
+
+/// Everything the warehouse holds for a workflow (the `query` command's result).
+#[utoipa::path(get, path = "/workflows/{workflow_id}/metadata", tag = "workflows",
+    params(("workflow_id" = String, Path, description = "The workflow"), MetadataQuery),
+    responses(
+        (status = 200, description = "Latest run, sources with their tables and columns", body = Value),
+        (status = 400, description = "A bad id", body = ErrorBody),
+        (status = 401, description = "No or a wrong bearer token", body = ErrorBody),
+    ))]
 async fn workflow_metadata(
     State(s): State<AppState>,
     Path(workflow_id): Path<String>,
     Query(q): Query<MetadataQuery>,
-    _headers: HeaderMap,
 ) -> Result<Json<Value>, ApiError> {
-    payload::validate_id("workflow_id", &workflow_id)
-        .map_err(|e| ApiError::bad_request(e.to_string()))?;
+    check_workflow(&workflow_id)?;
     if let Some(sid) = &q.source_id {
         payload::validate_id("source_id", sid).map_err(|e| ApiError::bad_request(e.to_string()))?;
     }
-    let w = Warehouse::new(s.0.cfg.warehouse.clone());
-    let ctx = crate::query::session(&w, crate::query::DEFAULT_CATALOG)
+    let ctx = crate::query::session(&s.0.warehouse, crate::query::DEFAULT_CATALOG)
         .await
         .map_err(ApiError::internal)?;
     let v = crate::query::workflow_metadata(&ctx, &workflow_id, q.source_id.as_deref())
@@ -463,23 +1125,311 @@ async fn workflow_metadata(
     Ok(Json(v))
 }
 
-/// Binds and serves until `shutdown` resolves. Refuses a non-loopback address without a key.
+fn notebook_error(e: NotebookError) -> ApiError {
+    match e {
+        NotebookError::Invalid(_) | NotebookError::Mapping(_) => {
+            ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid", e.to_string())
+        }
+        NotebookError::NotFound { .. } => ApiError::not_found(e.to_string()),
+        other => ApiError::internal(other),
+    }
+}
+
+fn store(s: &AppState) -> Store {
+    Store::new(s.0.warehouse.clone())
+}
+
+/// The workflow's notebook versions.
+#[utoipa::path(get, path = "/workflows/{workflow_id}/notebooks", tag = "notebooks",
+    params(("workflow_id" = String, Path, description = "The workflow")),
+    responses(
+        (status = 200, description = "Versions, oldest first (number, sha256, cells, created)", body = Value),
+        (status = 400, description = "A bad id", body = ErrorBody),
+    ))]
+async fn list_notebooks(
+    State(s): State<AppState>,
+    Path(workflow_id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    check_workflow(&workflow_id)?;
+    let v = store(&s).list(&workflow_id).await.map_err(notebook_error)?;
+    Ok(Json(json!({ "workflow_id": workflow_id, "versions": v })))
+}
+
+#[derive(Debug, serde::Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+struct PutNotebookQuery {
+    /// Who stores it (recorded with the version).
+    created_by: Option<String>,
+}
+
+/// Stores a Jupyter notebook (the body, .ipynb JSON) as the workflow's next version, or
+/// answers the version that holds identical content; mappings are carried forward.
+#[utoipa::path(post, path = "/workflows/{workflow_id}/notebooks", tag = "notebooks",
+    params(("workflow_id" = String, Path, description = "The workflow"), PutNotebookQuery),
+    request_body(content = Value, content_type = "application/json", description = "The .ipynb document"),
+    responses(
+        (status = 200, description = "Stored (or already there)", body = Value),
+        (status = 413, description = "Body too large", body = ErrorBody),
+        (status = 422, description = "Not a valid notebook (the cell is named)", body = ErrorBody),
+    ))]
+async fn put_notebook(
+    State(s): State<AppState>,
+    Path(workflow_id): Path<String>,
+    Query(q): Query<PutNotebookQuery>,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    check_workflow(&workflow_id)?;
+    let text =
+        std::str::from_utf8(&body).map_err(|_| ApiError::bad_request("the body is not UTF-8"))?;
+    let r = store(&s)
+        .put(&workflow_id, text, q.created_by.as_deref())
+        .await
+        .map_err(notebook_error)?;
+    Ok(Json(serde_json::to_value(r).map_err(ApiError::internal)?))
+}
+
+fn version_of(v: &str, what: &str) -> Result<Option<i32>, ApiError> {
+    if v == "latest" {
+        return Ok(None);
+    }
+    match v.parse::<i32>() {
+        Ok(n) if n >= 1 => Ok(Some(n)),
+        _ => Err(ApiError::bad_request(format!(
+            "{what} must be a version number from 1, or latest (got {})",
+            payload::printable(v)
+        ))),
+    }
+}
+
+/// One notebook version as stored (.ipynb JSON); `latest` for the newest.
+#[utoipa::path(get, path = "/workflows/{workflow_id}/notebooks/{version}", tag = "notebooks",
+    params(("workflow_id" = String, Path, description = "The workflow"),
+           ("version" = String, Path, description = "A version number, or latest")),
+    responses(
+        (status = 200, description = "The notebook; its number is in the X-Notebook-Version header", body = Value, content_type = "application/x-ipynb+json"),
+        (status = 404, description = "No such version", body = ErrorBody),
+    ))]
+async fn get_notebook(
+    State(s): State<AppState>,
+    Path((workflow_id, version)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    check_workflow(&workflow_id)?;
+    let v = version_of(&version, "version")?;
+    let (n, text) = store(&s)
+        .get(&workflow_id, v)
+        .await
+        .map_err(notebook_error)?;
+    let mut r = text.into_response();
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/x-ipynb+json"),
+    );
+    r.headers_mut()
+        .insert("x-notebook-version", HeaderValue::from(n));
+    Ok(r)
+}
+
+/// Cells added, removed, changed and moved between two versions.
+#[utoipa::path(get, path = "/workflows/{workflow_id}/notebooks/{from}/diff/{to}", tag = "notebooks",
+    params(("workflow_id" = String, Path, description = "The workflow"),
+           ("from" = i32, Path, description = "The older version"),
+           ("to" = i32, Path, description = "The newer version")),
+    responses(
+        (status = 200, description = "The differences, by cell id", body = Value),
+        (status = 404, description = "No such version", body = ErrorBody),
+    ))]
+async fn diff_notebooks(
+    State(s): State<AppState>,
+    Path((workflow_id, from, to)): Path<(String, String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    check_workflow(&workflow_id)?;
+    let from =
+        version_of(&from, "from")?.ok_or_else(|| ApiError::bad_request("from must be a number"))?;
+    let to = version_of(&to, "to")?.ok_or_else(|| ApiError::bad_request("to must be a number"))?;
+    let d = store(&s)
+        .diff(&workflow_id, from, to)
+        .await
+        .map_err(notebook_error)?;
+    Ok(Json(serde_json::to_value(d).map_err(ApiError::internal)?))
+}
+
+/// A mapping, and what to check it against.
+#[derive(Debug, serde::Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MappingBody {
+    /// The notebook version it maps (default: the latest).
+    pub notebook_version: Option<i32>,
+    /// The cell <-> operator mapping.
+    #[schema(value_type = Object)]
+    pub mapping: Value,
+    /// The workflow definition; when given, every operator must exist in it.
+    #[schema(value_type = Option<Object>)]
+    pub workflow: Option<Value>,
+}
+
+fn mapping_body(body: &Bytes) -> Result<(Option<i32>, Mapping, Option<String>), ApiError> {
+    let b: MappingBody = serde_json::from_slice(body)
+        .map_err(|e| ApiError::bad_request(format!("malformed mapping request: {e}")))?;
+    let m = Mapping::parse(&b.mapping.to_string()).map_err(notebook_error)?;
+    Ok((b.notebook_version, m, b.workflow.map(|w| w.to_string())))
+}
+
+#[derive(Debug, serde::Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+struct MappingQuery {
+    /// The notebook version (default: the latest).
+    notebook_version: Option<i32>,
+}
+
+/// The mapping for a workflow version: its own, or an earlier version's (status `stale`).
+#[utoipa::path(get, path = "/workflows/{workflow_id}/mappings/{workflow_version}", tag = "notebooks",
+    params(("workflow_id" = String, Path, description = "The workflow"),
+           ("workflow_version" = i32, Path, description = "The workflow version"), MappingQuery),
+    responses(
+        (status = 200, description = "The mapping record", body = Value),
+        (status = 404, description = "No mapping", body = ErrorBody),
+    ))]
+async fn get_mapping(
+    State(s): State<AppState>,
+    Path((workflow_id, workflow_version)): Path<(String, i32)>,
+    Query(q): Query<MappingQuery>,
+) -> Result<Json<Value>, ApiError> {
+    check_workflow(&workflow_id)?;
+    let r = store(&s)
+        .get_mapping(&workflow_id, workflow_version, q.notebook_version)
+        .await
+        .map_err(notebook_error)?;
+    Ok(Json(serde_json::to_value(r).map_err(ApiError::internal)?))
+}
+
+/// Stores the mapping of a workflow version to a notebook version, after checking it.
+#[utoipa::path(put, path = "/workflows/{workflow_id}/mappings/{workflow_version}", tag = "notebooks",
+    params(("workflow_id" = String, Path, description = "The workflow"),
+           ("workflow_version" = i32, Path, description = "The workflow version, from 1")),
+    request_body(content = MappingBody, content_type = "application/json"),
+    responses(
+        (status = 200, description = "Stored", body = Value),
+        (status = 404, description = "No such notebook version", body = ErrorBody),
+        (status = 422, description = "The mapping does not fit the notebook or workflow", body = ErrorBody),
+    ))]
+async fn put_mapping(
+    State(s): State<AppState>,
+    Path((workflow_id, workflow_version)): Path<(String, i32)>,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    check_workflow(&workflow_id)?;
+    if workflow_version < 1 {
+        return Err(ApiError::bad_request("workflow_version must be 1 or more"));
+    }
+    let (nv, m, wf) = mapping_body(&body)?;
+    let r = store(&s)
+        .put_mapping(&workflow_id, workflow_version, nv, m, wf.as_deref())
+        .await
+        .map_err(notebook_error)?;
+    Ok(Json(serde_json::to_value(r).map_err(ApiError::internal)?))
+}
+
+/// Checks a mapping without storing it.
+#[utoipa::path(post, path = "/workflows/{workflow_id}/mappings/check", tag = "notebooks",
+    params(("workflow_id" = String, Path, description = "The workflow")),
+    request_body(content = MappingBody, content_type = "application/json"),
+    responses(
+        (status = 200, description = "Valid: {valid: true, notebook_version}", body = Value),
+        (status = 422, description = "Invalid, with the first problem named", body = ErrorBody),
+    ))]
+async fn check_mapping(
+    State(s): State<AppState>,
+    Path(workflow_id): Path<String>,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    check_workflow(&workflow_id)?;
+    let (nv, m, wf) = mapping_body(&body)?;
+    let v = store(&s)
+        .check_mapping(&workflow_id, nv, &m, wf.as_deref())
+        .await
+        .map_err(notebook_error)?;
+    Ok(Json(json!({"valid": true, "notebook_version": v})))
+}
+
+/// Binds and serves until `shutdown` resolves, then drains the jobs (see
+/// [`AppState::drain`]). Refuses a non-loopback address without a key.
 pub async fn serve(
     state: AppState,
     addr: std::net::SocketAddr,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
+) -> Result<(), ServerError> {
     if state.0.cfg.api_key.is_none() && !addr.ip().is_loopback() {
-        return Err(std::io::Error::new(
-            std::io::ErrorKind::PermissionDenied,
-            format!(
-                "refusing to listen on {addr} without NUVYN_API_KEY: only loopback addresses may be open"
-            ),
-        ));
+        return Err(ServerError::OpenAddress(addr));
     }
-    let listener = tokio::net::TcpListener::bind(addr).await?;
-    tracing::info!(addr = %listener.local_addr()?, "serving");
-    axum::serve(listener, app(state))
-        .with_graceful_shutdown(shutdown)
+    let listener = tokio::net::TcpListener::bind(addr)
         .await
+        .map_err(|source| ServerError::Bind { addr, source })?;
+    let local = listener.local_addr().map_err(ServerError::Serve)?;
+    tracing::info!(addr = %local, "serving");
+    serve_on(state, listener, shutdown).await
+}
+
+/// [`serve`] on a bound listener (tests bind port 0 and read the address first).
+pub async fn serve_on(
+    state: AppState,
+    listener: tokio::net::TcpListener,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), ServerError> {
+    let s = state.clone();
+    axum::serve(listener, app(state.clone()))
+        .with_graceful_shutdown(async move {
+            shutdown.await;
+            tracing::info!("shutdown requested: no new jobs");
+            s.stop_accepting();
+        })
+        .await
+        .map_err(ServerError::Serve)?;
+    state.drain(state.0.cfg.shutdown_timeout).await;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn constant_time_comparison() {
+        assert!(same(b"abc", b"abc"));
+        assert!(!same(b"abc", b"abd"));
+        assert!(!same(b"abc", b"abcd"));
+        assert!(!same(b"", b"a"));
+        assert!(same(b"", b""));
+    }
+
+    #[test]
+    fn the_openapi_document_lists_every_route() {
+        let api = openapi();
+        let paths: Vec<&String> = api.paths.paths.keys().collect();
+        for p in [
+            "/health",
+            "/info",
+            "/openapi.json",
+            "/jobs/create",
+            "/jobs",
+            "/jobs/{job_id}",
+            "/workflows/{workflow_id}/metadata",
+            "/workflows/{workflow_id}/notebooks",
+            "/workflows/{workflow_id}/notebooks/{version}",
+            "/workflows/{workflow_id}/notebooks/{from}/diff/{to}",
+            "/workflows/{workflow_id}/mappings/{workflow_version}",
+            "/workflows/{workflow_id}/mappings/check",
+        ] {
+            assert!(paths.iter().any(|k| *k == p), "{p} missing from {paths:?}");
+        }
+        let v = serde_json::to_value(&api).unwrap();
+        assert!(v["openapi"].as_str().unwrap().starts_with("3."));
+        assert_eq!(v["info"]["version"], crate::VERSION);
+        assert_eq!(
+            v["components"]["securitySchemes"]["bearer"]["scheme"],
+            "bearer"
+        );
+        assert_eq!(v["paths"]["/health"]["get"]["security"], json!([]));
+        assert!(v["paths"]["/jobs/{job_id}"]["delete"].is_object());
+        assert!(v["components"]["schemas"]["JobRecord"].is_object());
+    }
 }

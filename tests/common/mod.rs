@@ -159,6 +159,9 @@ pub async fn run_job_at(
         table_concurrency: 2,
         progress: false,
         migrate: false,
+        run_id: None,
+        record_run: true,
+        cancel: Default::default(),
     })
     .await
 }
