@@ -9,11 +9,32 @@
 # ~500 MB Parquet file (10M rows), and runs the whole job against it (warehouse on Azurite
 # too): listing time, job time, storage requests and peak RSS. BENCH_AZURE=0 skips it.
 #
+# The API case (ci/api-load.py) serves the HTTP API on loopback and sends it 2,000 job creations
+# from 50 concurrent clients against a small local source: every request must be answered
+# (200 or 429), every accepted job must run exactly once and end in executor_runs as the API
+# said; it prints throughput and p50/p99 latency of the create and status calls.
+# BENCH_API=0 skips it; BENCH_ONLY=api runs only it.
+#
 # Usage: ci/bench.sh [DATA_DIR]   (default: ./bench-data; generated once, then reused)
 # Not part of ci/test.sh: a release build takes ~16 minutes from scratch on 2 cores.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DATA="${1:-bench-data}"
+BIN="${CARGO_TARGET_DIR:-target}/release/nuvyn-executor"
+
+api_case() {
+  echo "==> API load: ${API_LOAD_REQUESTS:-2000} creates from ${API_LOAD_CLIENTS:-50} clients (loopback)" >&2
+  local work; work=$(mktemp -d)
+  python3 ci/api-load.py "$BIN" "$work" "${API_LOAD_REQUESTS:-2000}" "${API_LOAD_CLIENTS:-50}"
+  rm -rf "$work"
+}
+if [ "${BENCH_ONLY:-}" = "api" ]; then
+  echo "==> release build" >&2
+  cargo build --release --locked --quiet
+  api_case
+  exit 0
+fi
+
 DUCKDB_VERSION=1.4.1
 RUNS="${BENCH_RUNS:-3}"   # best of RUNS
 mkdir -p "$DATA"
@@ -76,6 +97,7 @@ echo "==> release build" >&2
 cargo build --release --locked --quiet
 BIN="${CARGO_TARGET_DIR:-target}/release/nuvyn-executor"
 
+
 duck() {  # prints seconds for DuckDB's statistics over one file
   "$PY" - "$1" "$2" <<'PYEOF'
 import os, sys, time, duckdb
@@ -117,6 +139,8 @@ echo "==> nuvyn-executor (best of $RUNS)" >&2
 run "csv 5M rows" "$CSV" "$(stat -c %s "$CSV")" "$D_CSV"
 run "parquet 5M" "$PQ" "$(stat -c %s "$PQ")" "$D_PQ"
 run "2000 files" "$DATA/small_files" "$(du -sb "$DATA/small_files" | cut -f1)"
+
+[ "${BENCH_API:-1}" = "0" ] || api_case
 
 [ "${BENCH_AZURE:-1}" = "0" ] && exit 0
 echo "==> Azurite case: 10,000 small CSV blobs and one ~500 MB Parquet file" >&2
