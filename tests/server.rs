@@ -60,6 +60,13 @@ async fn wait_status(router: &axum::Router, id: &str, want: &str) -> serde_json:
     panic!("job {id} never became {want}");
 }
 
+/// Creates a job that must be accepted; its id.
+async fn create(router: &axum::Router, body: &str) -> String {
+    let (s, v, _) = call(router, "POST", "/jobs/create", Some(body), Some(KEY)).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    v["job_id"].as_str().unwrap().to_string()
+}
+
 fn job_body(workflow_id: &str, path: &std::path::Path) -> String {
     serde_json::json!({"workflow_id": workflow_id, "data_source_path": path.display().to_string()})
         .to_string()
@@ -509,16 +516,7 @@ async fn running_jobs_are_cancelled_and_interrupted_without_writing() {
     let state = start(config(&wh)).await;
     let router = app(state.clone());
 
-    let (s, v, _) = call(
-        &router,
-        "POST",
-        "/jobs/create",
-        Some(&job_body("cancel_wf", &big)),
-        Some(KEY),
-    )
-    .await;
-    assert_eq!(s, StatusCode::OK, "{v}");
-    let id = v["job_id"].as_str().unwrap().to_string();
+    let id = create(&router, &job_body("cancel_wf", &big)).await;
     wait_status(&router, &id, "running").await;
     let (s, v, _) = call(&router, "DELETE", &format!("/jobs/{id}"), None, Some(KEY)).await;
     assert_eq!(s, StatusCode::ACCEPTED, "{v}");
@@ -526,16 +524,7 @@ async fn running_jobs_are_cancelled_and_interrupted_without_writing() {
     let v = wait_status(&router, &id, "cancelled").await;
     assert_eq!(v["error"], "cancelled before its results were written");
 
-    let (s, v, _) = call(
-        &router,
-        "POST",
-        "/jobs/create",
-        Some(&job_body("timeout_wf", &big)),
-        Some(KEY),
-    )
-    .await;
-    assert_eq!(s, StatusCode::OK, "{v}");
-    let id2 = v["job_id"].as_str().unwrap().to_string();
+    let id2 = create(&router, &job_body("timeout_wf", &big)).await;
     wait_status(&router, &id2, "running").await;
     state.drain(std::time::Duration::from_millis(0)).await;
     let (_, v, _) = call(&router, "GET", &format!("/jobs/{id2}"), None, Some(KEY)).await;
@@ -1051,4 +1040,41 @@ fn serve_refuses_an_open_non_loopback_address() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("without NUVYN_API_KEY"));
+}
+
+/// No CORS headers unless origins are configured; then only for those origins, and a
+/// preflight needs no token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cors_only_for_configured_origins() {
+    let d = tmp();
+    let send = |router: axum::Router, method: &'static str, origin: &'static str| async move {
+        let mut req = Request::builder()
+            .method(method)
+            .uri("/info")
+            .header("origin", origin);
+        if method != "OPTIONS" {
+            req = req.header("authorization", format!("Bearer {KEY}"));
+        }
+        let req = req.body(Body::empty()).unwrap();
+        router.oneshot(req).await.unwrap()
+    };
+    let closed = app(start(config(&d.path().join("wh"))).await);
+    let r = send(closed.clone(), "GET", "https://app.example.com").await;
+    assert_eq!(r.status(), StatusCode::OK);
+    assert!(r.headers().get("access-control-allow-origin").is_none());
+
+    let mut cfg = config(&d.path().join("wh"));
+    cfg.cors_origins = vec!["https://app.example.com".into()];
+    let open = app(start(cfg).await);
+    let r = send(open.clone(), "GET", "https://app.example.com").await;
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(
+        r.headers().get("access-control-allow-origin").unwrap(),
+        "https://app.example.com"
+    );
+    let r = send(open.clone(), "OPTIONS", "https://app.example.com").await;
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    assert!(r.headers().get("access-control-allow-methods").is_some());
+    let r = send(open, "GET", "https://evil.example.com").await;
+    assert!(r.headers().get("access-control-allow-origin").is_none());
 }
