@@ -41,12 +41,6 @@ pub struct RunRow {
     pub finished_at: Option<DateTime<Utc>>,
 }
 
-impl RunRow {
-    pub fn is_final(&self) -> bool {
-        is_final(&self.status)
-    }
-}
-
 /// Whether a job in this state will change no more.
 pub fn is_final(status: &str) -> bool {
     !matches!(status, "created" | "running")
@@ -123,11 +117,6 @@ impl Journal {
             let _ = ack.send(Err(RunsError::Stopped.to_string()));
         }
         rx
-    }
-
-    /// Queues a change and waits for its commit.
-    pub async fn record(&self, row: RunRow) -> Result<(), String> {
-        wait(self.submit(row)).await
     }
 }
 

@@ -428,11 +428,15 @@ impl AppState {
                         }
                         tracing::warn!(job_id = %id, "recorded as interrupted");
                         self.change(&mut jobs, &id, |r| {
+                            r.error = Some(if r.status == "created" {
+                                "interrupted: the server shut down before the job started".into()
+                            } else {
+                                format!(
+                                    "interrupted: still running when the server shut down ({}s after the shutdown began)",
+                                    timeout.as_secs()
+                                )
+                            });
                             r.status = "failed".into();
-                            r.error = Some(format!(
-                                "interrupted: still running when the server shut down ({}s after the shutdown began)",
-                                timeout.as_secs()
-                            ));
                             r.finished_at = Some(now());
                         })
                     })
@@ -524,7 +528,8 @@ pub fn app(state: AppState) -> Router {
         // token, and unknown paths are not told apart from known ones.
         .layer(middleware::from_fn_with_state(state.clone(), auth))
         // `body_limit` decides; axum's own 2 MB default would cut notebooks short.
-        .layer(DefaultBodyLimit::disable());
+        .layer(DefaultBodyLimit::disable())
+        .layer(middleware::from_fn(json_errors));
     if !state.0.cfg.cors_origins.is_empty() {
         router = router.layer(middleware::from_fn_with_state(state.clone(), cors));
     }
@@ -557,6 +562,50 @@ async fn body_limit(
     };
     next.run(Request::from_parts(parts, axum::body::Body::from(bytes)))
         .await
+}
+
+/// Errors axum answers itself (a query or path parameter that does not parse, a method the
+/// route does not have) come as plain text or empty: they are given the one error format.
+async fn json_errors(req: Request, next: Next) -> Response {
+    let resp = next.run(req).await;
+    let status = resp.status();
+    let is_json = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return resp;
+    }
+    let (parts, body) = resp.into_parts();
+    let text = axum::body::to_bytes(body, 4096)
+        .await
+        .map(|b| String::from_utf8_lossy(&b).trim().to_string())
+        .unwrap_or_default();
+    let (error, fallback) = match status {
+        StatusCode::BAD_REQUEST => ("bad_request", "bad request"),
+        StatusCode::METHOD_NOT_ALLOWED => (
+            "method_not_allowed",
+            "this endpoint does not take that method",
+        ),
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => {
+            ("unsupported_media_type", "unsupported content type")
+        }
+        s if s.is_server_error() => ("internal", "the request failed; see the server log"),
+        _ => ("bad_request", "the request was refused"),
+    };
+    let message = if text.is_empty() || status.is_server_error() {
+        fallback.to_string()
+    } else {
+        text
+    };
+    let mut out = ApiError::new(status, error, message).into_response();
+    for (k, v) in parts.headers.iter() {
+        if k != header::CONTENT_TYPE && k != header::CONTENT_LENGTH {
+            out.headers_mut().insert(k, v.clone());
+        }
+    }
+    out
 }
 
 fn too_large(max: usize) -> Response {
@@ -1013,9 +1062,14 @@ async fn list_jobs(
     let filter = filter.join(" AND ");
     let w = &s.0.warehouse;
     let total = runs::count(w, &filter).await.map_err(ApiError::internal)?;
-    let rows = runs::read(w, &filter, Some(((page - 1) * size, size)))
-        .await
-        .map_err(ApiError::internal)?;
+    let offset = (page - 1).saturating_mul(size);
+    let rows = if offset >= total {
+        Vec::new() // past the end (also keeps an absurd page number out of the SQL)
+    } else {
+        runs::read(w, &filter, Some((offset, size)))
+            .await
+            .map_err(ApiError::internal)?
+    };
     let jobs = s.0.jobs.lock().await;
     // Memory may be a moment ahead of the table (a change is committed after it is made).
     let items = rows
@@ -1274,6 +1328,13 @@ fn mapping_body(body: &Bytes) -> Result<(Option<i32>, Mapping, Option<String>), 
     Ok((b.notebook_version, m, b.workflow.map(|w| w.to_string())))
 }
 
+/// Named (not a tuple) so that a bad number is reported with the parameter's name.
+#[derive(Debug, serde::Deserialize)]
+struct MappingPath {
+    workflow_id: String,
+    workflow_version: i32,
+}
+
 #[derive(Debug, serde::Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 struct MappingQuery {
@@ -1291,7 +1352,10 @@ struct MappingQuery {
     ))]
 async fn get_mapping(
     State(s): State<AppState>,
-    Path((workflow_id, workflow_version)): Path<(String, i32)>,
+    Path(MappingPath {
+        workflow_id,
+        workflow_version,
+    }): Path<MappingPath>,
     Query(q): Query<MappingQuery>,
 ) -> Result<Json<Value>, ApiError> {
     check_workflow(&workflow_id)?;
@@ -1314,7 +1378,10 @@ async fn get_mapping(
     ))]
 async fn put_mapping(
     State(s): State<AppState>,
-    Path((workflow_id, workflow_version)): Path<(String, i32)>,
+    Path(MappingPath {
+        workflow_id,
+        workflow_version,
+    }): Path<MappingPath>,
     body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
     check_workflow(&workflow_id)?;

@@ -246,16 +246,38 @@ async fn endpoints_and_their_errors() {
     assert_eq!(list["jobs"][0]["job_id"], id.as_str());
     let (_, none, _) = call(&router, "GET", "/jobs?workflow_id=other", None, Some(KEY)).await;
     assert_eq!(none["total"], 0);
-    for bad in [
-        "/jobs?page_size=0",
-        "/jobs?page_size=501",
-        "/jobs?status=done",
-        "/jobs?workflow_id=a'b",
-        "/jobs?page=x",
+    for (bad, named) in [
+        ("/jobs?page_size=0", "page_size"),
+        ("/jobs?page_size=501", "page_size"),
+        ("/jobs?status=done", "status"),
+        ("/jobs?workflow_id=a'b", "workflow_id"),
+        ("/jobs?page=x", "page"),
+        ("/workflows/w/mappings/abc", "workflow_version"),
+        (
+            "/workflows/w/mappings/1?notebook_version=one",
+            "notebook_version",
+        ),
     ] {
         let (s, v, _) = call(&router, "GET", bad, None, Some(KEY)).await;
         assert_eq!(s, StatusCode::BAD_REQUEST, "{bad}: {v}");
+        assert_eq!(v["error"], "bad_request", "{bad}: {v}");
+        assert!(v["message"].as_str().unwrap().contains(named), "{bad}: {v}");
     }
+    let (s, v, _) = call(&router, "PATCH", "/jobs/job_x", None, Some(KEY)).await;
+    assert_eq!(
+        (s, v["error"].as_str()),
+        (StatusCode::METHOD_NOT_ALLOWED, Some("method_not_allowed"))
+    );
+    let (s, v, _) = call(
+        &router,
+        "GET",
+        &format!("/jobs?page={}", usize::MAX),
+        None,
+        Some(KEY),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["jobs"], serde_json::json!([]));
     let (s, meta, _) = call(
         &router,
         "GET",
@@ -898,6 +920,27 @@ async fn the_served_binary_recovers_after_a_kill_and_drains_on_sigterm() {
     }
     let (_, list) = http(addr, "GET", "/jobs?status=failed", "").await;
     assert_eq!(list["total"], 3);
+    // Pages, newest first.
+    let mut pages = Vec::new();
+    for n in [1, 2] {
+        let uri = format!("/jobs?status=failed&page_size=2&page={n}");
+        pages.push(http(addr, "GET", &uri, "").await.1);
+    }
+    let ids_of = |v: &serde_json::Value| -> Vec<String> {
+        v["jobs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|j| j["job_id"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let (p1, p2) = (&pages[0], &pages[1]);
+    assert_eq!(ids_of(p1), [ids[2].clone(), ids[1].clone()]);
+    assert_eq!(ids_of(p2), [ids[0].clone()]);
+    assert_eq!(
+        (p2["total"].as_u64(), p2["page"].as_u64()),
+        (Some(3), Some(2))
+    );
 
     // SIGTERM: the running job finishes, the waiting one is recorded, the process exits 0.
     let (_, a) = http(addr, "POST", "/jobs/create", &job_body("term_a", &small)).await;
