@@ -1,7 +1,7 @@
 """Checks of the Databricks side without a workspace (run by ci/test.sh):
 
 1. every notebook in notebooks/ is a Databricks source notebook whose Python cells parse
-   (SQL cells are parsed with sqlparser's Databricks dialect by tests/databricks.rs);
+   (SQL cells are parsed with sqlparser's Databricks dialect by tests/it/databricks.rs);
 2. the job definition (databricks/nuvyn-executor.job.json, Jobs API 2.1) has its required
    keys, its task references and notebook paths resolve, and every parameter it passes is a
    widget of that notebook;

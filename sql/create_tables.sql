@@ -1,5 +1,5 @@
 -- Registers the nuvyn-executor metadata and notebook tables as external Delta tables.
--- Generated from src/metastore.rs (tests keep this file in step); replace ${warehouse}
+-- Generated from src/warehouse/catalog.rs (tests keep this file in step); replace ${warehouse}
 -- with the warehouse location, e.g. abfss://lake@account.dfs.core.windows.net/warehouse.
 CREATE SCHEMA IF NOT EXISTS hive_metastore._executor_metadata;
 

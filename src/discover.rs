@@ -13,8 +13,8 @@ use object_store::path::Path as ObjPath;
 use object_store::{ObjectMeta, ObjectStore, ObjectStoreExt};
 use tokio::io::AsyncReadExt;
 
-use crate::location::{Location, relative};
 use crate::redact;
+use crate::storage::location::{Location, relative};
 
 /// How many leading bytes are read to sniff a format or a CSV dialect.
 const SNIFF_BYTES: u64 = 64 * 1024;

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use nuvyn_executor::cli::{Cli, Env, LogFormat};
-use nuvyn_executor::{app, logging};
+use nuvyn_executor::cli::{logging, run};
 
 fn main() -> ExitCode {
     // Like other Unix tools: output piped into `head` ends the process quietly instead of
@@ -39,7 +39,7 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    let code = match runtime.block_on(app::run(config)) {
+    let code = match runtime.block_on(run::run(config)) {
         Ok(code) => ExitCode::from(code as u8),
         Err(e) => {
             eprintln!("error: {e:#}");

@@ -31,8 +31,8 @@ use object_store::ObjectStoreExt;
 use parquet::file::metadata::ParquetMetaDataReader;
 
 use crate::discover::{Compression, DiscoveredTable, Format, Layout};
-use crate::location::Location;
 use crate::redact;
+use crate::storage::location::Location;
 
 /// Up to this many distinct non-null sample values per column.
 pub const SAMPLE_VALUES: usize = 5;

@@ -1,38 +1,20 @@
-//! Querying the warehouse: registers every metadata table under the names Databricks users
-//! know (`hive_metastore._executor_metadata.sources`, catalog configurable) in a DataFusion
-//! session, runs SQL, renders results as a table, JSON or CSV, and assembles the nested
-//! `query` view (sources -> tables -> columns) of a workflow.
-
-use std::sync::Arc;
+//! Querying the warehouse: SQL over the tables under the names Databricks users know
+//! (`hive_metastore._executor_metadata.sources`, catalog configurable) through
+//! [`Warehouse::session`], results rendered as a table, JSON or CSV, and the nested `query`
+//! view (sources -> tables -> columns) of a workflow.
 
 use datafusion::arrow::array::RecordBatch;
-use datafusion::catalog::{CatalogProvider, SchemaProvider};
-use datafusion::catalog::{MemoryCatalogProvider, MemorySchemaProvider};
-use datafusion::datasource::MemTable;
-use datafusion::prelude::{SessionConfig, SessionContext};
+use datafusion::prelude::SessionContext;
 use serde_json::{Map, Value};
 
-use crate::metastore::{self, MetastoreError, SCHEMA_NAME, Warehouse, sql_literal};
-use crate::redact;
-
-pub const DEFAULT_CATALOG: &str = "hive_metastore";
+use crate::warehouse::{JOB_TABLES, Warehouse, WarehouseError, sql_literal, to_json_rows};
 
 #[derive(Debug, thiserror::Error)]
 pub enum QueryError {
     #[error(transparent)]
-    Metastore(#[from] MetastoreError),
-    #[error("SQL error: {0}")]
-    Sql(String),
-    #[error("invalid catalog name {0:?}: use letters, digits and '_'")]
-    Catalog(String),
+    Warehouse(#[from] WarehouseError),
     #[error("cannot render results: {0}")]
     Render(String),
-}
-
-impl From<datafusion::error::DataFusionError> for QueryError {
-    fn from(e: datafusion::error::DataFusionError) -> Self {
-        Self::Sql(redact::text(&e.to_string()))
-    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -42,67 +24,13 @@ pub enum OutputFormat {
     Csv,
 }
 
-/// A session where `<catalog>._executor_metadata.<table>` (and `<table>` alone) name the
-/// warehouse tables. Tables that do not exist yet are empty, so queries on a fresh
-/// warehouse return no rows instead of failing.
-pub async fn session(w: &Warehouse, catalog: &str) -> Result<SessionContext, QueryError> {
-    if catalog.is_empty()
-        || !catalog
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '_')
-    {
-        return Err(QueryError::Catalog(catalog.to_string()));
-    }
-    let config = SessionConfig::new()
-        .with_default_catalog_and_schema(catalog, SCHEMA_NAME)
-        .with_create_default_catalog_and_schema(false)
-        .with_information_schema(true);
-    let ctx = SessionContext::new_with_config(config);
-    ctx.register_object_store(&w.root.store_url, w.root.store.clone());
-    let schema = Arc::new(MemorySchemaProvider::new());
-    // The notebook store's tables and the migration history are queryable too.
-    let all = metastore::ALL_TABLES.iter().copied().chain([
-        &crate::notebook::SOURCE,
-        &crate::notebook::MAPPING,
-        &crate::migrate::HISTORY,
-    ]);
-    for def in all {
-        let provider: Arc<dyn datafusion::catalog::TableProvider> = match w.open(def).await? {
-            Some(t) => {
-                t.update_datafusion_session(&ctx.state())
-                    .map_err(|e| QueryError::Sql(e.to_string()))?;
-                t.table_provider()
-                    .await
-                    .map_err(|e| QueryError::Sql(e.to_string()))?
-            }
-            None => Arc::new(MemTable::try_new(def.arrow_schema(), vec![vec![]])?),
-        };
-        schema.register_table(def.name.to_string(), provider)?;
-    }
-    let cat = Arc::new(MemoryCatalogProvider::new());
-    cat.register_schema(SCHEMA_NAME, schema)?;
-    ctx.register_catalog(catalog, cat);
-    Ok(ctx)
-}
-
-pub async fn sql(ctx: &SessionContext, query: &str) -> Result<Vec<RecordBatch>, QueryError> {
-    Ok(ctx.sql(query).await?.collect().await?)
-}
-
-/// Rows as JSON objects, one per row.
-pub fn to_json_rows(batches: &[RecordBatch]) -> Result<Vec<Map<String, Value>>, QueryError> {
-    let mut buf = Vec::new();
-    {
-        let mut w = datafusion::arrow::json::ArrayWriter::new(&mut buf);
-        let refs: Vec<&RecordBatch> = batches.iter().collect();
-        w.write_batches(&refs)
-            .map_err(|e| QueryError::Render(e.to_string()))?;
-        w.finish().map_err(|e| QueryError::Render(e.to_string()))?;
-    }
-    if buf.is_empty() {
-        return Ok(Vec::new());
-    }
-    serde_json::from_slice(&buf).map_err(|e| QueryError::Render(e.to_string()))
+/// Runs one SQL statement over the warehouse, naming tables under `catalog`.
+pub async fn sql(
+    w: &Warehouse,
+    catalog: &str,
+    query: &str,
+) -> Result<Vec<RecordBatch>, QueryError> {
+    Ok(w.select_batches(catalog, query).await?)
 }
 
 pub fn render(batches: &[RecordBatch], format: OutputFormat) -> Result<String, QueryError> {
@@ -128,16 +56,27 @@ pub fn render(batches: &[RecordBatch], format: OutputFormat) -> Result<String, Q
 }
 
 async fn rows(ctx: &SessionContext, q: &str) -> Result<Vec<Map<String, Value>>, QueryError> {
-    to_json_rows(&sql(ctx, q).await?)
+    let batches = ctx
+        .sql(q)
+        .await
+        .map_err(WarehouseError::from)?
+        .collect()
+        .await
+        .map_err(WarehouseError::from)?;
+    Ok(to_json_rows(&batches)?)
 }
 
 /// The nested view of a workflow's metadata: its latest successful run, and its sources
 /// with their tables and columns. `workflow_id`/`source_id` must be validated ids.
 pub async fn workflow_metadata(
-    ctx: &SessionContext,
+    w: &Warehouse,
+    catalog: &str,
     workflow_id: &str,
     source_id: Option<&str>,
 ) -> Result<Value, QueryError> {
+    // One session for the four queries: they read one snapshot of the tables.
+    let session = w.session_for(catalog, &JOB_TABLES).await?;
+    let ctx = &session;
     let mut filter = format!("workflow_id = {}", sql_literal(workflow_id));
     if let Some(s) = source_id {
         filter.push_str(&format!(" AND source_id = {}", sql_literal(s)));

@@ -1,0 +1,978 @@
+//! Command-line types (clap) and their conversion into a validated [`Config`] before any
+//! I/O: payload parsing, id validation and location parsing all happen here, so a bad
+//! invocation exits 2 without touching storage.
+
+pub mod logging;
+pub mod run;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::discover::Filters;
+use crate::job::payload::{self, CliJobArgs, JobType, RawPayload};
+use crate::job::{JobOptions, RunMode};
+use crate::query::OutputFormat;
+use crate::storage::location::{self, Location};
+use crate::warehouse::DEFAULT_CATALOG;
+
+pub const EXIT_CODES: &str = "\
+Exit codes:
+  0  success
+  1  the job failed (nothing could be profiled, or results could not be written)
+  2  bad usage or bad payload (nothing was read or written)
+  3  partial success (some tables or sources failed; the rest was written)";
+
+pub const ENV_HELP: &str = "\
+Environment:
+  NUVYN_JOB_PAYLOAD     job payload JSON (how a Databricks job task starts the executor)
+  NUVYN_WAREHOUSE       warehouse location (default ./warehouse)
+  EXECUTOR_WRITE_TO_DB  true: metadata_extraction writes to the warehouse
+  EXECUTOR_LOG_LEVEL    log level (error, warn, info, debug, trace); RUST_LOG also works
+  NUVYN_API_KEY         bearer token `serve` requires (never a command-line argument)
+  NUVYN_LISTEN, NUVYN_SHUTDOWN_TIMEOUT_SECS
+                        `serve`'s --listen and --shutdown-timeout-secs
+  NUVYN_DBFS_ROOT       where dbfs:/ paths are mounted (default /dbfs)
+  NUVYN_MIGRATE_LOCK_WAIT_SECS
+                        how long a migration waits for another run's lock (default 300)
+  NUVYN_NOTEBOOK_MAX_BYTES
+                        largest notebook `notebook put` stores (default 52428800)
+  NUVYN_STORAGE_MAX_RETRIES, NUVYN_STORAGE_RETRY_TIMEOUT_SECS, NUVYN_STORAGE_TIMEOUT_SECS,
+  NUVYN_STORAGE_CONNECT_TIMEOUT_SECS, NUVYN_STORAGE_BACKOFF_MS
+                        retries (429/5xx/timeouts/dropped connections) and timeouts of storage
+                        requests: defaults 10, 180 s, 120 s, 10 s, 100 ms
+
+AZURE CREDENTIALS (one per location; the first found wins):
+  1. a SAS token in the URL's query (container, account, or blob SAS `sr=b`)
+  2. the source's `storage_options` in the payload (same keys as below, lower case)
+  3. the environment:
+     AZURE_STORAGE_CONNECTION_STRING    (account key, SAS, or UseDevelopmentStorage=true)
+     AZURE_STORAGE_ACCOUNT_KEY          (with AZURE_STORAGE_ACCOUNT_NAME for az:// URLs)
+     AZURE_STORAGE_SAS_TOKEN, AZURE_STORAGE_TOKEN (bearer)
+     AZURE_CLIENT_ID + AZURE_CLIENT_SECRET + AZURE_TENANT_ID   (service principal)
+     AZURE_CLIENT_ID + AZURE_TENANT_ID + AZURE_FEDERATED_TOKEN_FILE   (workload identity)
+     AZURE_USE_AZURE_CLI=true, AZURE_USE_MANAGED_IDENTITY=true (or IDENTITY_ENDPOINT set)
+     AZURE_SKIP_SIGNATURE=true          (public containers)
+  A source with its own storage_options never uses the environment's credentials; a
+  connection string or key naming another account is skipped. AZURE_STORAGE_ENDPOINT sets
+  a private or emulator endpoint; emulator URLs (http://127.0.0.1:10000/devstoreaccount1/...)
+  default to the emulator's development key.";
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "nuvyn-executor",
+    version,
+    about = "Catalogues a data lake: discovers tables, profiles them with DataFusion, and writes \
+             the results as Delta Lake tables partitioned by workflow_id.",
+    after_help = format!("{EXIT_CODES}\n\n{ENV_HELP}"),
+    disable_help_subcommand = true
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+
+    /// Log line format on stderr (json for Databricks driver logs).
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        default_value = "text",
+        env = "NUVYN_LOG_FORMAT"
+    )]
+    pub log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ResultFormat {
+    Json,
+    Table,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Discover and profile data sources, and write the results to the warehouse.
+    #[command(after_help = EXIT_CODES)]
+    Extract(ExtractArgs),
+    /// The upstream form existing Databricks jobs call; writes only with --write-to-db.
+    #[command(name = "metadata_extraction", after_help = EXIT_CODES)]
+    MetadataExtraction(LegacyArgs),
+    /// Check that the warehouse tables exist with the expected schemas; create missing ones.
+    #[command(name = "schema_validation")]
+    SchemaValidation(SchemaArgs),
+    /// Run DataFusion SQL over the warehouse tables
+    /// (`hive_metastore._executor_metadata.<table>`).
+    Sql(SqlArgs),
+    /// Print a workflow's metadata as nested JSON (sources -> tables -> columns).
+    Query(QueryArgs),
+    /// Warehouse housekeeping: compact small files (OPTIMIZE), write checkpoints, remove
+    /// expired commit files, and VACUUM when asked. Jobs leave this to a scheduled run.
+    Maintain(MaintainArgs),
+    /// Versioned schema migrations of the warehouse (sql/migrations, built in).
+    Migrate(MigrateArgs),
+    /// Print the Spark SQL registering every warehouse table as an external Delta table
+    /// (what notebooks/register_tables runs on Databricks).
+    Ddl(DdlArgs),
+    /// The HTTP API: create and follow jobs (bearer token from NUVYN_API_KEY).
+    Serve(ServeArgs),
+    /// Versioned Jupyter notebooks per workflow (the notebook migration store).
+    Notebook(NotebookArgs),
+    /// Cell <-> operator mappings between notebook versions and workflow versions.
+    Mapping(MappingArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address to listen on; anything but loopback needs NUVYN_API_KEY.
+    #[arg(long, env = "NUVYN_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: std::net::SocketAddr,
+    #[command(flatten)]
+    pub warehouse: WarehouseArg,
+    /// A data_source_path prefix jobs may read (repeat; e.g. abfss://lake@acct.dfs.core.windows.net/raw).
+    #[arg(long = "allow-source", value_name = "PREFIX")]
+    pub allow_sources: Vec<String>,
+    /// Let jobs read local paths (off: no caller can make the server read its own files).
+    #[arg(long)]
+    pub allow_local: bool,
+    #[arg(long, env = "EXECUTOR_MAX_CONCURRENT_JOBS", default_value_t = 2)]
+    pub max_concurrent_jobs: usize,
+    /// Jobs waiting beyond the running ones; more are refused with 429.
+    #[arg(long, env = "EXECUTOR_MAX_QUEUED_JOBS", default_value_t = 100)]
+    pub max_queued_jobs: usize,
+    /// Largest request body accepted.
+    #[arg(long, default_value_t = 1024 * 1024)]
+    pub body_limit_bytes: usize,
+    /// Largest notebook upload accepted (notebooks carry their outputs).
+    #[arg(long, default_value_t = 32 * 1024 * 1024)]
+    pub notebook_body_limit_bytes: usize,
+    /// On SIGTERM/SIGINT: seconds running jobs get to finish before they are recorded as
+    /// interrupted.
+    #[arg(long, env = "NUVYN_SHUTDOWN_TIMEOUT_SECS", default_value_t = 60)]
+    pub shutdown_timeout_secs: u64,
+    /// An origin browsers may call the API from (repeat); none: no CORS headers.
+    #[arg(long = "cors-origin", value_name = "ORIGIN")]
+    pub cors_origins: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct DdlArgs {
+    /// Catalog to register under (Unity Catalog users: their catalog).
+    #[arg(long, default_value = DEFAULT_CATALOG)]
+    pub catalog: String,
+    /// The warehouse location the tables live in (its query, if any, is not printed).
+    #[arg(long, env = "NUVYN_WAREHOUSE", default_value = "./warehouse")]
+    pub warehouse: String,
+}
+
+#[derive(Debug, Args)]
+pub struct NotebookArgs {
+    #[command(subcommand)]
+    pub action: NotebookAction,
+    #[command(flatten)]
+    pub warehouse: GlobalWarehouseArg,
+}
+
+#[derive(Debug, Clone, Subcommand)]
+pub enum NotebookAction {
+    /// Store a notebook as the workflow's next version (identical content: the existing
+    /// version); the previous version's mappings are carried to it.
+    Put {
+        #[arg(long)]
+        workflow_id: String,
+        /// The .ipynb file (nbformat 4).
+        #[arg(long)]
+        file: std::path::PathBuf,
+        #[arg(long)]
+        created_by: Option<String>,
+    },
+    /// Write a notebook version (default: the latest) to stdout or --out.
+    Get {
+        #[arg(long)]
+        workflow_id: String,
+        #[arg(long)]
+        version: Option<i32>,
+        #[arg(long)]
+        out: Option<std::path::PathBuf>,
+    },
+    /// The workflow's notebook versions.
+    List {
+        #[arg(long)]
+        workflow_id: String,
+    },
+    /// Cells added, removed, changed and moved between two versions.
+    Diff {
+        #[arg(long)]
+        workflow_id: String,
+        #[arg(long)]
+        from: i32,
+        #[arg(long)]
+        to: i32,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct MappingArgs {
+    #[command(subcommand)]
+    pub action: MappingAction,
+    #[command(flatten)]
+    pub warehouse: GlobalWarehouseArg,
+}
+
+#[derive(Debug, Clone, Subcommand)]
+pub enum MappingAction {
+    /// Store the mapping of a workflow version to a notebook version (default: the latest).
+    Put {
+        #[arg(long)]
+        workflow_id: String,
+        #[arg(long)]
+        workflow_version: i32,
+        #[arg(long)]
+        notebook_version: Option<i32>,
+        /// {"cell_to_operator": {...}, "operator_to_cell": {...}}
+        #[arg(long)]
+        file: std::path::PathBuf,
+        /// The workflow JSON: the mapping may then name only its operators.
+        #[arg(long)]
+        workflow: Option<std::path::PathBuf>,
+    },
+    /// The best mapping for a workflow version and notebook version (default: the latest):
+    /// its own, else the newest earlier workflow version's; with its status.
+    Get {
+        #[arg(long)]
+        workflow_id: String,
+        #[arg(long)]
+        workflow_version: i32,
+        #[arg(long)]
+        notebook_version: Option<i32>,
+    },
+    /// Validate a mapping without storing it.
+    Check {
+        #[arg(long)]
+        workflow_id: String,
+        #[arg(long)]
+        notebook_version: Option<i32>,
+        #[arg(long)]
+        file: std::path::PathBuf,
+        #[arg(long)]
+        workflow: Option<std::path::PathBuf>,
+    },
+}
+
+/// `--warehouse` for commands with subcommands: accepted before or after the subcommand.
+#[derive(Debug, Args, Clone)]
+pub struct GlobalWarehouseArg {
+    /// Warehouse location; tables live at <warehouse>/_executor_metadata/<table>.
+    #[arg(
+        long = "warehouse",
+        global = true,
+        env = "NUVYN_WAREHOUSE",
+        default_value = "./warehouse"
+    )]
+    pub warehouse: String,
+}
+
+impl GlobalWarehouseArg {
+    fn arg(&self) -> WarehouseArg {
+        WarehouseArg {
+            warehouse: self.warehouse.clone(),
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct MigrateArgs {
+    #[command(subcommand)]
+    pub action: MigrateAction,
+    #[command(flatten)]
+    pub warehouse: GlobalWarehouseArg,
+    /// Use the migration files of this directory instead of the built-in ones (to try a new
+    /// migration before it ships).
+    #[arg(long, global = true, value_name = "DIR")]
+    pub migrations: Option<std::path::PathBuf>,
+}
+
+#[derive(Debug, Clone, Subcommand)]
+pub enum MigrateAction {
+    /// Every migration with its state (applied, pending, failed, interrupted, changed).
+    Status,
+    /// What `apply` would run, checked against the warehouse's tables; changes nothing.
+    Plan {
+        #[arg(long, value_name = "V")]
+        target: Option<u32>,
+    },
+    /// Apply pending migrations in order (resuming a failed or interrupted one).
+    Apply {
+        /// Stop after this version.
+        #[arg(long, value_name = "V")]
+        target: Option<u32>,
+        /// Check and print the plan; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Check applied migrations against the files (checksums) and the binary's version.
+    Validate,
+    /// Remove failed/interrupted history rows and a dead run's lock; accept edited files.
+    Repair,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct WarehouseArg {
+    /// Warehouse location; tables live at <warehouse>/_executor_metadata/<table>.
+    #[arg(long, env = "NUVYN_WAREHOUSE", default_value = "./warehouse")]
+    pub warehouse: String,
+}
+
+#[derive(Debug, Args, Clone, Default)]
+pub struct DiscoveryArgs {
+    /// Only files whose path (relative to the source) matches one of these globs.
+    #[arg(long = "include", value_name = "GLOB")]
+    pub include: Vec<String>,
+    /// Skip files whose path (relative to the source) matches one of these globs.
+    #[arg(long = "exclude", value_name = "GLOB")]
+    pub exclude: Vec<String>,
+    /// Sources processed at once.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub source_concurrency: u16,
+    /// Tables profiled at once within a source.
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub table_concurrency: u16,
+    /// No progress bar, even on a terminal.
+    #[arg(long)]
+    pub no_progress: bool,
+    /// Apply pending schema migrations to the warehouse before writing, instead of refusing
+    /// a warehouse whose schema is behind this executor's.
+    #[arg(long, env = "NUVYN_MIGRATE")]
+    pub migrate: bool,
+    /// Process only shard I of N of each source's tables (0 <= I < N); N runs with
+    /// 0/N .. N-1/N together equal one run. Also the payload's `shard`.
+    #[arg(long, value_name = "I/N")]
+    pub shard: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct ExtractArgs {
+    /// Data source paths (files or folders): local, file://, /Volumes/..., dbfs:/...
+    pub paths: Vec<String>,
+    /// Primary identifier; required here or in NUVYN_JOB_PAYLOAD.
+    #[arg(long)]
+    pub workflow_id: Option<String>,
+    /// Optional source identifier (filter).
+    #[arg(long)]
+    pub source_id: Option<String>,
+    /// Source type recorded in `sources.source_type` (default: from the location).
+    #[arg(long)]
+    pub source_type: Option<String>,
+    #[arg(long)]
+    pub tenant_id: Option<String>,
+    #[command(flatten)]
+    pub warehouse: WarehouseArg,
+    /// Discover and profile fully, print the result, write nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    #[arg(long, value_enum, default_value = "json")]
+    pub output: ResultFormat,
+    #[command(flatten)]
+    pub discovery: DiscoveryArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct LegacyArgs {
+    pub data_source_path: Option<String>,
+    pub data_source_type: Option<String>,
+    pub tenant_id: Option<String>,
+    /// Write results to the warehouse (also EXECUTOR_WRITE_TO_DB=true).
+    #[arg(long)]
+    pub write_to_db: bool,
+    #[arg(long)]
+    pub workflow_id: Option<String>,
+    #[arg(long)]
+    pub source_id: Option<String>,
+    #[command(flatten)]
+    pub warehouse: WarehouseArg,
+    #[arg(long, value_enum, default_value = "json")]
+    pub output: ResultFormat,
+    #[command(flatten)]
+    pub discovery: DiscoveryArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct SchemaArgs {
+    #[command(flatten)]
+    pub warehouse: WarehouseArg,
+    /// Only check; do not create missing tables.
+    #[arg(long)]
+    pub no_create: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct SqlArgs {
+    /// The SQL to run.
+    pub query: String,
+    #[command(flatten)]
+    pub warehouse: WarehouseArg,
+    /// Catalog name the tables are registered under (Unity Catalog users: their catalog).
+    #[arg(long, default_value = DEFAULT_CATALOG)]
+    pub catalog: String,
+    #[arg(long, value_enum, default_value = "table")]
+    pub format: OutputFormat,
+}
+
+#[derive(Debug, Args)]
+pub struct QueryArgs {
+    #[arg(long)]
+    pub workflow_id: String,
+    #[arg(long)]
+    pub source_id: Option<String>,
+    #[command(flatten)]
+    pub warehouse: WarehouseArg,
+    #[arg(long, default_value = DEFAULT_CATALOG)]
+    pub catalog: String,
+}
+
+#[derive(Debug, Args)]
+pub struct MaintainArgs {
+    #[command(flatten)]
+    pub warehouse: WarehouseArg,
+    /// Skip compaction (OPTIMIZE).
+    #[arg(long)]
+    pub no_optimize: bool,
+    /// Also VACUUM: delete unreferenced data files older than this many hours (Delta refuses
+    /// less than the table's delta.deletedFileRetentionDuration, 168 h by default).
+    #[arg(long, value_name = "HOURS")]
+    pub vacuum_hours: Option<u64>,
+    /// Change nothing; report what VACUUM would delete.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+/// What the process will do, validated, with the settings every command shares.
+#[derive(Debug)]
+pub struct Config {
+    pub task: Task,
+    pub settings: Settings,
+}
+
+/// Settings from the environment, validated (`--help` lists them).
+#[derive(Debug, Clone, Default)]
+pub struct Settings {
+    /// `NUVYN_DBFS_ROOT` and the `NUVYN_STORAGE_*` request settings.
+    pub storage: crate::storage::Settings,
+    /// `NUVYN_MIGRATE_LOCK_WAIT_SECS`.
+    pub migrate: crate::migrate::MigratePolicy,
+    /// `NUVYN_NOTEBOOK_MAX_BYTES`.
+    pub notebook_max_bytes: usize,
+}
+
+/// The command to run, validated.
+#[derive(Debug)]
+pub enum Task {
+    Job {
+        options: Box<JobOptions>,
+        output: ResultFormat,
+    },
+    SchemaValidation {
+        warehouse: Location,
+        create: bool,
+    },
+    Sql {
+        warehouse: Location,
+        catalog: String,
+        query: String,
+        format: OutputFormat,
+    },
+    Query {
+        warehouse: Location,
+        catalog: String,
+        workflow_id: String,
+        source_id: Option<String>,
+    },
+    Maintain {
+        warehouse: Location,
+        options: crate::warehouse::MaintainOptions,
+    },
+    Migrate {
+        warehouse: Location,
+        action: MigrateAction,
+        migrations: Option<std::path::PathBuf>,
+    },
+    Ddl {
+        catalog: String,
+        location: String,
+    },
+    Serve {
+        config: Box<crate::server::ServerConfig>,
+        listen: std::net::SocketAddr,
+    },
+    Notebook {
+        warehouse: Location,
+        action: NotebookAction,
+    },
+    Mapping {
+        warehouse: Location,
+        action: MappingAction,
+    },
+    /// No command and no payload: print help.
+    Help,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error(transparent)]
+    Payload(#[from] payload::PayloadError),
+    #[error("--warehouse: {0}")]
+    Warehouse(location::LocationError),
+    #[error(transparent)]
+    Discover(#[from] crate::discover::DiscoverError),
+    #[error("EXECUTOR_WRITE_TO_DB must be true or false, got {0:?}")]
+    WriteToDb(String),
+    #[error("{name}: {reason}")]
+    Setting { name: String, reason: String },
+    #[error("{0}")]
+    Usage(String),
+}
+
+/// The environment the config depends on, passed in so tests need not set variables. Its
+/// `Debug` shows whether the API key is set, never the key.
+#[derive(Default, Clone)]
+pub struct Env {
+    pub payload: Option<String>,
+    pub write_to_db: Option<String>,
+    pub warehouse: Option<String>,
+    /// `NUVYN_API_KEY`: the bearer token `serve` requires (never a command-line argument,
+    /// where other users of the machine could see it).
+    pub api_key: Option<String>,
+    /// `NUVYN_DBFS_ROOT`.
+    pub dbfs_root: Option<String>,
+    /// `NUVYN_MIGRATE_LOCK_WAIT_SECS`.
+    pub migrate_lock_wait_secs: Option<String>,
+    /// `NUVYN_NOTEBOOK_MAX_BYTES`.
+    pub notebook_max_bytes: Option<String>,
+    /// The `NUVYN_STORAGE_*` variables that are set.
+    pub storage_requests: Vec<(String, String)>,
+}
+
+impl std::fmt::Debug for Env {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Env")
+            .field("payload", &self.payload.as_ref().map(|p| p.len()))
+            .field("write_to_db", &self.write_to_db)
+            .field("warehouse", &self.warehouse)
+            .field("api_key", &self.api_key.as_ref().map(|_| "<set>"))
+            .field("dbfs_root", &self.dbfs_root)
+            .field("migrate_lock_wait_secs", &self.migrate_lock_wait_secs)
+            .field("notebook_max_bytes", &self.notebook_max_bytes)
+            .field("storage_requests", &self.storage_requests)
+            .finish()
+    }
+}
+
+impl Env {
+    pub fn from_process() -> Self {
+        Self {
+            payload: std::env::var("NUVYN_JOB_PAYLOAD")
+                .ok()
+                .filter(|s| !s.trim().is_empty()),
+            write_to_db: std::env::var("EXECUTOR_WRITE_TO_DB").ok(),
+            warehouse: std::env::var("NUVYN_WAREHOUSE").ok(),
+            api_key: std::env::var("NUVYN_API_KEY")
+                .ok()
+                .filter(|s| !s.trim().is_empty()),
+            dbfs_root: std::env::var("NUVYN_DBFS_ROOT").ok(),
+            migrate_lock_wait_secs: std::env::var("NUVYN_MIGRATE_LOCK_WAIT_SECS").ok(),
+            notebook_max_bytes: std::env::var("NUVYN_NOTEBOOK_MAX_BYTES").ok(),
+            storage_requests: crate::storage::azure::REQUEST_ENV
+                .iter()
+                .filter_map(|(k, _)| std::env::var(k).ok().map(|v| (k.to_string(), v)))
+                .collect(),
+        }
+    }
+
+    /// The settings every command shares; an unset or empty variable keeps its default.
+    pub fn settings(&self) -> Result<Settings, ConfigError> {
+        fn number(name: &str, v: &Option<String>) -> Result<Option<u64>, ConfigError> {
+            v.as_deref()
+                .map(str::trim)
+                .filter(|v| !v.is_empty())
+                .map(|v| {
+                    v.parse::<u64>().map_err(|_| ConfigError::Setting {
+                        name: name.to_string(),
+                        reason: format!("expected a whole number, got {v:?}"),
+                    })
+                })
+                .transpose()
+        }
+        let requests = crate::storage::azure::RequestSettings::from_env(&|k: &str| {
+            self.storage_requests
+                .iter()
+                .find(|(name, _)| name == k)
+                .map(|(_, v)| v.clone())
+        })
+        .map_err(|e| match e {
+            crate::storage::azure::AzureError::BadSetting { field, reason } => {
+                ConfigError::Setting {
+                    name: field,
+                    reason,
+                }
+            }
+            other => ConfigError::Usage(other.to_string()),
+        })?;
+        let mut storage = crate::storage::Settings {
+            requests,
+            ..Default::default()
+        };
+        if let Some(root) = self.dbfs_root.as_deref().filter(|r| !r.trim().is_empty()) {
+            storage.dbfs_root = root.trim().into();
+        }
+        let mut migrate = crate::migrate::MigratePolicy::default();
+        if let Some(secs) = number("NUVYN_MIGRATE_LOCK_WAIT_SECS", &self.migrate_lock_wait_secs)? {
+            migrate.lock_wait = std::time::Duration::from_secs(secs);
+        }
+        let notebook_max_bytes = number("NUVYN_NOTEBOOK_MAX_BYTES", &self.notebook_max_bytes)?
+            .map(|n| n as usize)
+            .unwrap_or(crate::notebook::DEFAULT_MAX_BYTES);
+        Ok(Settings {
+            storage,
+            migrate,
+            notebook_max_bytes,
+        })
+    }
+}
+
+fn warehouse(arg: &WarehouseArg) -> Result<Location, ConfigError> {
+    let loc = location::parse(&arg.warehouse).map_err(ConfigError::Warehouse)?;
+    if loc.kind == location::LocationKind::Volumes {
+        // Volumes are fine to read, but their FUSE mount has no atomic rename or hard links,
+        // which a Delta commit from delta-rs needs to be safe.
+        return Err(ConfigError::Usage(format!(
+            "the warehouse {} is on a Unity Catalog volume, which cannot take Delta commits from delta-rs (no atomic rename or hard links): put the warehouse on abfss://<container>@<account>.dfs.core.windows.net/...; volumes are fine as data sources",
+            loc.display
+        )));
+    }
+    Ok(loc)
+}
+
+fn parse_bool_env(v: &Option<String>) -> Result<bool, ConfigError> {
+    match v.as_deref().map(str::trim) {
+        None | Some("") => Ok(false),
+        Some(s) => match s.to_ascii_lowercase().as_str() {
+            "true" | "1" | "yes" => Ok(true),
+            "false" | "0" | "no" => Ok(false),
+            _ => Err(ConfigError::WriteToDb(s.to_string())),
+        },
+    }
+}
+
+struct JobInputs {
+    cli: CliJobArgs,
+    discovery: DiscoveryArgs,
+    warehouse: Option<Location>,
+    output: ResultFormat,
+}
+
+fn job_config(env: &Env, settings: &Settings, inputs: JobInputs) -> Result<Task, ConfigError> {
+    let raw = env.payload.as_deref().map(RawPayload::parse).transpose()?;
+    let spec = payload::resolve(raw.as_ref(), &inputs.cli, true)?;
+    if spec.job_type == JobType::SchemaValidation {
+        return Ok(Task::SchemaValidation {
+            warehouse: inputs
+                .warehouse
+                .ok_or_else(|| ConfigError::Usage("schema_validation needs a warehouse".into()))?,
+            create: true,
+        });
+    }
+    // Source locations are parsed here too, so a malformed one is a usage error (exit 2).
+    for (i, s) in spec.sources.iter().enumerate() {
+        location::check(&s.path).map_err(|e| {
+            ConfigError::Usage(format!(
+                "source {} ({}): {e}",
+                i + 1,
+                crate::redact::url(&s.path)
+            ))
+        })?;
+    }
+    let filters = Filters::new(&inputs.discovery.include, &inputs.discovery.exclude)?;
+    Ok(Task::Job {
+        options: Box::new(JobOptions {
+            spec,
+            run_mode: if raw.is_some() {
+                RunMode::Payload
+            } else {
+                RunMode::Cli
+            },
+            warehouse: inputs.warehouse,
+            filters,
+            source_concurrency: inputs.discovery.source_concurrency as usize,
+            table_concurrency: inputs.discovery.table_concurrency as usize,
+            progress: !inputs.discovery.no_progress,
+            migrate: crate::migrate::MigratePolicy {
+                apply_pending: inputs.discovery.migrate,
+                ..settings.migrate
+            },
+            run_id: None,
+            record_run: true,
+            cancel: Default::default(),
+        }),
+        output: inputs.output,
+    })
+}
+
+impl Cli {
+    /// Validates everything; no I/O.
+    pub fn into_config(self, env: &Env) -> Result<Config, ConfigError> {
+        let settings = env.settings()?;
+        let task = self.into_task(env, &settings)?;
+        Ok(Config { task, settings })
+    }
+
+    fn into_task(self, env: &Env, settings: &Settings) -> Result<Task, ConfigError> {
+        match self.command {
+            None if env.payload.is_some() => job_config(
+                env,
+                settings,
+                JobInputs {
+                    cli: CliJobArgs::default(),
+                    discovery: DiscoveryArgs {
+                        source_concurrency: 4,
+                        table_concurrency: 2,
+                        ..Default::default()
+                    },
+                    warehouse: Some(warehouse(&WarehouseArg {
+                        warehouse: env
+                            .warehouse
+                            .clone()
+                            .unwrap_or_else(|| "./warehouse".into()),
+                    })?),
+                    output: ResultFormat::Json,
+                },
+            ),
+            None => Ok(Task::Help),
+            Some(Command::Extract(a)) => job_config(
+                env,
+                settings,
+                JobInputs {
+                    cli: CliJobArgs {
+                        shard: a.discovery.shard.clone(),
+                        paths: a.paths,
+                        workflow_id: a.workflow_id,
+                        source_id: a.source_id,
+                        source_type: a.source_type,
+                        tenant_id: a.tenant_id,
+                    },
+                    warehouse: if a.dry_run {
+                        None
+                    } else {
+                        Some(warehouse(&a.warehouse)?)
+                    },
+                    discovery: a.discovery,
+                    output: a.output,
+                },
+            ),
+            Some(Command::MetadataExtraction(a)) => {
+                let write = a.write_to_db || parse_bool_env(&env.write_to_db)?;
+                job_config(
+                    env,
+                    settings,
+                    JobInputs {
+                        cli: CliJobArgs {
+                            shard: a.discovery.shard.clone(),
+                            paths: a.data_source_path.into_iter().collect(),
+                            workflow_id: a.workflow_id,
+                            source_id: a.source_id,
+                            source_type: a.data_source_type,
+                            tenant_id: a.tenant_id,
+                        },
+                        warehouse: if write {
+                            Some(warehouse(&a.warehouse)?)
+                        } else {
+                            None
+                        },
+                        discovery: a.discovery,
+                        output: a.output,
+                    },
+                )
+            }
+            Some(Command::SchemaValidation(a)) => Ok(Task::SchemaValidation {
+                warehouse: warehouse(&a.warehouse)?,
+                create: !a.no_create,
+            }),
+            Some(Command::Sql(a)) => Ok(Task::Sql {
+                warehouse: warehouse(&a.warehouse)?,
+                catalog: a.catalog,
+                query: a.query,
+                format: a.format,
+            }),
+            Some(Command::Serve(a)) => {
+                if env.api_key.is_none() && !a.listen.ip().is_loopback() {
+                    return Err(ConfigError::Usage(format!(
+                        "refusing to listen on {} without NUVYN_API_KEY: set a key, or listen on 127.0.0.1",
+                        a.listen
+                    )));
+                }
+                if a.max_concurrent_jobs == 0 {
+                    return Err(ConfigError::Usage(
+                        "--max-concurrent-jobs must be at least 1".into(),
+                    ));
+                }
+                Ok(Task::Serve {
+                    config: Box::new(crate::server::ServerConfig {
+                        warehouse: warehouse(&a.warehouse)?,
+                        api_key: env.api_key.clone(),
+                        allow_sources: a.allow_sources,
+                        allow_local: a.allow_local,
+                        max_concurrent_jobs: a.max_concurrent_jobs,
+                        max_queued_jobs: a.max_queued_jobs,
+                        body_limit: a.body_limit_bytes,
+                        notebook_body_limit: a.notebook_body_limit_bytes,
+                        shutdown_timeout: std::time::Duration::from_secs(a.shutdown_timeout_secs),
+                        cors_origins: a.cors_origins,
+                        migrate: settings.migrate,
+                    }),
+                    listen: a.listen,
+                })
+            }
+            Some(Command::Ddl(a)) => {
+                if a.catalog.is_empty()
+                    || !a
+                        .catalog
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || c == '_')
+                {
+                    return Err(ConfigError::Usage(format!(
+                        "invalid --catalog {:?}: use letters, digits and '_'",
+                        a.catalog
+                    )));
+                }
+                location::check(&a.warehouse).map_err(ConfigError::Warehouse)?;
+                let loc = crate::redact::url(a.warehouse.trim());
+                Ok(Task::Ddl {
+                    catalog: a.catalog,
+                    location: loc.trim_end_matches('/').to_string(),
+                })
+            }
+            Some(Command::Notebook(a)) => {
+                let (NotebookAction::Put { workflow_id, .. }
+                | NotebookAction::Get { workflow_id, .. }
+                | NotebookAction::List { workflow_id }
+                | NotebookAction::Diff { workflow_id, .. }) = &a.action;
+                payload::validate_id("--workflow-id", workflow_id)?;
+                Ok(Task::Notebook {
+                    warehouse: warehouse(&a.warehouse.arg())?,
+                    action: a.action,
+                })
+            }
+            Some(Command::Mapping(a)) => {
+                let (MappingAction::Put { workflow_id, .. }
+                | MappingAction::Get { workflow_id, .. }
+                | MappingAction::Check { workflow_id, .. }) = &a.action;
+                payload::validate_id("--workflow-id", workflow_id)?;
+                Ok(Task::Mapping {
+                    warehouse: warehouse(&a.warehouse.arg())?,
+                    action: a.action,
+                })
+            }
+            Some(Command::Migrate(a)) => Ok(Task::Migrate {
+                warehouse: warehouse(&a.warehouse.arg())?,
+                action: a.action,
+                migrations: a.migrations,
+            }),
+            Some(Command::Maintain(a)) => Ok(Task::Maintain {
+                warehouse: warehouse(&a.warehouse)?,
+                options: crate::warehouse::MaintainOptions {
+                    optimize: !a.no_optimize,
+                    vacuum_hours: a.vacuum_hours,
+                    dry_run: a.dry_run,
+                },
+            }),
+            Some(Command::Query(a)) => {
+                payload::validate_id("--workflow-id", &a.workflow_id)?;
+                if let Some(s) = &a.source_id {
+                    payload::validate_id("--source-id", s)?;
+                }
+                Ok(Task::Query {
+                    warehouse: warehouse(&a.warehouse)?,
+                    catalog: a.catalog,
+                    workflow_id: a.workflow_id,
+                    source_id: a.source_id,
+                })
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(args: &[&str], env: Env) -> Result<Task, ConfigError> {
+        let mut v = vec!["nuvyn-executor"];
+        v.extend_from_slice(args);
+        Cli::try_parse_from(v)
+            .expect("parses")
+            .into_config(&env)
+            .map(|c| c.task)
+    }
+
+    #[test]
+    fn extract_requires_workflow_id() {
+        let e = config(&["extract", "/data"], Env::default()).unwrap_err();
+        assert!(e.to_string().starts_with("workflow_id is required"), "{e}");
+    }
+
+    #[test]
+    fn legacy_form_writes_only_when_asked() {
+        let env = Env {
+            payload: Some(r#"{"workflow_id":"w1"}"#.into()),
+            ..Default::default()
+        };
+        match config(
+            &["metadata_extraction", "/data", "csv", "default"],
+            env.clone(),
+        )
+        .unwrap()
+        {
+            Task::Job { options, .. } => {
+                assert!(options.warehouse.is_none());
+                assert_eq!(options.run_mode, RunMode::Payload);
+                assert_eq!(options.spec.sources[0].source_type.as_deref(), Some("csv"));
+                assert_eq!(options.spec.tenant_id.as_deref(), Some("default"));
+            }
+            other => panic!("{other:?}"),
+        }
+        for args in [
+            vec!["metadata_extraction", "/data", "--write-to-db"],
+            vec!["metadata_extraction", "/data"],
+        ] {
+            let env = Env {
+                write_to_db: Some("true".into()),
+                ..env.clone()
+            };
+            match config(&args, env).unwrap() {
+                Task::Job { options, .. } => assert!(options.warehouse.is_some()),
+                other => panic!("{other:?}"),
+            }
+        }
+        let bad = Env {
+            write_to_db: Some("maybe".into()),
+            ..env
+        };
+        assert!(matches!(
+            config(&["metadata_extraction", "/data"], bad),
+            Err(ConfigError::WriteToDb(_))
+        ));
+    }
+
+    #[test]
+    fn bad_globs_and_ids_are_usage_errors() {
+        let e = config(
+            &["extract", "/d", "--workflow-id", "w", "--include", "a[b"],
+            Env::default(),
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("--include"), "{e}");
+        let e = config(&["query", "--workflow-id", "x' OR '1'='1"], Env::default()).unwrap_err();
+        assert!(e.to_string().contains("--workflow-id"), "{e}");
+    }
+}

@@ -1,0 +1,685 @@
+//! A job end to end: every source is discovered and profiled (sources and tables
+//! concurrently, bounded), then the results are written to the warehouse in one commit per
+//! table, and the run is recorded in `executor_runs`. One bad file fails its table, one bad
+//! source fails itself; the job's status and exit code say what happened.
+
+pub mod payload;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::IsTerminal;
+use std::time::Instant;
+
+use chrono::{DateTime, Utc};
+use futures::StreamExt;
+
+use crate::discover::{self, Filters, Skipped};
+use crate::job::payload::{IdOrigin, JobSpec};
+use crate::profile::{self, TableProfile, TableStatus};
+use crate::redact;
+use crate::storage::counting::RequestCounts;
+use crate::storage::location::{self, Location};
+use crate::warehouse::{self, BatchBuilder, Warehouse, WarehouseError};
+
+/// How the run was started, recorded in `executor_runs.run_mode`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RunMode {
+    Cli,
+    Payload,
+    Api,
+}
+
+impl RunMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Cli => "cli",
+            Self::Payload => "payload",
+            Self::Api => "api",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RunStatus {
+    Succeeded,
+    Partial,
+    Failed,
+    /// Stopped on request (the HTTP API) before anything was written.
+    Cancelled,
+}
+
+impl RunStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Succeeded => "succeeded",
+            Self::Partial => "partial",
+            Self::Failed => "failed",
+            Self::Cancelled => "cancelled",
+        }
+    }
+
+    /// The documented exit codes: 0 success, 1 failed, 3 partial.
+    pub fn exit_code(self) -> i32 {
+        match self {
+            Self::Succeeded => 0,
+            Self::Failed => 1,
+            Self::Partial => 3,
+            Self::Cancelled => 130,
+        }
+    }
+}
+
+/// Everything a job needs, validated.
+#[derive(Debug, Clone)]
+pub struct JobOptions {
+    pub spec: JobSpec,
+    pub run_mode: RunMode,
+    /// `None`: discover and profile only, write nothing.
+    pub warehouse: Option<Location>,
+    pub filters: Filters,
+    pub source_concurrency: usize,
+    pub table_concurrency: usize,
+    pub progress: bool,
+    /// Whether pending schema migrations are applied (`--migrate`) or the warehouse refused.
+    pub migrate: crate::migrate::MigratePolicy,
+    /// The run's id (the API's job id); `None`: a fresh one.
+    pub run_id: Option<String>,
+    /// Whether the job appends its own `executor_runs` row (the API records its jobs itself).
+    pub record_run: bool,
+    pub cancel: CancelFlag,
+}
+
+/// Asks a running job to stop. It is looked at between tables and before anything is
+/// written: a job stopped in time writes nothing, one already writing finishes.
+#[derive(Debug, Clone, Default)]
+pub struct CancelFlag(std::sync::Arc<std::sync::atomic::AtomicBool>);
+
+impl CancelFlag {
+    pub fn cancel(&self) {
+        self.0.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    pub fn is_cancelled(&self) -> bool {
+        self.0.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct SourceReport {
+    pub source_id: Option<String>,
+    pub source_path: String,
+    pub source_type: String,
+    pub status: RunStatus,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    pub files_found: u64,
+    pub total_size_bytes: u64,
+    pub tables_found: usize,
+    pub tables_failed: usize,
+    pub skipped: Vec<Skipped>,
+    pub tables: Vec<TableProfile>,
+    /// Time spent listing and sniffing the source.
+    pub discover_ms: u64,
+    /// Storage requests made for this source (remote stores only).
+    #[serde(skip_serializing_if = "no_requests")]
+    pub requests: RequestCounts,
+}
+
+fn no_requests(r: &RequestCounts) -> bool {
+    r.total() == 0
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct JobReport {
+    pub run_id: String,
+    pub executor_version: String,
+    pub workflow_id: String,
+    pub workflow_id_origin: IdOrigin,
+    pub source_id: Option<String>,
+    pub tenant_id: Option<String>,
+    pub run_mode: RunMode,
+    pub status: RunStatus,
+    pub written: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub warehouse: Option<String>,
+    pub started_at: DateTime<Utc>,
+    pub finished_at: DateTime<Utc>,
+    pub duration_ms: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// Requests made to the warehouse's store (remote stores only).
+    #[serde(skip_serializing_if = "no_requests")]
+    pub warehouse_requests: RequestCounts,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shard: Option<crate::job::payload::Shard>,
+    pub sources: Vec<SourceReport>,
+}
+
+impl JobReport {
+    pub fn exit_code(&self) -> i32 {
+        self.status.exit_code()
+    }
+}
+
+fn progress_bar(enabled: bool) -> indicatif::ProgressBar {
+    if !enabled || !std::io::stderr().is_terminal() {
+        return indicatif::ProgressBar::hidden();
+    }
+    let pb = indicatif::ProgressBar::new(0);
+    pb.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} tables {msg}",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    pb
+}
+
+async fn run_source(
+    ctx: &datafusion::prelude::SessionContext,
+    spec: &crate::job::payload::SourceSpec,
+    opts: &JobOptions,
+    pb: &indicatif::ProgressBar,
+) -> SourceReport {
+    let mut report = SourceReport {
+        source_id: spec.source_id.clone(),
+        source_path: redact::url(&spec.path),
+        source_type: spec.source_type.clone().unwrap_or_default(),
+        status: RunStatus::Failed,
+        error: None,
+        files_found: 0,
+        total_size_bytes: 0,
+        tables_found: 0,
+        tables_failed: 0,
+        skipped: Vec::new(),
+        tables: Vec::new(),
+        discover_ms: 0,
+        requests: RequestCounts::default(),
+    };
+    let loc = match location::parse_with(&spec.path, &spec.storage_options) {
+        Ok(l) => l,
+        Err(e) => {
+            report.error = Some(e.to_string());
+            return report;
+        }
+    };
+    report.source_path = loc.display.clone();
+    if report.source_type.is_empty() {
+        report.source_type = loc.kind.as_str().to_string();
+    }
+    ctx.register_object_store(&loc.store_url, loc.store.clone());
+    tracing::info!(source = %loc.display, "discovering");
+    let discovering = Instant::now();
+    let found = discover::discover(&loc, &opts.filters).await;
+    report.discover_ms = discovering.elapsed().as_millis() as u64;
+    let found = match found {
+        Ok(d) => d,
+        Err(e) => {
+            tracing::error!(source = %loc.display, "source failed: {e}");
+            report.error = Some(e.to_string());
+            report.requests = loc.requests();
+            return report;
+        }
+    };
+    // A shard profiles only its tables; the counts stay the source's (every shard sees the
+    // same listing, and shard 0 writes the source's row).
+    let mut found = found;
+    if let Some(shard) = opts.spec.shard {
+        found.tables.retain(|t| shard.owns(&t.name));
+    }
+    report.files_found = found.files_found;
+    report.total_size_bytes = found.total_size_bytes;
+    report.skipped = found.skipped;
+    report.tables_found = found.tables.len();
+    for s in &report.skipped {
+        tracing::warn!(path = %s.path, "skipped: {}", s.reason);
+    }
+    tracing::info!(
+        source = %loc.display,
+        tables = found.tables.len(),
+        files = found.files_found,
+        "discovered"
+    );
+    pb.inc_length(found.tables.len() as u64);
+    let mut tables: Vec<TableProfile> = futures::stream::iter(found.tables.into_iter().map(|t| {
+        let (ctx, loc) = (ctx.clone(), loc.clone());
+        async move {
+            let started = Instant::now();
+            let name = t.name.clone();
+            let root = loc.display_of(&t.root);
+            if opts.cancel.is_cancelled() {
+                pb.inc(1);
+                return profile::TableProfile::failed(&name, &root, "cancelled".to_string());
+            }
+            // Each table runs in its own task: a panic inside a reader library on a
+            // malformed file fails that table, not the job.
+            let p = match tokio::spawn(async move { profile::profile_table(&ctx, &loc, &t).await })
+                .await
+            {
+                Ok(p) => p,
+                Err(e) => {
+                    profile::TableProfile::failed(&name, &root, format!("reader crashed: {e}"))
+                }
+            };
+            tracing::debug!(table = %name, ms = started.elapsed().as_millis() as u64, "profiled");
+            pb.inc(1);
+            pb.set_message(name);
+            p
+        }
+    }))
+    .buffer_unordered(opts.table_concurrency.max(1))
+    .collect()
+    .await;
+    tables.sort_by(|a, b| a.table_name.cmp(&b.table_name));
+    report.tables_failed = tables
+        .iter()
+        .filter(|t| t.status == TableStatus::Failed)
+        .count();
+    report.status = if report.tables_failed == 0 {
+        RunStatus::Succeeded
+    } else if report.tables_failed < tables.len() {
+        RunStatus::Partial
+    } else {
+        RunStatus::Failed
+    };
+    if report.status == RunStatus::Failed {
+        report.error = Some(format!("all {} tables failed", tables.len()));
+    }
+    report.tables = tables;
+    report.requests = loc.requests();
+    report
+}
+
+/// Runs a job. Never panics on bad data; the report carries every failure.
+pub async fn run(opts: JobOptions) -> JobReport {
+    let started_at = Utc::now();
+    let clock = Instant::now();
+    let run_id = opts
+        .run_id
+        .clone()
+        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+    let spec = &opts.spec;
+    tracing::info!(
+        run_id = %run_id,
+        workflow_id = %spec.workflow_id,
+        source_id = spec.source_id.as_deref().unwrap_or(""),
+        sources = spec.sources.len(),
+        "job started"
+    );
+    let mut report = JobReport {
+        run_id: run_id.clone(),
+        executor_version: crate::VERSION.to_string(),
+        workflow_id: spec.workflow_id.clone(),
+        workflow_id_origin: spec.workflow_id_origin,
+        source_id: spec.source_id.clone(),
+        tenant_id: spec.tenant_id.clone(),
+        run_mode: opts.run_mode,
+        status: RunStatus::Failed,
+        written: false,
+        warehouse: opts.warehouse.as_ref().map(|w| w.display.clone()),
+        started_at,
+        finished_at: started_at,
+        duration_ms: 0,
+        error: None,
+        warehouse_requests: RequestCounts::default(),
+        shard: spec.shard,
+        sources: Vec::new(),
+    };
+
+    // The warehouse is checked before any source is read: a job that cannot record its
+    // results should fail in seconds, not after an hour of profiling.
+    let warehouse = opts.warehouse.clone().map(Warehouse::new);
+    if let Some(w) = &warehouse
+        && let Err(e) = prepare_warehouse(w, opts.migrate).await
+    {
+        report.error = Some(e.to_string());
+        report.warehouse_requests = w.root.requests();
+        return finish(report, clock);
+    }
+
+    let ctx = profile::session_for(&[]);
+    let pb = progress_bar(opts.progress);
+    let mut sources: Vec<(usize, SourceReport)> =
+        futures::stream::iter(spec.sources.iter().enumerate().map(|(i, s)| {
+            let ctx = &ctx;
+            let opts = &opts;
+            let pb = &pb;
+            async move { (i, run_source(ctx, s, opts, pb).await) }
+        }))
+        .buffer_unordered(opts.source_concurrency.max(1))
+        .collect()
+        .await;
+    pb.finish_and_clear();
+    sources.sort_by_key(|(i, _)| *i);
+    report.sources = sources.into_iter().map(|(_, s)| s).collect();
+
+    let failed = report
+        .sources
+        .iter()
+        .filter(|s| s.status == RunStatus::Failed)
+        .count();
+    let partial = report
+        .sources
+        .iter()
+        .any(|s| s.status == RunStatus::Partial);
+    report.status = if failed == report.sources.len() {
+        RunStatus::Failed
+    } else if failed > 0 || partial {
+        RunStatus::Partial
+    } else {
+        RunStatus::Succeeded
+    };
+    if failed > 0 {
+        let msgs: Vec<String> = report
+            .sources
+            .iter()
+            .filter(|s| s.status == RunStatus::Failed)
+            .map(|s| {
+                format!(
+                    "{}: {}",
+                    s.source_path,
+                    s.error.as_deref().unwrap_or("failed")
+                )
+            })
+            .collect();
+        report.error = Some(format!(
+            "{failed} of {} sources failed: {}",
+            report.sources.len(),
+            msgs.join("; ")
+        ));
+    }
+
+    if opts.cancel.is_cancelled() {
+        report.status = RunStatus::Cancelled;
+        report.error = Some("cancelled before its results were written".into());
+        tracing::warn!(run_id = %report.run_id, "cancelled; nothing written");
+        return finish(report, clock);
+    }
+    if let Some(w) = &warehouse {
+        match write_results(w, &report).await {
+            Ok(()) => report.written = true,
+            Err(e) => {
+                tracing::error!("writing results failed: {e}");
+                report.status = RunStatus::Failed;
+                report.error = Some(format!("writing results failed: {e}"));
+            }
+        }
+        report.finished_at = Utc::now();
+        if opts.record_run
+            && let Err(e) = record_run(w, &report).await
+        {
+            tracing::error!("recording the run in executor_runs failed: {e}");
+            report.status = RunStatus::Failed;
+            report
+                .error
+                .get_or_insert(format!("recording the run failed: {e}"));
+        }
+        report.warehouse_requests = w.root.requests();
+    }
+    finish(report, clock)
+}
+
+fn finish(mut report: JobReport, clock: Instant) -> JobReport {
+    report.finished_at = Utc::now();
+    report.duration_ms = clock.elapsed().as_millis() as u64;
+    tracing::info!(
+        run_id = %report.run_id,
+        status = report.status.as_str(),
+        ms = report.duration_ms,
+        "job finished"
+    );
+    report
+}
+
+/// Brings the warehouse to this executor's schema (see [`crate::migrate::ensure_current`])
+/// and checks every table.
+async fn prepare_warehouse(
+    w: &Warehouse,
+    migrate: crate::migrate::MigratePolicy,
+) -> Result<(), crate::migrate::MigrateError> {
+    crate::migrate::ensure_current(w, migrate).await?;
+    for def in warehouse::JOB_TABLES {
+        w.ensure_valid(def).await?;
+    }
+    Ok(())
+}
+
+/// Sources are replaced per `source_id` group; a group with a failed source is not
+/// written at all, so a failure never erases the rows a previous run left.
+fn writable_groups(report: &JobReport) -> Vec<(Option<String>, Vec<&SourceReport>)> {
+    let mut groups: BTreeMap<Option<String>, Vec<&SourceReport>> = BTreeMap::new();
+    for s in &report.sources {
+        groups.entry(s.source_id.clone()).or_default().push(s);
+    }
+    groups
+        .into_iter()
+        .filter(|(sid, members)| {
+            let ok = members.iter().all(|s| s.status != RunStatus::Failed);
+            if !ok {
+                tracing::warn!(
+                    source_id = sid.as_deref().unwrap_or(""),
+                    "a source of this source_id failed; its previous rows are kept"
+                );
+            }
+            ok
+        })
+        .collect()
+}
+
+async fn write_results(w: &Warehouse, report: &JobReport) -> Result<(), WarehouseError> {
+    let groups = writable_groups(report);
+    if groups.is_empty() {
+        return Ok(());
+    }
+    let source_ids: Vec<Option<String>> = groups.iter().map(|(s, _)| s.clone()).collect();
+    let predicate = warehouse::replace_predicate(&report.workflow_id, &source_ids);
+    let srcs: Vec<&SourceReport> = groups.iter().flat_map(|(_, m)| m.iter().copied()).collect();
+    let wf = report.workflow_id.as_str();
+    let run = report.run_id.as_str();
+    let ts = report.started_at;
+
+    let n = srcs.len();
+    let sources = BatchBuilder::new(&warehouse::SOURCES)
+        .i64s("id", warehouse::new_ids(n))
+        .strings("workflow_id", vec![Some(wf); n])
+        .strings("source_id", srcs.iter().map(|s| s.source_id.as_deref()))
+        .strings(
+            "source_path",
+            srcs.iter().map(|s| Some(s.source_path.as_str())),
+        )
+        .strings(
+            "source_type",
+            srcs.iter().map(|s| Some(s.source_type.as_str())),
+        )
+        .timestamps("extraction_timestamp", vec![Some(ts); n])
+        .i32s(
+            "files_found",
+            srcs.iter()
+                .map(|s| Some(s.files_found.min(i32::MAX as u64) as i32)),
+        )
+        .i64s(
+            "total_size_bytes",
+            srcs.iter().map(|s| Some(s.total_size_bytes as i64)),
+        )
+        .strings("run_id", vec![Some(run); n])
+        .build()?;
+
+    let tables: Vec<(&SourceReport, &TableProfile)> = srcs
+        .iter()
+        .flat_map(|s| s.tables.iter().map(move |t| (*s, t)))
+        .collect();
+    let n = tables.len();
+    let tables_batch = BatchBuilder::new(&warehouse::TABLES)
+        .i64s("id", warehouse::new_ids(n))
+        .strings("workflow_id", vec![Some(wf); n])
+        .strings(
+            "source_id",
+            tables.iter().map(|(s, _)| s.source_id.as_deref()),
+        )
+        .strings(
+            "table_name",
+            tables.iter().map(|(_, t)| Some(t.table_name.as_str())),
+        )
+        .strings(
+            "file_path",
+            tables.iter().map(|(_, t)| Some(t.file_path.as_str())),
+        )
+        .strings(
+            "file_type",
+            tables.iter().map(|(_, t)| Some(t.file_type.as_str())),
+        )
+        .i64s("row_count", tables.iter().map(|(_, t)| t.row_count))
+        .i32s(
+            "column_count",
+            tables.iter().map(|(_, t)| Some(t.column_count)),
+        )
+        .i64s("size_bytes", tables.iter().map(|(_, t)| Some(t.size_bytes)))
+        .strings("run_id", vec![Some(run); n])
+        .strings(
+            "status",
+            tables.iter().map(|(_, t)| Some(t.status.as_str())),
+        )
+        .strings(
+            "error_message",
+            tables.iter().map(|(_, t)| t.error_message.as_deref()),
+        )
+        .build()?;
+
+    let cols: Vec<(&SourceReport, &TableProfile, &profile::ColumnProfile)> = tables
+        .iter()
+        .flat_map(|(s, t)| t.columns.iter().map(move |c| (*s, *t, c)))
+        .collect();
+    let n = cols.len();
+    let samples: Vec<String> = cols
+        .iter()
+        .map(|(_, _, c)| serde_json::to_string(&c.sample_values).unwrap_or_else(|_| "[]".into()))
+        .collect();
+    let columns = BatchBuilder::new(&warehouse::COLUMNS)
+        .i64s("id", warehouse::new_ids(n))
+        .strings("workflow_id", vec![Some(wf); n])
+        .strings(
+            "source_id",
+            cols.iter().map(|(s, _, _)| s.source_id.as_deref()),
+        )
+        .strings(
+            "table_name",
+            cols.iter().map(|(_, t, _)| Some(t.table_name.as_str())),
+        )
+        .strings(
+            "column_name",
+            cols.iter().map(|(_, _, c)| Some(c.column_name.as_str())),
+        )
+        .strings(
+            "data_type",
+            cols.iter().map(|(_, _, c)| Some(c.data_type.as_str())),
+        )
+        .i32s("position", cols.iter().map(|(_, _, c)| Some(c.position)))
+        .bools(
+            "is_nullable",
+            cols.iter().map(|(_, _, c)| Some(c.is_nullable)),
+        )
+        .strings("sample_values", samples.iter().map(|s| Some(s.as_str())))
+        .strings("run_id", vec![Some(run); n])
+        .i64s(
+            "null_count",
+            cols.iter().map(|(_, _, c)| Some(c.null_count)),
+        )
+        .i64s(
+            "distinct_count",
+            cols.iter().map(|(_, _, c)| c.distinct_count),
+        )
+        .strings(
+            "min_value",
+            cols.iter().map(|(_, _, c)| c.min_value.as_deref()),
+        )
+        .strings(
+            "max_value",
+            cols.iter().map(|(_, _, c)| c.max_value.as_deref()),
+        )
+        .build()?;
+
+    // Children before parents: a reader that sees a source row also sees its tables.
+    for (def, batch) in [
+        (&warehouse::COLUMNS, columns),
+        (&warehouse::TABLES, tables_batch),
+        (&warehouse::SOURCES, sources),
+    ] {
+        // Shards replace only the rows of the tables they own (found now, or stored by an
+        // earlier run and now gone from the source), so they never erase each other's;
+        // shard 0 writes the source rows.
+        let predicate = match report.shard {
+            None => predicate.clone(),
+            Some(_) if def.name == warehouse::SOURCES.name => {
+                if report.shard.is_some_and(|s| s.index != 0) {
+                    continue;
+                }
+                predicate.clone()
+            }
+            Some(shard) => {
+                let mut names: BTreeSet<String> = srcs
+                    .iter()
+                    .flat_map(|s| s.tables.iter().map(|t| t.table_name.clone()))
+                    .collect();
+                names.extend(
+                    stored_table_names(w, &predicate)
+                        .await?
+                        .into_iter()
+                        .filter(|n| shard.owns(n)),
+                );
+                if names.is_empty() {
+                    continue;
+                }
+                let list: Vec<String> = names.iter().map(|n| warehouse::sql_literal(n)).collect();
+                format!("{predicate} AND table_name IN ({})", list.join(", "))
+            }
+        };
+        let table = w.ensure_valid(def).await?;
+        let rows = batch.num_rows();
+        let t = w.replace(def, table, batch, predicate, run).await?;
+        tracing::info!(
+            table = def.name,
+            rows,
+            version = t.version().unwrap_or_default(),
+            "written"
+        );
+    }
+    Ok(())
+}
+
+/// The table names stored in `tables` for the rows `predicate` selects.
+async fn stored_table_names(w: &Warehouse, predicate: &str) -> Result<Vec<String>, WarehouseError> {
+    let rows = w
+        .select(&format!(
+            "SELECT DISTINCT table_name FROM {} WHERE {predicate}",
+            warehouse::TABLES.name
+        ))
+        .await?;
+    Ok(rows
+        .iter()
+        .filter_map(|r| {
+            r.get("table_name")
+                .and_then(|v| v.as_str())
+                .map(str::to_string)
+        })
+        .collect())
+}
+
+async fn record_run(w: &Warehouse, report: &JobReport) -> Result<(), WarehouseError> {
+    let def = &warehouse::EXECUTOR_RUNS;
+    let batch = BatchBuilder::new(def)
+        .i64s("id", warehouse::new_ids(1))
+        .strings("run_id", [Some(report.run_id.as_str())])
+        .strings("executor_version", [Some(crate::VERSION)])
+        .strings("workflow_id", [Some(report.workflow_id.as_str())])
+        .strings("source_id", [report.source_id.as_deref()])
+        .strings("run_mode", [Some(report.run_mode.as_str())])
+        .strings("status", [Some(report.status.as_str())])
+        .strings("error_message", [report.error.as_deref()])
+        .timestamps("started_at", [Some(report.started_at)])
+        .timestamps("finished_at", [Some(report.finished_at)])
+        .build()?;
+    let table = w.ensure_valid(def).await?;
+    w.append(def, table, batch, &report.run_id).await?;
+    Ok(())
+}

@@ -1,0 +1,389 @@
+//! The server's state: jobs in memory (a state is shown once the journal committed it),
+//! admission (bounded running and queued jobs), the scheduler that runs them on the CLI's
+//! code, cancellation, and the drain on shutdown.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+use tokio::sync::{Mutex, Semaphore};
+use utoipa::ToSchema;
+
+use super::journal::{self, JobState, Journal, RunRow};
+use super::{ServerConfig, ServerError};
+use crate::discover::Filters;
+use crate::job::payload::{self};
+use crate::job::{self, CancelFlag, JobOptions, RunMode};
+use crate::warehouse::Warehouse;
+
+/// A job as the API shows it.
+#[derive(Debug, Clone, serde::Serialize, ToSchema)]
+pub struct JobRecord {
+    pub job_id: String,
+    pub workflow_id: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub source_id: Option<String>,
+    /// created, running, succeeded, partial, failed, cancelled
+    #[schema(value_type = String)]
+    pub status: JobState,
+    pub created_at: DateTime<Utc>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<DateTime<Utc>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<DateTime<Utc>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub duration_ms: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// Set on a running job whose cancellation was asked for.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub cancel_requested: bool,
+    /// The job's report (per-source results) while this server holds it; after a restart,
+    /// the sources it wrote.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub result: Option<Value>,
+}
+
+impl JobRecord {
+    pub(super) fn of_row(r: &RunRow) -> Self {
+        let mut rec = Self {
+            job_id: r.run_id.clone(),
+            workflow_id: r.workflow_id.clone(),
+            source_id: r.source_id.clone(),
+            status: r.status,
+            created_at: journal::created_at_of(&r.run_id)
+                .or(r.started_at)
+                .unwrap_or_default(),
+            started_at: r.started_at,
+            finished_at: r.finished_at,
+            duration_ms: None,
+            error: r.error.clone(),
+            cancel_requested: false,
+            result: None,
+        };
+        rec.set_duration();
+        rec
+    }
+
+    pub(super) fn set_duration(&mut self) {
+        self.duration_ms = match (self.started_at, self.finished_at) {
+            (Some(s), Some(f)) => Some((f - s).num_milliseconds()),
+            _ => None,
+        };
+    }
+
+    pub(super) fn without_result(&self) -> Self {
+        Self {
+            result: None,
+            ..self.clone()
+        }
+    }
+}
+
+pub(super) struct Job {
+    /// What the API shows: the last state committed to `executor_runs` (a state is shown
+    /// only once it is durable, so a caller who saw it finds it in the table).
+    pub(super) record: JobRecord,
+    /// The newest change, queued for commit; decisions (cancel, start) look at this.
+    pub(super) next: Option<JobRecord>,
+    /// Changes queued so far; the commit of the last one makes `next` visible.
+    pub(super) queued: u64,
+    /// The job's `executor_runs` row id.
+    pub(super) row_id: i64,
+    pub(super) cancel: CancelFlag,
+}
+
+impl Job {
+    /// The job's state including changes not yet committed.
+    pub(super) fn current(&self) -> &JobRecord {
+        self.next.as_ref().unwrap_or(&self.record)
+    }
+
+    pub(super) fn row(&self) -> RunRow {
+        let r = self.current();
+        RunRow {
+            id: self.row_id,
+            run_id: r.job_id.clone(),
+            workflow_id: r.workflow_id.clone(),
+            source_id: r.source_id.clone(),
+            status: r.status,
+            error: r.error.clone(),
+            started_at: r.started_at,
+            finished_at: r.finished_at,
+        }
+    }
+}
+
+/// A change queued for commit: which job, its number, and the commit's answer.
+pub(super) struct Pending {
+    pub(super) id: String,
+    pub(super) seq: u64,
+    pub(super) ack: tokio::sync::oneshot::Receiver<Result<(), String>>,
+}
+
+/// Now, to the microsecond Delta keeps: a job read back from the table after a restart shows
+/// the same times as it did from memory.
+pub(super) fn now() -> DateTime<Utc> {
+    use chrono::SubsecRound;
+    Utc::now().trunc_subsecs(6)
+}
+
+/// Finished jobs kept in memory (with their full reports); older ones are read from the table.
+pub(super) const KEPT_IN_MEMORY: usize = 10_000;
+
+pub(super) struct Inner {
+    pub(super) cfg: ServerConfig,
+    pub(super) warehouse: Warehouse,
+    pub(super) journal: Journal,
+    pub(super) jobs: Mutex<BTreeMap<String, Job>>,
+    pub(super) running: Semaphore,
+    /// Jobs created and not yet in a final state (running + waiting).
+    pub(super) outstanding: AtomicUsize,
+    pub(super) accepting: AtomicBool,
+    pub(super) tasks: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
+    pub(super) started: AtomicU64,
+    pub(super) finished: AtomicU64,
+    pub(super) recovered: usize,
+}
+
+#[derive(Clone)]
+pub struct AppState(pub(super) Arc<Inner>);
+
+impl AppState {
+    /// Readies the warehouse (a fresh one gets the schema; one behind is refused), starts the
+    /// run journal and marks jobs a previous server left unfinished as interrupted.
+    pub async fn start(cfg: ServerConfig) -> Result<Self, ServerError> {
+        let warehouse = Warehouse::new(cfg.warehouse.clone());
+        crate::migrate::ensure_current(&warehouse, cfg.migrate)
+            .await
+            .map_err(|e| ServerError::Warehouse {
+                warehouse: warehouse.root.display.clone(),
+                reason: e.to_string(),
+            })?;
+        let journal = Journal::start(warehouse.clone());
+        let recovered = journal::recover(&warehouse, &journal)
+            .await
+            .map_err(ServerError::Recover)?;
+        if !recovered.is_empty() {
+            tracing::warn!(
+                jobs = recovered.len(),
+                "jobs left queued or running by a previous server were marked failed (interrupted)"
+            );
+        }
+        Ok(Self(Arc::new(Inner {
+            running: Semaphore::new(cfg.max_concurrent_jobs.max(1)),
+            cfg,
+            warehouse,
+            journal,
+            jobs: Mutex::new(BTreeMap::new()),
+            outstanding: AtomicUsize::new(0),
+            accepting: AtomicBool::new(true),
+            tasks: std::sync::Mutex::new(Vec::new()),
+            started: AtomicU64::new(0),
+            finished: AtomicU64::new(0),
+            recovered: recovered.len(),
+        })))
+    }
+
+    /// Changes a job that is not final yet and queues its row. Called under the jobs lock,
+    /// so rows are queued in the order the changes happen; the change becomes visible when
+    /// [`AppState::committed`] sees its commit. A change into a final state frees the job's
+    /// place in the queue.
+    pub(super) fn change(
+        &self,
+        jobs: &mut BTreeMap<String, Job>,
+        id: &str,
+        f: impl FnOnce(&mut JobRecord),
+    ) -> Option<Pending> {
+        let job = jobs.get_mut(id)?;
+        if job.current().status.is_final() {
+            return None;
+        }
+        let mut next = job.current().clone();
+        f(&mut next);
+        next.set_duration();
+        if next.status.is_final() {
+            self.0.outstanding.fetch_sub(1, Ordering::SeqCst);
+            self.0.finished.fetch_add(1, Ordering::SeqCst);
+        }
+        job.next = Some(next);
+        job.queued += 1;
+        Some(Pending {
+            id: id.to_string(),
+            seq: job.queued,
+            ack: self.0.journal.submit(job.row()),
+        })
+    }
+
+    /// Waits for a change's commit and shows it (unless a later change is queued, whose
+    /// commit will). A failed commit is logged and the change shown anyway: the job goes
+    /// on, and a restart would mark it interrupted.
+    pub(super) async fn committed(&self, p: Option<Pending>) {
+        let Some(p) = p else { return };
+        if let Err(e) = journal::wait(p.ack).await {
+            tracing::error!(job_id = %p.id, "the job's state could not be recorded: {e}");
+        }
+        let mut jobs = self.0.jobs.lock().await;
+        if let Some(job) = jobs.get_mut(&p.id)
+            && job.queued == p.seq
+            && let Some(next) = job.next.take()
+        {
+            job.record = next;
+        }
+    }
+
+    pub(super) async fn set_final(
+        &self,
+        id: &str,
+        status: JobState,
+        error: Option<String>,
+        result: Option<Value>,
+    ) {
+        let p = {
+            let mut jobs = self.0.jobs.lock().await;
+            self.change(&mut jobs, id, |r| {
+                r.status = status;
+                r.error = error;
+                r.result = result;
+                r.finished_at = Some(now());
+            })
+        };
+        self.committed(p).await;
+    }
+
+    /// Stops taking jobs (creates answer 503 from now on).
+    pub fn stop_accepting(&self) {
+        self.0.accepting.store(false, Ordering::SeqCst);
+    }
+
+    /// The shutdown: no new jobs; queued jobs are recorded as interrupted; running jobs get
+    /// `timeout` to finish, then are asked to stop and recorded as interrupted. Returns when
+    /// every state is committed.
+    pub async fn drain(&self, timeout: Duration) {
+        self.stop_accepting();
+        self.0.running.close();
+        let handles = std::mem::take(&mut *self.0.tasks.lock().unwrap_or_else(|e| e.into_inner()));
+        let running = self.0.outstanding.load(Ordering::SeqCst);
+        tracing::info!(
+            jobs = running,
+            ?timeout,
+            "draining: waiting for running jobs"
+        );
+        if tokio::time::timeout(timeout, futures::future::join_all(handles))
+            .await
+            .is_err()
+        {
+            let acks: Vec<_> = {
+                let mut jobs = self.0.jobs.lock().await;
+                let ids: Vec<String> = jobs
+                    .iter()
+                    .filter(|(_, j)| !j.current().status.is_final())
+                    .map(|(id, _)| id.clone())
+                    .collect();
+                ids.into_iter()
+                    .filter_map(|id| {
+                        if let Some(j) = jobs.get(&id) {
+                            j.cancel.cancel();
+                        }
+                        tracing::warn!(job_id = %id, "recorded as interrupted");
+                        self.change(&mut jobs, &id, |r| {
+                            r.error = Some(if r.status == JobState::Created {
+                                "interrupted: the server shut down before the job started".into()
+                            } else {
+                                format!(
+                                    "interrupted: still running when the server shut down ({}s after the shutdown began)",
+                                    timeout.as_secs()
+                                )
+                            });
+                            r.status = JobState::FAILED;
+                            r.finished_at = Some(now());
+                        })
+                    })
+                    .collect()
+            };
+            for p in acks {
+                self.committed(Some(p)).await;
+            }
+        }
+        tracing::info!("drained");
+    }
+}
+
+/// Drops the oldest finished jobs from memory beyond [`KEPT_IN_MEMORY`]; they stay readable
+/// from `executor_runs`.
+pub(super) fn evict(jobs: &mut BTreeMap<String, Job>) {
+    if jobs.len() <= KEPT_IN_MEMORY {
+        return;
+    }
+    let excess = jobs.len() - KEPT_IN_MEMORY;
+    let old: Vec<String> = jobs
+        .iter()
+        .filter(|(_, j)| j.next.is_none() && j.record.status.is_final())
+        .take(excess)
+        .map(|(id, _)| id.clone())
+        .collect();
+    for id in old {
+        jobs.remove(&id);
+    }
+}
+
+/// One job's life: wait for a place, run, record the outcome.
+pub(super) async fn run_job(s: AppState, id: String, spec: payload::JobSpec, cancel: CancelFlag) {
+    let Ok(_permit) = s.0.running.acquire().await else {
+        // Closed: the server is shutting down before this job got a place.
+        s.set_final(
+            &id,
+            JobState::FAILED,
+            Some("interrupted: the server shut down before the job started".into()),
+            None,
+        )
+        .await;
+        return;
+    };
+    let ack = {
+        let mut jobs = s.0.jobs.lock().await;
+        match jobs.get(&id) {
+            Some(j) if j.current().status == JobState::Created => {}
+            _ => return, // cancelled while waiting
+        }
+        s.change(&mut jobs, &id, |r| {
+            r.status = JobState::Running;
+            r.started_at = Some(now());
+        })
+    };
+    s.0.started.fetch_add(1, Ordering::SeqCst);
+    s.committed(ack).await;
+    let opts = JobOptions {
+        spec,
+        run_mode: RunMode::Api,
+        warehouse: Some(s.0.cfg.warehouse.clone()),
+        filters: Filters::default(),
+        source_concurrency: 4,
+        table_concurrency: 2,
+        progress: false,
+        migrate: s.0.cfg.migrate,
+        run_id: Some(id.clone()),
+        record_run: false,
+        cancel,
+    };
+    // The job's future borrows across awaits in ways `tokio::spawn`'s Send check cannot
+    // follow; it runs on a blocking thread driving the same runtime instead.
+    let rt = tokio::runtime::Handle::current();
+    let Ok(report) = tokio::task::spawn_blocking(move || rt.block_on(job::run(opts))).await else {
+        s.set_final(&id, JobState::FAILED, Some("the job crashed".into()), None)
+            .await;
+        return;
+    };
+    let result = serde_json::to_value(&report).ok();
+    s.set_final(
+        &id,
+        JobState::Finished(report.status),
+        report.error.clone(),
+        result,
+    )
+    .await;
+}

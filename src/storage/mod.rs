@@ -1,0 +1,44 @@
+//! Where bytes live: a [`Location`] parsed from what a user pastes (local paths, `/Volumes`,
+//! `dbfs:/`, every Azure URL form), the Azure stores and their credentials, and the wrapper
+//! that counts every request a store makes. Nothing above this module parses a path or
+//! builds an `ObjectStore`.
+
+pub mod azure;
+pub mod counting;
+pub mod location;
+
+pub use location::{Location, LocationError, LocationKind};
+
+use std::path::PathBuf;
+use std::sync::{LazyLock, RwLock};
+
+/// Storage settings of the process: where `dbfs:/` is mounted and how requests are retried.
+/// The CLI installs them once from its validated configuration ([`configure`]); a library
+/// user that does not gets the defaults.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Settings {
+    /// Root of the FUSE mount Databricks gives `dbfs:/` paths on a cluster.
+    pub dbfs_root: PathBuf,
+    pub requests: azure::RequestSettings,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            dbfs_root: PathBuf::from("/dbfs"),
+            requests: azure::RequestSettings::default(),
+        }
+    }
+}
+
+static SETTINGS: LazyLock<RwLock<Settings>> = LazyLock::new(Default::default);
+
+/// Installs the process's storage settings; locations parsed afterwards use them.
+pub fn configure(settings: Settings) {
+    *SETTINGS.write().unwrap_or_else(|e| e.into_inner()) = settings;
+}
+
+/// The storage settings in force.
+pub fn settings() -> Settings {
+    SETTINGS.read().unwrap_or_else(|e| e.into_inner()).clone()
+}

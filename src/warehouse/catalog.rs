@@ -1,0 +1,268 @@
+//! The catalogue: every table nuvyn-executor writes, defined once (name, columns, types,
+//! partitioning), with the schema and catalog names Databricks users know. The Arrow schema
+//! the writer builds batches with, the Delta schema tables are created with, schema checks,
+//! the query session and the registration DDL (`sql/create_tables.sql`, the `ddl` command)
+//! all come from these definitions; migrations are checked against them in a unit test.
+
+use std::sync::Arc;
+
+use datafusion::arrow::datatypes::{DataType as ArrowType, Field, Schema, SchemaRef, TimeUnit};
+use deltalake::kernel::{DataType as DeltaType, StructField};
+
+/// The catalog Databricks puts external tables in by default; `--catalog` changes it.
+pub const DEFAULT_CATALOG: &str = "hive_metastore";
+
+/// The schema (database) the tables live in, as Databricks names it.
+pub const SCHEMA_NAME: &str = "_executor_metadata";
+/// Every table is partitioned by this column.
+pub const PARTITION_COLUMN: &str = "workflow_id";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SqlType {
+    String,
+    Timestamp,
+    Int,
+    BigInt,
+    Boolean,
+}
+
+impl SqlType {
+    pub fn spark_name(self) -> &'static str {
+        match self {
+            Self::String => "STRING",
+            Self::Timestamp => "TIMESTAMP",
+            Self::Int => "INT",
+            Self::BigInt => "BIGINT",
+            Self::Boolean => "BOOLEAN",
+        }
+    }
+
+    pub fn arrow(self) -> ArrowType {
+        match self {
+            Self::String => ArrowType::Utf8,
+            // Delta's TIMESTAMP is UTC microseconds; TIMESTAMP_NTZ would need writer 7.
+            Self::Timestamp => ArrowType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+            Self::Int => ArrowType::Int32,
+            Self::BigInt => ArrowType::Int64,
+            Self::Boolean => ArrowType::Boolean,
+        }
+    }
+
+    pub fn delta(self) -> DeltaType {
+        match self {
+            Self::String => DeltaType::STRING,
+            Self::Timestamp => DeltaType::TIMESTAMP,
+            Self::Int => DeltaType::INTEGER,
+            Self::BigInt => DeltaType::LONG,
+            Self::Boolean => DeltaType::BOOLEAN,
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct ColumnDef {
+    pub name: &'static str,
+    pub ty: SqlType,
+}
+
+#[derive(Debug)]
+pub struct TableDef {
+    pub name: &'static str,
+    pub columns: &'static [ColumnDef],
+    pub partition_by: &'static [&'static str],
+}
+
+macro_rules! cols {
+    ($($name:ident : $ty:ident),* $(,)?) => {
+        &[$(ColumnDef { name: stringify!($name), ty: SqlType::$ty }),*]
+    };
+}
+
+/// v2.0 `sources`, plus `run_id`.
+pub const SOURCES: TableDef = TableDef {
+    name: "sources",
+    columns: cols!(
+        id: BigInt, workflow_id: String, source_id: String, source_path: String,
+        source_type: String, extraction_timestamp: Timestamp, files_found: Int,
+        total_size_bytes: BigInt, run_id: String,
+    ),
+    partition_by: &[PARTITION_COLUMN],
+};
+
+/// v2.0 `tables`, plus `run_id` and the table's own status.
+pub const TABLES: TableDef = TableDef {
+    name: "tables",
+    columns: cols!(
+        id: BigInt, workflow_id: String, source_id: String, table_name: String,
+        file_path: String, file_type: String, row_count: BigInt, column_count: Int,
+        size_bytes: BigInt, run_id: String, status: String, error_message: String,
+    ),
+    partition_by: &[PARTITION_COLUMN],
+};
+
+/// v2.0 `columns`, plus `run_id` and the statistics columns.
+pub const COLUMNS: TableDef = TableDef {
+    name: "columns",
+    columns: cols!(
+        id: BigInt, workflow_id: String, source_id: String, table_name: String,
+        column_name: String, data_type: String, position: Int, is_nullable: Boolean,
+        sample_values: String, run_id: String, null_count: BigInt, distinct_count: BigInt,
+        min_value: String, max_value: String,
+    ),
+    partition_by: &[PARTITION_COLUMN],
+};
+
+/// v2.0 `executor_runs`.
+pub const EXECUTOR_RUNS: TableDef = TableDef {
+    name: "executor_runs",
+    columns: cols!(
+        id: BigInt, run_id: String, executor_version: String, workflow_id: String,
+        source_id: String, run_mode: String, status: String, error_message: String,
+        started_at: Timestamp, finished_at: Timestamp,
+    ),
+    partition_by: &[PARTITION_COLUMN],
+};
+
+/// Versioned notebooks per workflow (migration V3).
+pub const NOTEBOOK_SOURCE: TableDef = TableDef {
+    name: "workflow_notebook_source",
+    columns: cols!(
+        workflow_id: String, notebook_version: Int, notebook: String, notebook_sha256: String,
+        cell_count: Int, created_at: Timestamp, created_by: String,
+    ),
+    partition_by: &[PARTITION_COLUMN],
+};
+
+/// Cell <-> operator mappings per (workflow version, notebook version) (migration V3).
+pub const NOTEBOOK_MAPPING: TableDef = TableDef {
+    name: "workflow_notebook_mapping",
+    columns: cols!(
+        workflow_id: String, workflow_version: Int, notebook_version: Int, mapping: String,
+        status: String, stale_cells: String, stale_operators: String, created_at: Timestamp,
+    ),
+    partition_by: &[PARTITION_COLUMN],
+};
+
+/// The migration history: one row per run of a migration (not made by a migration itself).
+pub const SCHEMA_HISTORY: TableDef = TableDef {
+    name: "_schema_history",
+    columns: cols!(
+        version: Int, description: String, script: String, checksum: String,
+        applied_at: Timestamp, execution_ms: BigInt, success: Boolean, steps_done: Int,
+        table_versions: String, error_message: String, executor_version: String,
+    ),
+    partition_by: &[],
+};
+
+/// The four `_executor_metadata` tables a job writes.
+pub const JOB_TABLES: [&TableDef; 4] = [&SOURCES, &TABLES, &COLUMNS, &EXECUTOR_RUNS];
+
+/// The notebook store's tables.
+pub const NOTEBOOK_TABLES: [&TableDef; 2] = [&NOTEBOOK_SOURCE, &NOTEBOOK_MAPPING];
+
+/// Every table, in registration order.
+pub const ALL_TABLES: [&TableDef; 7] = [
+    &SOURCES,
+    &TABLES,
+    &COLUMNS,
+    &EXECUTOR_RUNS,
+    &NOTEBOOK_SOURCE,
+    &NOTEBOOK_MAPPING,
+    &SCHEMA_HISTORY,
+];
+
+/// The table called `name`, if it is one of ours.
+pub fn by_name(name: &str) -> Option<&'static TableDef> {
+    ALL_TABLES.iter().copied().find(|d| d.name == name)
+}
+
+impl TableDef {
+    pub fn arrow_schema(&self) -> SchemaRef {
+        // Every column is nullable, as `CREATE TABLE` in Spark makes them and as the v1.0 ->
+        // v2.0 migration (ADD COLUMN) leaves them; `workflow_id` is enforced by the writer.
+        Arc::new(Schema::new(
+            self.columns
+                .iter()
+                .map(|c| Field::new(c.name, c.ty.arrow(), true))
+                .collect::<Vec<_>>(),
+        ))
+    }
+
+    pub fn delta_fields(&self) -> Vec<StructField> {
+        self.columns
+            .iter()
+            .map(|c| StructField::new(c.name, c.ty.delta(), true))
+            .collect()
+    }
+
+    /// The Spark DDL registering this table at `location`.
+    pub fn create_ddl(&self, full_name: &str, location: &str) -> String {
+        let cols: Vec<String> = self
+            .columns
+            .iter()
+            .map(|c| format!("  {} {}", c.name, c.ty.spark_name()))
+            .collect();
+        format!(
+            "CREATE TABLE IF NOT EXISTS {full_name} (\n{}\n) USING DELTA PARTITIONED BY ({}) LOCATION '{location}'",
+            cols.join(",\n"),
+            self.partition_by.join(", ")
+        )
+    }
+}
+
+/// Spark DDL registering every table as an external Delta table under `catalog`, with
+/// `${warehouse}` standing for the warehouse location. `sql/create_tables.sql` is this text.
+pub fn registration_ddl(catalog: &str) -> String {
+    let mut out = String::from(
+        "-- Registers the nuvyn-executor metadata and notebook tables as external Delta tables.\n\
+         -- Generated from src/warehouse/catalog.rs (tests keep this file in step); replace ${warehouse}\n\
+         -- with the warehouse location, e.g. abfss://lake@account.dfs.core.windows.net/warehouse.\n",
+    );
+    out.push_str(&format!(
+        "CREATE SCHEMA IF NOT EXISTS {catalog}.{SCHEMA_NAME};\n"
+    ));
+    for def in JOB_TABLES.iter().chain(&NOTEBOOK_TABLES) {
+        out.push('\n');
+        out.push_str(&def.create_ddl(
+            &format!("{catalog}.{SCHEMA_NAME}.{}", def.name),
+            &format!("${{warehouse}}/{SCHEMA_NAME}/{}", def.name),
+        ));
+        out.push_str(";\n");
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn checked_in_ddl_matches_the_schemas() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/sql/create_tables.sql");
+        let on_disk = std::fs::read_to_string(path).unwrap_or_default();
+        let generated = registration_ddl("hive_metastore");
+        if std::env::var_os("NUVYN_UPDATE_DDL").is_some() {
+            std::fs::write(path, &generated).unwrap();
+            return;
+        }
+        assert_eq!(
+            on_disk, generated,
+            "sql/create_tables.sql is stale: run `NUVYN_UPDATE_DDL=1 cargo test --lib checked_in_ddl`"
+        );
+    }
+
+    #[test]
+    fn schemas_agree() {
+        for def in ALL_TABLES {
+            assert_eq!(def.arrow_schema().fields().len(), def.delta_fields().len());
+            assert_eq!(by_name(def.name).map(|d| d.name), Some(def.name));
+        }
+        for def in JOB_TABLES.iter().chain(&NOTEBOOK_TABLES) {
+            assert!(def.columns.iter().any(|c| c.name == "workflow_id"));
+            assert_eq!(def.partition_by, [PARTITION_COLUMN]);
+        }
+        for def in JOB_TABLES {
+            assert!(def.columns.iter().any(|c| c.name == "run_id"));
+        }
+    }
+}

@@ -1,0 +1,468 @@
+//! The warehouse: where the Delta tables of the [`catalog`] live
+//! (`<warehouse>/_executor_metadata/<table>`). Opening, creating (a creation race is not an
+//! error), schema checks, replace-where and append commits with their retries, and
+//! [`Warehouse::select`], the one way every reader (query, jobs, notebooks, the API's
+//! journal, migrations) runs SQL over the tables. Jobs replace exactly the rows of the
+//! `(workflow_id, source_id)` pairs they processed, so other workflows and sources are never
+//! touched.
+
+pub mod catalog;
+pub mod maintain;
+pub mod rows;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use datafusion::arrow::array::RecordBatch;
+use datafusion::catalog::{
+    CatalogProvider, MemoryCatalogProvider, MemorySchemaProvider, SchemaProvider,
+};
+use datafusion::datasource::{MemTable, TableProvider};
+use datafusion::prelude::{SessionConfig, SessionContext};
+use deltalake::TableProperty;
+use deltalake::kernel::transaction::CommitProperties;
+use deltalake::protocol::SaveMode;
+use deltalake::{DeltaTable, DeltaTableBuilder, DeltaTableError};
+use serde_json::{Map, Value};
+use url::Url;
+
+use crate::storage::location::Location;
+
+pub use catalog::{
+    ALL_TABLES, COLUMNS, ColumnDef, DEFAULT_CATALOG, EXECUTOR_RUNS, JOB_TABLES, NOTEBOOK_MAPPING,
+    NOTEBOOK_SOURCE, NOTEBOOK_TABLES, PARTITION_COLUMN, SCHEMA_HISTORY, SCHEMA_NAME, SOURCES,
+    SqlType, TABLES, TableDef, registration_ddl,
+};
+pub use maintain::{MaintainOptions, Maintenance};
+pub use rows::{
+    BatchBuilder, InvalidId, MAX_ID_LEN, new_ids, printable, replace_predicate, sql_literal,
+    to_json_rows, validate_id,
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum WarehouseError {
+    #[error("warehouse table {table} at {location}: {message}")]
+    Delta {
+        table: String,
+        location: String,
+        message: String,
+    },
+    #[error(
+        "warehouse table {table} at {location} does not match the expected schema: {problems}. Run `nuvyn-executor schema_validation` to see details"
+    )]
+    SchemaMismatch {
+        table: &'static str,
+        location: String,
+        problems: String,
+    },
+    #[error(transparent)]
+    Location(#[from] crate::storage::LocationError),
+    #[error("cannot build rows for {table}: {message}")]
+    Batch {
+        table: &'static str,
+        message: String,
+    },
+    #[error("SQL error: {0}")]
+    Sql(String),
+    #[error("invalid catalog name {0:?}: use letters, digits and '_'")]
+    Catalog(String),
+    #[error("cannot render results: {0}")]
+    Render(String),
+}
+
+impl From<datafusion::error::DataFusionError> for WarehouseError {
+    fn from(e: datafusion::error::DataFusionError) -> Self {
+        Self::Sql(crate::redact::text(&e.to_string()))
+    }
+}
+
+/// What `schema_validation` found for one table.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct TableCheck {
+    pub table: String,
+    pub location: String,
+    pub existed: bool,
+    pub created: bool,
+    pub version: Option<u64>,
+    pub problems: Vec<String>,
+}
+
+/// The warehouse: where the metadata tables live.
+#[derive(Debug, Clone)]
+pub struct Warehouse {
+    pub root: Location,
+}
+
+impl Warehouse {
+    pub fn new(root: Location) -> Self {
+        Self { root }
+    }
+
+    pub fn table_location(&self, def: &TableDef) -> Location {
+        self.location_of(def.name)
+    }
+
+    /// Where the table `name` of the metadata schema lives (any table, not only the four).
+    pub fn location_of(&self, name: &str) -> Location {
+        self.root.child(SCHEMA_NAME).child(name)
+    }
+
+    pub fn table_url(&self, def: &TableDef) -> Result<Url, WarehouseError> {
+        self.url_of(def.name)
+    }
+
+    pub fn url_of(&self, name: &str) -> Result<Url, WarehouseError> {
+        let loc = self.location_of(name);
+        Url::parse(&loc.dir_url_of(&loc.prefix)).map_err(|e| WarehouseError::Delta {
+            table: name.to_string(),
+            location: loc.display.clone(),
+            message: e.to_string(),
+        })
+    }
+
+    fn err(&self, def: &TableDef, e: impl std::fmt::Display) -> WarehouseError {
+        self.err_named(def.name, e)
+    }
+
+    /// A Delta error on table `name`, with credential problems explained.
+    pub fn err_named(&self, name: &str, e: impl std::fmt::Display) -> WarehouseError {
+        WarehouseError::Delta {
+            table: name.to_string(),
+            location: self.location_of(name).display,
+            message: self.root.explain_text(&e.to_string()),
+        }
+    }
+
+    fn builder(&self, def: &TableDef) -> Result<DeltaTableBuilder, WarehouseError> {
+        self.builder_of(def.name)
+    }
+
+    /// A builder for table `name` on the warehouse's own store.
+    pub fn builder_of(&self, name: &str) -> Result<DeltaTableBuilder, WarehouseError> {
+        let url = self.url_of(name)?;
+        Ok(DeltaTableBuilder::from_url(url.clone())
+            .map_err(|e| self.err_named(name, e))?
+            .with_storage_backend(self.root.store.clone(), url))
+    }
+
+    /// The table if it exists (has a Delta log).
+    pub async fn open(&self, def: &TableDef) -> Result<Option<DeltaTable>, WarehouseError> {
+        self.open_named(def.name).await
+    }
+
+    /// The table `name` of the metadata schema, if it exists.
+    pub async fn open_named(&self, name: &str) -> Result<Option<DeltaTable>, WarehouseError> {
+        // delta-rs refuses a local path that does not exist rather than calling it "not a table".
+        if let Some(dir) = &self.location_of(name).local_dir
+            && !dir.join("_delta_log").is_dir()
+        {
+            return Ok(None);
+        }
+        let mut table = self
+            .builder_of(name)?
+            .build()
+            .map_err(|e| self.err_named(name, e))?;
+        match table.load().await {
+            Ok(()) => Ok(Some(table)),
+            Err(DeltaTableError::NotATable(_)) => Ok(None),
+            Err(e) => Err(self.err_named(name, e)),
+        }
+    }
+
+    /// Opens the table, creating it (reader 1 / writer 2, partitioned by workflow_id) if
+    /// missing. A concurrent creator winning the race is not an error.
+    pub async fn ensure(&self, def: &TableDef) -> Result<(DeltaTable, bool), WarehouseError> {
+        if let Some(t) = self.open(def).await? {
+            return Ok((t, false));
+        }
+        self.table_location(def).ensure_dir()?;
+        let table = self.builder(def)?.build().map_err(|e| self.err(def, e))?;
+        let created = table
+            .create()
+            .with_table_name(def.name)
+            .with_comment(format!("nuvyn-executor {SCHEMA_NAME}.{}", def.name))
+            .with_columns(def.delta_fields())
+            .with_partition_columns(def.partition_by.iter().copied())
+            .with_save_mode(SaveMode::Ignore)
+            // Log cleanup lists the whole `_delta_log` after every commit; `maintain` runs it.
+            .with_configuration_property(TableProperty::EnableExpiredLogCleanup, Some("false"))
+            // A creation is version 0 or nothing: a job that loses the race to create the
+            // table must not commit a second CREATE TABLE on top of the winner's (delta-rs
+            // would otherwise retry it at version 1); it opens the winner's table instead.
+            .with_commit_properties(base_commit_properties().with_max_retries(0))
+            .await;
+        match created {
+            Ok(t) => Ok((t, true)),
+            Err(e) => match self.open(def).await? {
+                Some(t) => Ok((t, false)),
+                None => Err(self.err(def, e)),
+            },
+        }
+    }
+
+    /// Runs `sql` over the warehouse's tables (default catalog) and returns the rows as JSON
+    /// objects. Tables are named as Databricks users know them
+    /// (`hive_metastore._executor_metadata.sources`) or by their bare name.
+    pub async fn select(&self, sql: &str) -> Result<Vec<Map<String, Value>>, WarehouseError> {
+        to_json_rows(&self.select_batches(DEFAULT_CATALOG, sql).await?)
+    }
+
+    /// [`Warehouse::select`] with the catalog given, as Arrow batches.
+    pub async fn select_batches(
+        &self,
+        catalog: &str,
+        sql: &str,
+    ) -> Result<Vec<RecordBatch>, WarehouseError> {
+        let ctx = self.session(catalog, sql).await?;
+        Ok(ctx.sql(sql).await?.collect().await?)
+    }
+
+    /// A session where `<catalog>._executor_metadata.<table>` (and `<table>` alone) name the
+    /// warehouse tables `sql` reads; only those are opened.
+    pub async fn session(
+        &self,
+        catalog: &str,
+        sql: &str,
+    ) -> Result<SessionContext, WarehouseError> {
+        let parser = new_session(catalog)?.state();
+        let dialect = parser.config().options().sql_parser.dialect;
+        let refs = parser.resolve_table_references(&parser.sql_to_statement(sql, &dialect)?)?;
+        // Listing the schema (information_schema, SHOW TABLES) needs every table.
+        let all = refs
+            .iter()
+            .any(|r| r.schema() == Some("information_schema"));
+        let needed: Vec<&'static TableDef> = ALL_TABLES
+            .iter()
+            .copied()
+            .filter(|d| all || refs.iter().any(|r| r.table() == d.name))
+            .collect();
+        self.session_for(catalog, &needed).await
+    }
+
+    /// A session over the given tables, for several queries on one snapshot of them. A
+    /// table that does not exist yet is empty, so a query on a fresh warehouse returns no
+    /// rows instead of failing.
+    pub async fn session_for(
+        &self,
+        catalog: &str,
+        tables: &[&'static TableDef],
+    ) -> Result<SessionContext, WarehouseError> {
+        let mut providers = Vec::new();
+        let mut opened = Vec::new();
+        for def in tables {
+            let provider: Arc<dyn TableProvider> = match self.open(def).await? {
+                Some(t) => {
+                    let p = t.table_provider().await.map_err(|e| self.err(def, e))?;
+                    opened.push((def, t));
+                    p
+                }
+                None => Arc::new(MemTable::try_new(def.arrow_schema(), vec![vec![]])?),
+            };
+            providers.push((def.name.to_string(), provider));
+        }
+        let ctx = session_with(catalog, providers)?;
+        ctx.register_object_store(&self.root.store_url, self.root.store.clone());
+        for (def, t) in opened {
+            t.update_datafusion_session(&ctx.state())
+                .map_err(|e| self.err(def, e))?;
+        }
+        Ok(ctx)
+    }
+
+    /// Differences between the table's schema and the expected one (empty: it matches).
+    pub fn schema_problems(def: &TableDef, table: &DeltaTable) -> Vec<String> {
+        let Ok(snapshot) = table.snapshot() else {
+            return vec!["cannot read the table's snapshot".into()];
+        };
+        let schema = snapshot.schema();
+        let mut problems = Vec::new();
+        for c in def.columns {
+            match schema.field(c.name) {
+                None => problems.push(format!("missing column {} {}", c.name, c.ty.spark_name())),
+                Some(f) if f.data_type() != &c.ty.delta() => problems.push(format!(
+                    "column {} is {:?}, expected {}",
+                    c.name,
+                    f.data_type(),
+                    c.ty.spark_name()
+                )),
+                _ => {}
+            }
+        }
+        let parts = snapshot.metadata().partition_columns();
+        if parts
+            .iter()
+            .map(String::as_str)
+            .ne(def.partition_by.iter().copied())
+        {
+            problems.push(format!(
+                "partitioned by {parts:?}, expected {:?}",
+                def.partition_by
+            ));
+        }
+        problems
+    }
+
+    /// Checks every table; with `create`, creates the missing ones.
+    pub async fn check_all(&self, create: bool) -> Result<Vec<TableCheck>, WarehouseError> {
+        let mut out = Vec::new();
+        for def in JOB_TABLES {
+            let existing = self.open(def).await?;
+            let existed = existing.is_some();
+            let (table, created) = match existing {
+                Some(t) => (Some(t), false),
+                None if create => {
+                    let (t, c) = self.ensure(def).await?;
+                    (Some(t), c)
+                }
+                None => (None, false),
+            };
+            let problems = match &table {
+                Some(t) => Self::schema_problems(def, t),
+                None => vec!["table does not exist".into()],
+            };
+            out.push(TableCheck {
+                table: def.name.to_string(),
+                location: self.table_location(def).display,
+                existed,
+                created,
+                version: table.as_ref().and_then(|t| t.version()),
+                problems,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Opens (creating if needed) a table and refuses one whose schema is not ours, so a
+    /// write can never half-succeed against a foreign table.
+    pub async fn ensure_valid(&self, def: &TableDef) -> Result<DeltaTable, WarehouseError> {
+        let (t, _) = self.ensure(def).await?;
+        let problems = Self::schema_problems(def, &t);
+        if !problems.is_empty() {
+            return Err(WarehouseError::SchemaMismatch {
+                table: def.name,
+                location: self.table_location(def).display,
+                problems: problems.join("; "),
+            });
+        }
+        Ok(t)
+    }
+
+    /// Replaces the rows matching `predicate` with `batch` in one commit.
+    pub async fn replace(
+        &self,
+        def: &TableDef,
+        table: DeltaTable,
+        batch: RecordBatch,
+        predicate: String,
+        run_id: &str,
+    ) -> Result<DeltaTable, WarehouseError> {
+        let mut table = table;
+        let mut attempt = 0u32;
+        loop {
+            let written = table
+                .clone()
+                .write(vec![batch.clone()])
+                .with_save_mode(SaveMode::Overwrite)
+                .with_replace_where(predicate.clone())
+                .with_commit_properties(commit_properties(run_id))
+                .await;
+            match written {
+                Ok(t) => return Ok(t),
+                // delta-rs judges conflicts by file statistics, conservatively: a concurrent
+                // writer's rows of other sources or shards can look like ours. The replace is
+                // re-run against the new snapshot, which is what a conflict asks for.
+                Err(DeltaTableError::Transaction {
+                    source: deltalake::kernel::transaction::TransactionError::CommitConflict(e),
+                }) if attempt < 20 => {
+                    attempt += 1;
+                    tracing::info!(
+                        table = def.name,
+                        attempt,
+                        "concurrent commit, re-running the replace: {e}"
+                    );
+                    let jitter = u64::from(uuid::Uuid::new_v4().as_u128() as u8);
+                    tokio::time::sleep(std::time::Duration::from_millis(
+                        20 * u64::from(attempt) + jitter,
+                    ))
+                    .await;
+                    table = self
+                        .open(def)
+                        .await?
+                        .ok_or_else(|| self.err(def, "table disappeared"))?;
+                }
+                Err(e) => return Err(self.err(def, e)),
+            }
+        }
+    }
+
+    /// Appends `batch` in one commit.
+    pub async fn append(
+        &self,
+        def: &TableDef,
+        table: DeltaTable,
+        batch: RecordBatch,
+        run_id: &str,
+    ) -> Result<DeltaTable, WarehouseError> {
+        table
+            .write(vec![batch])
+            .with_save_mode(SaveMode::Append)
+            .with_commit_properties(commit_properties(run_id))
+            .await
+            .map_err(|e| self.err(def, e))
+    }
+}
+
+fn new_session(catalog: &str) -> Result<SessionContext, WarehouseError> {
+    if catalog.is_empty()
+        || !catalog
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_')
+    {
+        return Err(WarehouseError::Catalog(catalog.to_string()));
+    }
+    let config = SessionConfig::new()
+        .with_default_catalog_and_schema(catalog, SCHEMA_NAME)
+        .with_create_default_catalog_and_schema(false)
+        .with_information_schema(true);
+    Ok(SessionContext::new_with_config(config))
+}
+
+/// A session where `<catalog>._executor_metadata.<name>` and `<name>` name the given
+/// providers: the warehouse's tables, or (for migration checks) models of them.
+pub fn session_with(
+    catalog: &str,
+    tables: Vec<(String, Arc<dyn TableProvider>)>,
+) -> Result<SessionContext, WarehouseError> {
+    let ctx = new_session(catalog)?;
+    let schema = Arc::new(MemorySchemaProvider::new());
+    for (name, provider) in tables {
+        schema.register_table(name, provider)?;
+    }
+    let cat = Arc::new(MemoryCatalogProvider::new());
+    cat.register_schema(SCHEMA_NAME, schema)?;
+    ctx.register_catalog(catalog, cat);
+    Ok(ctx)
+}
+
+/// Commits made by concurrent jobs (or shards) retry on a conflicting version this many
+/// times; delta-rs checks each retry against what the other commits changed.
+pub(crate) const COMMIT_RETRIES: usize = 100;
+
+pub(crate) fn base_commit_properties() -> CommitProperties {
+    CommitProperties::default().with_cleanup_expired_logs(Some(false))
+}
+
+fn commit_properties(run_id: &str) -> CommitProperties {
+    let mut meta = HashMap::new();
+    meta.insert(
+        "nuvyn.run_id".to_string(),
+        serde_json::Value::String(run_id.to_string()),
+    );
+    meta.insert(
+        "nuvyn.executor_version".to_string(),
+        serde_json::Value::String(crate::VERSION.to_string()),
+    );
+    base_commit_properties()
+        .with_max_retries(COMMIT_RETRIES)
+        .with_metadata(meta)
+}

@@ -1,0 +1,366 @@
+//! One conformance suite for every storage backend: the same lake is written through the
+//! backend's own object store, extracted with the warehouse on the same backend, queried,
+//! and re-run. It runs against local disk always and against Azurite when the test command
+//! started it (`ci/test.sh`); in CI a missing Azurite fails the suite.
+
+use crate::common::*;
+use nuvyn_executor::deltalake::arrow::array::RecordBatch;
+use nuvyn_executor::job::RunStatus;
+use nuvyn_executor::query;
+use nuvyn_executor::storage::location;
+use nuvyn_executor::warehouse::Warehouse;
+use object_store::{ObjectStoreExt, PutPayload};
+
+fn parquet_bytes(batch: &RecordBatch) -> Vec<u8> {
+    let mut buf = Vec::new();
+    let mut w = parquet::arrow::ArrowWriter::try_new(&mut buf, batch.schema(), None).unwrap();
+    w.write(batch).unwrap();
+    w.close().unwrap();
+    buf
+}
+
+/// Writes the lake under `root` through the location's own store.
+async fn put_lake(root: &str) {
+    let loc = location::parse(root).unwrap();
+    let files: Vec<(&str, Vec<u8>)> = vec![
+        ("people.csv", PEOPLE_CSV.as_bytes().to_vec()),
+        (
+            "orders/part-00000.csv",
+            b"order_id,amount\n1,10.5\n2,20\n".to_vec(),
+        ),
+        ("orders/part-00001.csv", b"order_id,amount\n3,30\n".to_vec()),
+        (
+            "events/day=1/part-0.jsonl",
+            PEOPLE_NDJSON.as_bytes().to_vec(),
+        ),
+        (
+            "events/day=2/part-0.jsonl",
+            PEOPLE_NDJSON.as_bytes().to_vec(),
+        ),
+        ("facts/part-0.parquet", parquet_bytes(&people())),
+        ("_SUCCESS", Vec::new()),
+    ];
+    for (rel, data) in files {
+        let path = rel
+            .split('/')
+            .fold(loc.prefix.clone(), |p, part| p.join(part));
+        loc.store.put(&path, PutPayload::from(data)).await.unwrap();
+    }
+}
+
+async fn conformance(source_root: String, warehouse: String) {
+    put_lake(&source_root).await;
+    let r = run_job_at(
+        std::slice::from_ref(&source_root),
+        "wf_conf",
+        Some("s1"),
+        Some(&warehouse),
+    )
+    .await;
+    assert_eq!(r.status, RunStatus::Succeeded, "{r:#?}");
+    let s = &r.sources[0];
+    let names: Vec<(&str, Option<i64>)> = s
+        .tables
+        .iter()
+        .map(|t| (t.table_name.as_str(), t.row_count))
+        .collect();
+    assert_eq!(
+        names,
+        [
+            ("events", Some(6)),
+            ("facts", Some(5)),
+            ("orders", Some(3)),
+            ("people", Some(5))
+        ]
+    );
+    assert_eq!(s.files_found, 6);
+    // `10.5` in one part file and `30` in the other: the column widens to DOUBLE.
+    let orders = s.tables.iter().find(|t| t.table_name == "orders").unwrap();
+    let amount = orders
+        .columns
+        .iter()
+        .find(|c| c.column_name == "amount")
+        .unwrap();
+    assert_eq!(amount.data_type, "DOUBLE");
+    assert_eq!(amount.max_value.as_deref(), Some("30.0"));
+    let events = s.tables.iter().find(|t| t.table_name == "events").unwrap();
+    assert_eq!(events.partition_columns, ["day"]);
+
+    let w = Warehouse::new(location::parse(&warehouse).unwrap());
+    let mut after_first = Vec::new();
+    for def in nuvyn_executor::warehouse::JOB_TABLES {
+        after_first.push(w.open(def).await.unwrap().unwrap().version().unwrap());
+    }
+
+    // Re-run: replaced, not duplicated.
+    let r2 = run_job_at(
+        std::slice::from_ref(&source_root),
+        "wf_conf",
+        Some("s1"),
+        Some(&warehouse),
+    )
+    .await;
+    assert_eq!(r2.status, RunStatus::Succeeded);
+    let ctx = w.clone();
+    let rows = ctx
+        .select(
+            "SELECT count(*) AS n, count(DISTINCT run_id) AS runs, sum(row_count) AS total \
+             FROM hive_metastore._executor_metadata.tables WHERE workflow_id = 'wf_conf'",
+        )
+        .await
+        .unwrap();
+    assert_eq!(rows[0]["n"], 4);
+    assert_eq!(rows[0]["runs"], 1);
+    assert_eq!(rows[0]["total"], 19);
+    let nested = query::workflow_metadata(&ctx, "hive_metastore", "wf_conf", Some("s1"))
+        .await
+        .unwrap();
+    assert_eq!(nested["sources"][0]["tables"].as_array().unwrap().len(), 4);
+    assert_eq!(nested["latest_run"]["run_id"], r2.run_id.as_str());
+    // The second job made exactly one commit per table.
+    for (def, first) in nuvyn_executor::warehouse::JOB_TABLES
+        .iter()
+        .zip(after_first)
+    {
+        assert_eq!(
+            w.open(def).await.unwrap().unwrap().version(),
+            Some(first + 1),
+            "{}",
+            def.name
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conformance_local_disk() {
+    let d = tmp();
+    conformance(
+        d.path().join("lake").display().to_string(),
+        d.path().join("wh").display().to_string(),
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conformance_azurite() {
+    let Some(blob) = azurite() else { return };
+    // A fresh prefix per run: the emulator's containers outlive a test.
+    let run = uuid::Uuid::new_v4().simple().to_string();
+    conformance(
+        format!("{blob}/lake/{run}"),
+        format!("{blob}/warehouse/{run}"),
+    )
+    .await;
+}
+
+/// Environment variables for one case.
+type Env<'a> = Vec<(&'a str, &'a str)>;
+
+/// Runs `extract` in its own process, so each case has exactly the credentials it names.
+fn extract(source: &str, warehouse: &str, wf: &str, env: &[(&str, &str)]) -> std::process::Output {
+    bin()
+        .args(["extract", source, "--workflow-id", wf, "--source-id", "s1"])
+        .args(["--warehouse", warehouse, "--output", "json"])
+        .envs(env.iter().copied())
+        .output()
+        .unwrap()
+}
+
+/// The pipeline through the binary: the lake's four tables land in the warehouse and are read
+/// back through the same URL form and credential.
+fn expect_lake(case: &str, source: &str, warehouse: &str, env: &[(&str, &str)]) {
+    let out = extract(source, warehouse, "wf_forms", env);
+    assert!(
+        out.status.success(),
+        "{case}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report = stdout_json(&out);
+    let rows: Vec<(String, i64)> = report["sources"][0]["tables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| {
+            (
+                t["table_name"].as_str().unwrap().to_string(),
+                t["row_count"].as_i64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        rows,
+        [
+            ("events".to_string(), 6),
+            ("facts".into(), 5),
+            ("orders".into(), 3),
+            ("people".into(), 5)
+        ],
+        "{case}"
+    );
+    let back = sql_json_env(
+        warehouse,
+        "SELECT count(*) AS n, sum(row_count) AS total FROM tables WHERE workflow_id = 'wf_forms'",
+        &[],
+        env,
+    );
+    assert_eq!(back[0]["n"], 4, "{case}");
+    assert_eq!(back[0]["total"], 19, "{case}");
+}
+
+/// Every URL form users paste and every credential Azurite supports, for sources and
+/// warehouse alike. Real-account URL forms reach the emulator through a custom endpoint
+/// (connection string `BlobEndpoint`, or `AZURE_STORAGE_ENDPOINT`), as a private endpoint would.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conformance_azurite_every_url_form_and_credential() {
+    let Some(blob) = azurite() else { return };
+    let run = uuid::Uuid::new_v4().simple().to_string();
+    put_lake(&format!("{blob}/lake/{run}")).await;
+    let acct = AZURITE_ACCOUNT;
+    let cs = format!(
+        "DefaultEndpointsProtocol=http;AccountName={acct};AccountKey={AZURITE_KEY};BlobEndpoint={blob};"
+    );
+    let (lake_sas, wh_sas, account_sas) = (
+        sas(&["container", "lake"]),
+        sas(&["container", "warehouse"]),
+        sas(&["account"]),
+    );
+    let key_env = [
+        ("AZURE_STORAGE_ACCOUNT_NAME", acct),
+        ("AZURE_STORAGE_ACCOUNT_KEY", AZURITE_KEY),
+        ("AZURE_STORAGE_ENDPOINT", blob.as_str()),
+    ];
+    let cases: Vec<(&str, String, String, Env)> = vec![
+        (
+            "connection string, az://",
+            format!("az://lake/{run}"),
+            format!("az://warehouse/{run}/cs-az"),
+            vec![("AZURE_STORAGE_CONNECTION_STRING", cs.as_str())],
+        ),
+        (
+            "connection string, abfss://",
+            format!("abfss://lake@{acct}.dfs.core.windows.net/{run}"),
+            format!("abfss://warehouse@{acct}.dfs.core.windows.net/{run}/cs-abfss"),
+            vec![("AZURE_STORAGE_CONNECTION_STRING", cs.as_str())],
+        ),
+        (
+            "shared key, https:// blob and dfs",
+            format!("https://{acct}.blob.core.windows.net/lake/{run}"),
+            format!("https://{acct}.dfs.core.windows.net/warehouse/{run}/key-https"),
+            key_env.to_vec(),
+        ),
+        (
+            "shared key, wasbs:// and abfs://",
+            format!("wasbs://lake@{acct}.blob.core.windows.net/{run}"),
+            format!("abfs://warehouse@{acct}.dfs.core.windows.net/{run}/key-wasbs"),
+            key_env.to_vec(),
+        ),
+        (
+            "container SAS in the URLs",
+            format!("{blob}/lake/{run}?{lake_sas}"),
+            format!("{blob}/warehouse/{run}/container-sas?{wh_sas}"),
+            vec![],
+        ),
+        (
+            "account SAS in the URLs",
+            format!("https://{acct}.blob.core.windows.net/lake/{run}?{account_sas}"),
+            format!(
+                "https://{acct}.blob.core.windows.net/warehouse/{run}/account-sas?{account_sas}"
+            ),
+            vec![("AZURE_STORAGE_ENDPOINT", blob.as_str())],
+        ),
+        (
+            "account SAS from AZURE_STORAGE_SAS_TOKEN",
+            format!("{blob}/lake/{run}"),
+            format!("{blob}/warehouse/{run}/env-sas"),
+            vec![("AZURE_STORAGE_SAS_TOKEN", account_sas.as_str())],
+        ),
+    ];
+    for (case, source, warehouse, env) in &cases {
+        expect_lake(case, source, warehouse, env);
+    }
+
+    // A blob SAS (sr=b) may read its one blob but not list: the source is looked up directly.
+    let wh = tmp();
+    let blob_sas = sas(&["blob", "lake", &format!("{run}/people.csv")]);
+    let out = extract(
+        &format!("{blob}/lake/{run}/people.csv?{blob_sas}"),
+        &wh.path().display().to_string(),
+        "wf_blob",
+        &[],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report = stdout_json(&out);
+    assert_eq!(report["sources"][0]["tables"][0]["table_name"], "people");
+    assert_eq!(report["sources"][0]["tables"][0]["row_count"], 5);
+}
+
+/// A wrong credential is one clear error naming the account and the method, not a stack of
+/// retries; the other sources of the job are not affected.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn azurite_wrong_or_missing_credentials_are_named_once() {
+    let Some(blob) = azurite() else { return };
+    let run = uuid::Uuid::new_v4().simple().to_string();
+    put_lake(&format!("{blob}/lake/{run}")).await;
+    let wh = tmp();
+    let wh = wh.path().display().to_string();
+    let acct = AZURITE_ACCOUNT;
+    // The development key with its first bytes changed: well-formed, wrong.
+    let wrong_key = format!("AAAA{}", &AZURITE_KEY[4..]);
+    let lake_sas = sas(&["container", "lake"]);
+    let tampered = lake_sas.replace("sig=", "sig=AAAA");
+    let cases: Vec<(&str, String, Env, &str)> = vec![
+        (
+            "wrong shared key",
+            format!("https://{acct}.blob.core.windows.net/lake/{run}"),
+            vec![
+                ("AZURE_STORAGE_ACCOUNT_KEY", wrong_key.as_str()),
+                ("AZURE_STORAGE_ENDPOINT", blob.as_str()),
+            ],
+            "using shared key from AZURE_STORAGE_ACCOUNT_KEY (HTTP 40",
+        ),
+        (
+            "tampered SAS",
+            format!("{blob}/lake/{run}?{tampered}"),
+            vec![],
+            "using the SAS token in the URL (HTTP 40",
+        ),
+        (
+            "read-only SAS listing",
+            format!("{blob}/lake/{run}?{}", sas(&["container", "lake", "r"])),
+            vec![],
+            "using the SAS token in the URL (HTTP 40",
+        ),
+        (
+            "no credential",
+            format!("abfss://lake@{acct}.dfs.core.windows.net/{run}"),
+            vec![],
+            "no credential for Azure storage account \"devstoreaccount1\"",
+        ),
+    ];
+    // "(HTTP 40": Azurite refuses with 403, and at times with 401 AuthorizationFailure.
+    for (case, source, mut env, expected) in cases {
+        // At info level the store logs every retry ("backing off"): there must be none.
+        env.push(("EXECUTOR_LOG_LEVEL", "info"));
+        let out = extract(&source, &wh, "wf_denied", &env);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{case}: {stderr}");
+        let report = stdout_json(&out);
+        let error = report["sources"][0]["error"].as_str().unwrap_or_default();
+        assert!(error.contains(expected), "{case}: {error}");
+        assert!(
+            error.contains(acct) && !error.contains("retr"),
+            "{case}: {error}"
+        );
+        for secret in [wrong_key.as_str(), "sig=AAAA"] {
+            assert!(
+                !stderr.contains(secret) && !error.contains(secret),
+                "{case}"
+            );
+        }
+        assert!(!stderr.contains("backing off"), "{case}: {stderr}");
+    }
+}
