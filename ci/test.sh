@@ -19,6 +19,9 @@ step() { printf '\n==> %s\n' "$*" >&2; }
 step "cargo fmt --check"
 cargo fmt --all -- --check
 
+step "module imports run one way, from the CLI down to storage (ci/module-layers.py)"
+python3 ci/module-layers.py
+
 step "Azurite (Azure Storage emulator, pinned in ci/azurite/package-lock.json)"
 az_out="$(bash ci/azurite/start.sh)"
 read -r az_dir az_port <<<"$az_out"

@@ -28,8 +28,12 @@ Environment:
   EXECUTOR_WRITE_TO_DB  true: metadata_extraction writes to the warehouse
   EXECUTOR_LOG_LEVEL    log level (error, warn, info, debug, trace); RUST_LOG also works
   NUVYN_API_KEY         bearer token `serve` requires (never a command-line argument)
-  NUVYN_LISTEN, NUVYN_SHUTDOWN_TIMEOUT_SECS
-                        `serve`'s --listen and --shutdown-timeout-secs
+  NUVYN_LISTEN, NUVYN_SHUTDOWN_TIMEOUT_SECS, EXECUTOR_MAX_CONCURRENT_JOBS,
+  EXECUTOR_MAX_QUEUED_JOBS
+                        `serve`'s --listen, --shutdown-timeout-secs, --max-concurrent-jobs
+                        and --max-queued-jobs
+  NUVYN_LOG_FORMAT      --log-format (text or json)
+  NUVYN_MIGRATE         --migrate: jobs apply pending schema migrations
   NUVYN_DBFS_ROOT       where dbfs:/ paths are mounted (default /dbfs)
   NUVYN_MIGRATE_LOCK_WAIT_SECS
                         how long a migration waits for another run's lock (default 300)
@@ -962,6 +966,81 @@ mod tests {
             config(&["metadata_extraction", "/data"], bad),
             Err(ConfigError::WriteToDb(_))
         ));
+    }
+
+    /// Every variable the source reads is listed in `--help` (a new setting cannot be
+    /// forgotten there).
+    #[test]
+    fn help_lists_every_variable() {
+        use clap::CommandFactory;
+        let help = Cli::command().render_long_help().to_string();
+        let mut names = std::collections::BTreeSet::new();
+        let mut dirs = vec![std::path::PathBuf::from(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/src"
+        ))];
+        while let Some(d) = dirs.pop() {
+            for e in std::fs::read_dir(d).unwrap() {
+                let p = e.unwrap().path();
+                if p.is_dir() {
+                    dirs.push(p);
+                    continue;
+                }
+                let text = std::fs::read_to_string(&p).unwrap();
+                for prefix in ["\"NUVYN_", "\"EXECUTOR_"] {
+                    for (i, _) in text.match_indices(prefix) {
+                        let name: String = text[i + 1..]
+                            .chars()
+                            .take_while(|c| c.is_ascii_uppercase() || *c == '_')
+                            .collect();
+                        names.insert(name);
+                    }
+                }
+            }
+        }
+        // Test-only: rewrites sql/create_tables.sql.
+        names.remove("NUVYN_UPDATE_DDL");
+        assert!(names.len() > 15, "{names:?}");
+        let missing: Vec<_> = names
+            .iter()
+            .filter(|n| !help.contains(n.as_str()))
+            .collect();
+        assert!(missing.is_empty(), "not in --help: {missing:?}");
+    }
+
+    #[test]
+    fn settings_are_validated_with_the_variable_named() {
+        let env = Env {
+            migrate_lock_wait_secs: Some("soon".into()),
+            ..Default::default()
+        };
+        let e = config(&["query", "--workflow-id", "w"], env).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "NUVYN_MIGRATE_LOCK_WAIT_SECS: expected a whole number, got \"soon\""
+        );
+        let env = Env {
+            storage_requests: vec![("NUVYN_STORAGE_TIMEOUT_SECS".into(), "x".into())],
+            ..Default::default()
+        };
+        let e = config(&["query", "--workflow-id", "w"], env).unwrap_err();
+        assert!(
+            e.to_string().starts_with("NUVYN_STORAGE_TIMEOUT_SECS:"),
+            "{e}"
+        );
+        let env = Env {
+            dbfs_root: Some("/mnt/dbfs".into()),
+            migrate_lock_wait_secs: Some("7".into()),
+            notebook_max_bytes: Some("1000".into()),
+            ..Default::default()
+        };
+        let s = env.settings().unwrap();
+        assert_eq!(s.storage.dbfs_root, std::path::PathBuf::from("/mnt/dbfs"));
+        assert_eq!(s.migrate.lock_wait, std::time::Duration::from_secs(7));
+        assert_eq!(s.notebook_max_bytes, 1000);
+        let d = Env::default().settings().unwrap();
+        assert_eq!(d.storage, crate::storage::Settings::default());
+        assert_eq!(d.notebook_max_bytes, crate::notebook::DEFAULT_MAX_BYTES);
     }
 
     #[test]

@@ -1,6 +1,8 @@
 //! The API's one error type: JSON `{error, message}` with the status, never an internal
 //! detail; `From` impls let handlers use `?` on the library's errors.
 
+use crate::job::payload::PayloadError;
+use crate::notebook::NotebookError;
 use axum::Json;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -75,3 +77,45 @@ impl IntoResponse for ApiError {
         r
     }
 }
+
+impl From<PayloadError> for ApiError {
+    fn from(e: PayloadError) -> Self {
+        match e {
+            PayloadError::MissingWorkflowId { .. } => {
+                ApiError::bad_request("Missing required field: workflow_id")
+            }
+            PayloadError::InvalidJson(m) => ApiError::bad_request(format!("malformed JSON: {m}")),
+            other => ApiError::bad_request(other.to_string()),
+        }
+    }
+}
+
+impl From<NotebookError> for ApiError {
+    fn from(e: NotebookError) -> Self {
+        match e {
+            NotebookError::Invalid(_) | NotebookError::Mapping(_) => {
+                ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid", e.to_string())
+            }
+            NotebookError::NotFound { .. } => ApiError::not_found(e.to_string()),
+            other => ApiError::internal(other),
+        }
+    }
+}
+
+/// Failures of the server's own reads and writes: logged, answered as 500 without detail.
+macro_rules! internal_errors {
+    ($($t:ty),*) => {$(
+        impl From<$t> for ApiError {
+            fn from(e: $t) -> Self {
+                ApiError::internal(e)
+            }
+        }
+    )*};
+}
+
+internal_errors!(
+    crate::query::QueryError,
+    crate::migrate::MigrateError,
+    super::journal::RunsError,
+    serde_json::Error
+);

@@ -15,20 +15,10 @@ use super::ServerConfig;
 use super::error::*;
 use super::journal::{self, JobState};
 use super::state::*;
-use crate::job::payload::{self, CliJobArgs, PayloadError, RawPayload};
+use crate::job::payload::{self, CliJobArgs, RawPayload};
 use crate::job::{CancelFlag, RunStatus};
 use crate::storage::location::{self, LocationKind};
 use crate::warehouse::sql_literal;
-
-pub(super) fn payload_error(e: PayloadError) -> ApiError {
-    match e {
-        PayloadError::MissingWorkflowId { .. } => {
-            ApiError::bad_request("Missing required field: workflow_id")
-        }
-        PayloadError::InvalidJson(m) => ApiError::bad_request(format!("malformed JSON: {m}")),
-        other => ApiError::bad_request(other.to_string()),
-    }
-}
 
 /// Where a request may read from: the configured prefixes, and local paths only if allowed.
 pub(super) fn check_source(cfg: &ServerConfig, path: &str) -> Result<(), ApiError> {
@@ -120,8 +110,8 @@ pub(super) async fn create_job(
 ) -> Result<Response, ApiError> {
     let text =
         std::str::from_utf8(&body).map_err(|_| ApiError::bad_request("the body is not UTF-8"))?;
-    let raw = RawPayload::parse(text).map_err(payload_error)?;
-    let spec = payload::resolve(Some(&raw), &CliJobArgs::default(), true).map_err(payload_error)?;
+    let raw = RawPayload::parse(text)?;
+    let spec = payload::resolve(Some(&raw), &CliJobArgs::default(), true)?;
     for src in &spec.sources {
         check_source(&s.0.cfg, &src.path)?;
     }
@@ -214,9 +204,7 @@ pub(super) async fn get_job(
         return Ok(Json(j.record.clone()));
     }
     let mut rec = stored_job(&s, &id).await?;
-    let sources = journal::written_sources(&s.0.warehouse, &id)
-        .await
-        .map_err(ApiError::internal)?;
+    let sources = journal::written_sources(&s.0.warehouse, &id).await?;
     rec.result = Some(json!({ "sources": sources }));
     Ok(Json(rec))
 }
@@ -226,9 +214,7 @@ pub(super) async fn stored_job(s: &AppState, id: &str) -> Result<JobRecord, ApiE
     if !id.starts_with("job_") || id.len() > 64 {
         return Err(not_found());
     }
-    let rows = journal::read(&s.0.warehouse, &journal::by_id(id), None)
-        .await
-        .map_err(ApiError::internal)?;
+    let rows = journal::read(&s.0.warehouse, &journal::by_id(id)).await?;
     rows.first().map(JobRecord::of_row).ok_or_else(not_found)
 }
 
@@ -273,7 +259,7 @@ pub(super) async fn list_jobs(
     let page = q.page.unwrap_or(1).max(1);
     let mut filter = vec!["TRUE".to_string()];
     if let Some(w) = &q.workflow_id {
-        payload::validate_id("workflow_id", w).map_err(|e| ApiError::bad_request(e.to_string()))?;
+        payload::validate_id("workflow_id", w)?;
         filter.push(format!("workflow_id = {}", sql_literal(w)));
     }
     if let Some(st) = &q.status {
@@ -286,18 +272,7 @@ pub(super) async fn list_jobs(
         filter.push(format!("status = {}", sql_literal(st)));
     }
     let filter = filter.join(" AND ");
-    let w = &s.0.warehouse;
-    let total = journal::count(w, &filter)
-        .await
-        .map_err(ApiError::internal)?;
-    let offset = (page - 1).saturating_mul(size);
-    let rows = if offset >= total {
-        Vec::new() // past the end (also keeps an absurd page number out of the SQL)
-    } else {
-        journal::read(w, &filter, Some((offset, size)))
-            .await
-            .map_err(ApiError::internal)?
-    };
+    let (total, rows) = journal::page(&s.0.warehouse, &filter, page, size).await?;
     let jobs = s.0.jobs.lock().await;
     // Memory may be a moment ahead of the table (a change is committed after it is made).
     let items = rows

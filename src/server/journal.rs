@@ -13,7 +13,10 @@ use serde_json::{Map, Value};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::job::RunStatus;
-use crate::warehouse::{self, BatchBuilder, EXECUTOR_RUNS, Warehouse, WarehouseError, sql_literal};
+use crate::warehouse::{
+    self, BatchBuilder, DEFAULT_CATALOG, EXECUTOR_RUNS, Warehouse, WarehouseError, sql_literal,
+    to_json_rows,
+};
 
 /// The error a recovered job carries when the server stopped while it was queued or running.
 pub const INTERRUPTED: &str = "interrupted: the server stopped before the job finished";
@@ -224,38 +227,70 @@ async fn write(
 }
 
 /// Rows of API jobs selected by `filter` (SQL over `executor_runs`), newest first.
-pub async fn read(
-    w: &Warehouse,
-    filter: &str,
-    limit: Option<(usize, usize)>,
-) -> Result<Vec<RunRow>, RunsError> {
-    let page = limit
-        .map(|(offset, n)| format!(" LIMIT {n} OFFSET {offset}"))
-        .unwrap_or_default();
-    let rows = select(
-        w,
-        &format!(
-            "SELECT id, run_id, workflow_id, source_id, status, error_message, \
-             CAST(started_at AS VARCHAR) AS started_at, CAST(finished_at AS VARCHAR) AS finished_at \
-             FROM executor_runs WHERE run_mode = 'api' AND ({filter}) ORDER BY run_id DESC{page}"
-        ),
-    )
-    .await?;
+pub async fn read(w: &Warehouse, filter: &str) -> Result<Vec<RunRow>, RunsError> {
+    let rows = w
+        .select(&rows_query(filter, ""))
+        .await
+        .map_err(|e| read_error(&e))?;
     Ok(rows.iter().map(row_of).collect())
 }
 
-/// How many API job rows `filter` selects.
-pub async fn count(w: &Warehouse, filter: &str) -> Result<usize, RunsError> {
-    let rows = select(
-        w,
-        &format!("SELECT COUNT(*) AS n FROM executor_runs WHERE run_mode = 'api' AND ({filter})"),
-    )
+/// Page `page` (from 1) of `size` rows of the API jobs `filter` selects, newest first, and
+/// how many there are in all; both from one snapshot of `executor_runs`.
+pub async fn page(
+    w: &Warehouse,
+    filter: &str,
+    page: usize,
+    size: usize,
+) -> Result<(usize, Vec<RunRow>), RunsError> {
+    let session = w
+        .session_for(DEFAULT_CATALOG, &[&EXECUTOR_RUNS])
+        .await
+        .map_err(|e| read_error(&e))?;
+    let rows = |sql: String| {
+        let session = &session;
+        async move {
+            let batches = session
+                .sql(&sql)
+                .await
+                .map_err(|e| read_error(&e))?
+                .collect()
+                .await
+                .map_err(|e| read_error(&e))?;
+            to_json_rows(&batches).map_err(|e| read_error(&e))
+        }
+    };
+    let total = rows(format!(
+        "SELECT COUNT(*) AS n FROM executor_runs WHERE run_mode = 'api' AND ({filter})"
+    ))
+    .await?
+    .first()
+    .and_then(|r| r.get("n"))
+    .and_then(Value::as_u64)
+    .unwrap_or(0) as usize;
+    let offset = page.saturating_sub(1).saturating_mul(size);
+    if offset >= total {
+        // Past the end (this also keeps an absurd page number out of the SQL).
+        return Ok((total, Vec::new()));
+    }
+    let page = rows(rows_query(
+        filter,
+        &format!(" LIMIT {size} OFFSET {offset}"),
+    ))
     .await?;
-    Ok(rows
-        .first()
-        .and_then(|r| r.get("n"))
-        .and_then(Value::as_u64)
-        .unwrap_or(0) as usize)
+    Ok((total, page.iter().map(row_of).collect()))
+}
+
+fn rows_query(filter: &str, limit: &str) -> String {
+    format!(
+        "SELECT id, run_id, workflow_id, source_id, status, error_message, \
+         CAST(started_at AS VARCHAR) AS started_at, CAST(finished_at AS VARCHAR) AS finished_at \
+         FROM executor_runs WHERE run_mode = 'api' AND ({filter}) ORDER BY run_id DESC{limit}"
+    )
+}
+
+fn read_error(e: &dyn std::fmt::Display) -> RunsError {
+    RunsError::Read(crate::redact::text(&e.to_string()))
 }
 
 /// The SQL filter for one job.
@@ -284,8 +319,7 @@ pub async fn written_sources(w: &Warehouse, job_id: &str) -> Result<Vec<Value>, 
 }
 
 async fn select(w: &Warehouse, sql: &str) -> Result<Vec<Map<String, Value>>, RunsError> {
-    let read = |e: &dyn std::fmt::Display| RunsError::Read(crate::redact::text(&e.to_string()));
-    w.select(sql).await.map_err(|e| read(&e))
+    w.select(sql).await.map_err(|e| read_error(&e))
 }
 
 fn row_of(m: &Map<String, Value>) -> RunRow {
@@ -326,7 +360,6 @@ pub async fn recover(w: &Warehouse, journal: &Journal) -> Result<Vec<String>, Ru
             sql_literal(JobState::Created.as_str()),
             sql_literal(JobState::Running.as_str())
         ),
-        None,
     )
     .await?;
     let now = Utc::now();

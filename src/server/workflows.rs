@@ -3,7 +3,7 @@
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 use utoipa::{IntoParams, ToSchema};
@@ -11,7 +11,7 @@ use utoipa::{IntoParams, ToSchema};
 use super::error::*;
 use super::state::*;
 use crate::job::payload::{self};
-use crate::notebook::{Mapping, NotebookError, Store};
+use crate::notebook::{Mapping, Store};
 
 #[derive(Debug, serde::Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
@@ -40,7 +40,7 @@ pub(super) async fn workflow_metadata(
 ) -> Result<Json<Value>, ApiError> {
     check_workflow(&workflow_id)?;
     if let Some(sid) = &q.source_id {
-        payload::validate_id("source_id", sid).map_err(|e| ApiError::bad_request(e.to_string()))?;
+        payload::validate_id("source_id", sid)?;
     }
     let v = crate::query::workflow_metadata(
         &s.0.warehouse,
@@ -48,19 +48,8 @@ pub(super) async fn workflow_metadata(
         &workflow_id,
         q.source_id.as_deref(),
     )
-    .await
-    .map_err(ApiError::internal)?;
+    .await?;
     Ok(Json(v))
-}
-
-pub(super) fn notebook_error(e: NotebookError) -> ApiError {
-    match e {
-        NotebookError::Invalid(_) | NotebookError::Mapping(_) => {
-            ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid", e.to_string())
-        }
-        NotebookError::NotFound { .. } => ApiError::not_found(e.to_string()),
-        other => ApiError::internal(other),
-    }
 }
 
 pub(super) fn store(s: &AppState) -> Store {
@@ -79,7 +68,7 @@ pub(super) async fn list_notebooks(
     Path(workflow_id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     check_workflow(&workflow_id)?;
-    let v = store(&s).list(&workflow_id).await.map_err(notebook_error)?;
+    let v = store(&s).list(&workflow_id).await?;
     Ok(Json(json!({ "workflow_id": workflow_id, "versions": v })))
 }
 
@@ -111,9 +100,8 @@ pub(super) async fn put_notebook(
         std::str::from_utf8(&body).map_err(|_| ApiError::bad_request("the body is not UTF-8"))?;
     let r = store(&s)
         .put(&workflow_id, text, q.created_by.as_deref())
-        .await
-        .map_err(notebook_error)?;
-    Ok(Json(serde_json::to_value(r).map_err(ApiError::internal)?))
+        .await?;
+    Ok(Json(serde_json::to_value(r)?))
 }
 
 pub(super) fn version_of(v: &str, what: &str) -> Result<Option<i32>, ApiError> {
@@ -143,10 +131,7 @@ pub(super) async fn get_notebook(
 ) -> Result<Response, ApiError> {
     check_workflow(&workflow_id)?;
     let v = version_of(&version, "version")?;
-    let (n, text) = store(&s)
-        .get(&workflow_id, v)
-        .await
-        .map_err(notebook_error)?;
+    let (n, text) = store(&s).get(&workflow_id, v).await?;
     let mut r = text.into_response();
     r.headers_mut().insert(
         header::CONTENT_TYPE,
@@ -174,11 +159,8 @@ pub(super) async fn diff_notebooks(
     let from =
         version_of(&from, "from")?.ok_or_else(|| ApiError::bad_request("from must be a number"))?;
     let to = version_of(&to, "to")?.ok_or_else(|| ApiError::bad_request("to must be a number"))?;
-    let d = store(&s)
-        .diff(&workflow_id, from, to)
-        .await
-        .map_err(notebook_error)?;
-    Ok(Json(serde_json::to_value(d).map_err(ApiError::internal)?))
+    let d = store(&s).diff(&workflow_id, from, to).await?;
+    Ok(Json(serde_json::to_value(d)?))
 }
 
 /// A mapping, and what to check it against.
@@ -200,7 +182,7 @@ pub(super) fn mapping_body(
 ) -> Result<(Option<i32>, Mapping, Option<String>), ApiError> {
     let b: MappingBody = serde_json::from_slice(body)
         .map_err(|e| ApiError::bad_request(format!("malformed mapping request: {e}")))?;
-    let m = Mapping::parse(&b.mapping.to_string()).map_err(notebook_error)?;
+    let m = Mapping::parse(&b.mapping.to_string())?;
     Ok((b.notebook_version, m, b.workflow.map(|w| w.to_string())))
 }
 
@@ -237,9 +219,8 @@ pub(super) async fn get_mapping(
     check_workflow(&workflow_id)?;
     let r = store(&s)
         .get_mapping(&workflow_id, workflow_version, q.notebook_version)
-        .await
-        .map_err(notebook_error)?;
-    Ok(Json(serde_json::to_value(r).map_err(ApiError::internal)?))
+        .await?;
+    Ok(Json(serde_json::to_value(r)?))
 }
 
 /// Stores the mapping of a workflow version to a notebook version, after checking it.
@@ -267,9 +248,8 @@ pub(super) async fn put_mapping(
     let (nv, m, wf) = mapping_body(&body)?;
     let r = store(&s)
         .put_mapping(&workflow_id, workflow_version, nv, m, wf.as_deref())
-        .await
-        .map_err(notebook_error)?;
-    Ok(Json(serde_json::to_value(r).map_err(ApiError::internal)?))
+        .await?;
+    Ok(Json(serde_json::to_value(r)?))
 }
 
 /// Checks a mapping without storing it.
@@ -289,7 +269,6 @@ pub(super) async fn check_mapping(
     let (nv, m, wf) = mapping_body(&body)?;
     let v = store(&s)
         .check_mapping(&workflow_id, nv, &m, wf.as_deref())
-        .await
-        .map_err(notebook_error)?;
+        .await?;
     Ok(Json(json!({"valid": true, "notebook_version": v})))
 }

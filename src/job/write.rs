@@ -1,0 +1,262 @@
+//! Writing a run: the warehouse readied (migrations, table checks), then the job's rows in
+//! one commit per table (`columns`, `tables`, `sources`), each replacing exactly the rows of
+//! the `(workflow_id, source_id)` pairs the job processed (a shard only its own tables'),
+//! and the run recorded in `executor_runs`.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use super::{JobReport, RunStatus, SourceReport};
+use crate::profile::{self, TableProfile};
+use crate::warehouse::{self, BatchBuilder, Warehouse, WarehouseError};
+
+/// Brings the warehouse to this executor's schema (see [`crate::migrate::ensure_current`])
+/// and checks every table.
+pub(super) async fn prepare_warehouse(
+    w: &Warehouse,
+    migrate: crate::migrate::MigratePolicy,
+) -> Result<(), crate::migrate::MigrateError> {
+    crate::migrate::ensure_current(w, migrate).await?;
+    for def in warehouse::JOB_TABLES {
+        w.ensure_valid(def).await?;
+    }
+    Ok(())
+}
+
+/// Sources are replaced per `source_id` group; a group with a failed source is not
+/// written at all, so a failure never erases the rows a previous run left.
+fn writable_groups(report: &JobReport) -> Vec<(Option<String>, Vec<&SourceReport>)> {
+    let mut groups: BTreeMap<Option<String>, Vec<&SourceReport>> = BTreeMap::new();
+    for s in &report.sources {
+        groups.entry(s.source_id.clone()).or_default().push(s);
+    }
+    groups
+        .into_iter()
+        .filter(|(sid, members)| {
+            let ok = members.iter().all(|s| s.status != RunStatus::Failed);
+            if !ok {
+                tracing::warn!(
+                    source_id = sid.as_deref().unwrap_or(""),
+                    "a source of this source_id failed; its previous rows are kept"
+                );
+            }
+            ok
+        })
+        .collect()
+}
+
+pub(super) async fn write_results(w: &Warehouse, report: &JobReport) -> Result<(), WarehouseError> {
+    let groups = writable_groups(report);
+    if groups.is_empty() {
+        return Ok(());
+    }
+    let source_ids: Vec<Option<String>> = groups.iter().map(|(s, _)| s.clone()).collect();
+    let predicate = warehouse::replace_predicate(&report.workflow_id, &source_ids);
+    let srcs: Vec<&SourceReport> = groups.iter().flat_map(|(_, m)| m.iter().copied()).collect();
+    let wf = report.workflow_id.as_str();
+    let run = report.run_id.as_str();
+    let ts = report.started_at;
+
+    let n = srcs.len();
+    let sources = BatchBuilder::new(&warehouse::SOURCES)
+        .i64s("id", warehouse::new_ids(n))
+        .strings("workflow_id", vec![Some(wf); n])
+        .strings("source_id", srcs.iter().map(|s| s.source_id.as_deref()))
+        .strings(
+            "source_path",
+            srcs.iter().map(|s| Some(s.source_path.as_str())),
+        )
+        .strings(
+            "source_type",
+            srcs.iter().map(|s| Some(s.source_type.as_str())),
+        )
+        .timestamps("extraction_timestamp", vec![Some(ts); n])
+        .i32s(
+            "files_found",
+            srcs.iter()
+                .map(|s| Some(s.files_found.min(i32::MAX as u64) as i32)),
+        )
+        .i64s(
+            "total_size_bytes",
+            srcs.iter().map(|s| Some(s.total_size_bytes as i64)),
+        )
+        .strings("run_id", vec![Some(run); n])
+        .build()?;
+
+    let tables: Vec<(&SourceReport, &TableProfile)> = srcs
+        .iter()
+        .flat_map(|s| s.tables.iter().map(move |t| (*s, t)))
+        .collect();
+    let n = tables.len();
+    let tables_batch = BatchBuilder::new(&warehouse::TABLES)
+        .i64s("id", warehouse::new_ids(n))
+        .strings("workflow_id", vec![Some(wf); n])
+        .strings(
+            "source_id",
+            tables.iter().map(|(s, _)| s.source_id.as_deref()),
+        )
+        .strings(
+            "table_name",
+            tables.iter().map(|(_, t)| Some(t.table_name.as_str())),
+        )
+        .strings(
+            "file_path",
+            tables.iter().map(|(_, t)| Some(t.file_path.as_str())),
+        )
+        .strings(
+            "file_type",
+            tables.iter().map(|(_, t)| Some(t.file_type.as_str())),
+        )
+        .i64s("row_count", tables.iter().map(|(_, t)| t.row_count))
+        .i32s(
+            "column_count",
+            tables.iter().map(|(_, t)| Some(t.column_count)),
+        )
+        .i64s("size_bytes", tables.iter().map(|(_, t)| Some(t.size_bytes)))
+        .strings("run_id", vec![Some(run); n])
+        .strings(
+            "status",
+            tables.iter().map(|(_, t)| Some(t.status.as_str())),
+        )
+        .strings(
+            "error_message",
+            tables.iter().map(|(_, t)| t.error_message.as_deref()),
+        )
+        .build()?;
+
+    let cols: Vec<(&SourceReport, &TableProfile, &profile::ColumnProfile)> = tables
+        .iter()
+        .flat_map(|(s, t)| t.columns.iter().map(move |c| (*s, *t, c)))
+        .collect();
+    let n = cols.len();
+    let samples: Vec<String> = cols
+        .iter()
+        .map(|(_, _, c)| serde_json::to_string(&c.sample_values).unwrap_or_else(|_| "[]".into()))
+        .collect();
+    let columns = BatchBuilder::new(&warehouse::COLUMNS)
+        .i64s("id", warehouse::new_ids(n))
+        .strings("workflow_id", vec![Some(wf); n])
+        .strings(
+            "source_id",
+            cols.iter().map(|(s, _, _)| s.source_id.as_deref()),
+        )
+        .strings(
+            "table_name",
+            cols.iter().map(|(_, t, _)| Some(t.table_name.as_str())),
+        )
+        .strings(
+            "column_name",
+            cols.iter().map(|(_, _, c)| Some(c.column_name.as_str())),
+        )
+        .strings(
+            "data_type",
+            cols.iter().map(|(_, _, c)| Some(c.data_type.as_str())),
+        )
+        .i32s("position", cols.iter().map(|(_, _, c)| Some(c.position)))
+        .bools(
+            "is_nullable",
+            cols.iter().map(|(_, _, c)| Some(c.is_nullable)),
+        )
+        .strings("sample_values", samples.iter().map(|s| Some(s.as_str())))
+        .strings("run_id", vec![Some(run); n])
+        .i64s(
+            "null_count",
+            cols.iter().map(|(_, _, c)| Some(c.null_count)),
+        )
+        .i64s(
+            "distinct_count",
+            cols.iter().map(|(_, _, c)| c.distinct_count),
+        )
+        .strings(
+            "min_value",
+            cols.iter().map(|(_, _, c)| c.min_value.as_deref()),
+        )
+        .strings(
+            "max_value",
+            cols.iter().map(|(_, _, c)| c.max_value.as_deref()),
+        )
+        .build()?;
+
+    // Children before parents: a reader that sees a source row also sees its tables.
+    for (def, batch) in [
+        (&warehouse::COLUMNS, columns),
+        (&warehouse::TABLES, tables_batch),
+        (&warehouse::SOURCES, sources),
+    ] {
+        // Shards replace only the rows of the tables they own (found now, or stored by an
+        // earlier run and now gone from the source), so they never erase each other's;
+        // shard 0 writes the source rows.
+        let predicate = match report.shard {
+            None => predicate.clone(),
+            Some(_) if def.name == warehouse::SOURCES.name => {
+                if report.shard.is_some_and(|s| s.index != 0) {
+                    continue;
+                }
+                predicate.clone()
+            }
+            Some(shard) => {
+                let mut names: BTreeSet<String> = srcs
+                    .iter()
+                    .flat_map(|s| s.tables.iter().map(|t| t.table_name.clone()))
+                    .collect();
+                names.extend(
+                    stored_table_names(w, &predicate)
+                        .await?
+                        .into_iter()
+                        .filter(|n| shard.owns(n)),
+                );
+                if names.is_empty() {
+                    continue;
+                }
+                let list: Vec<String> = names.iter().map(|n| warehouse::sql_literal(n)).collect();
+                format!("{predicate} AND table_name IN ({})", list.join(", "))
+            }
+        };
+        let table = w.ensure_valid(def).await?;
+        let rows = batch.num_rows();
+        let t = w.replace(def, table, batch, predicate, run).await?;
+        tracing::info!(
+            table = def.name,
+            rows,
+            version = t.version().unwrap_or_default(),
+            "written"
+        );
+    }
+    Ok(())
+}
+
+/// The table names stored in `tables` for the rows `predicate` selects.
+async fn stored_table_names(w: &Warehouse, predicate: &str) -> Result<Vec<String>, WarehouseError> {
+    let rows = w
+        .select(&format!(
+            "SELECT DISTINCT table_name FROM {} WHERE {predicate}",
+            warehouse::TABLES.name
+        ))
+        .await?;
+    Ok(rows
+        .iter()
+        .filter_map(|r| {
+            r.get("table_name")
+                .and_then(|v| v.as_str())
+                .map(str::to_string)
+        })
+        .collect())
+}
+
+pub(super) async fn record_run(w: &Warehouse, report: &JobReport) -> Result<(), WarehouseError> {
+    let def = &warehouse::EXECUTOR_RUNS;
+    let batch = BatchBuilder::new(def)
+        .i64s("id", warehouse::new_ids(1))
+        .strings("run_id", [Some(report.run_id.as_str())])
+        .strings("executor_version", [Some(crate::VERSION)])
+        .strings("workflow_id", [Some(report.workflow_id.as_str())])
+        .strings("source_id", [report.source_id.as_deref()])
+        .strings("run_mode", [Some(report.run_mode.as_str())])
+        .strings("status", [Some(report.status.as_str())])
+        .strings("error_message", [report.error.as_deref()])
+        .timestamps("started_at", [Some(report.started_at)])
+        .timestamps("finished_at", [Some(report.finished_at)])
+        .build()?;
+    let table = w.ensure_valid(def).await?;
+    w.append(def, table, batch, &report.run_id).await?;
+    Ok(())
+}
