@@ -243,7 +243,8 @@ pub enum MappingAction {
         workflow: Option<std::path::PathBuf>,
     },
     /// The best mapping for a workflow version and notebook version (default: the latest):
-    /// its own, else the newest earlier workflow version's; with its status.
+    /// its own (carried through notebook edits since it was made), else the newest earlier
+    /// workflow version's; with its status, stale cells and operators, orphaned operators.
     Get {
         #[arg(long)]
         workflow_id: String,
@@ -251,6 +252,10 @@ pub enum MappingAction {
         workflow_version: i32,
         #[arg(long)]
         notebook_version: Option<i32>,
+        /// The workflow JSON: the mapping's operators it no longer has are listed
+        /// (`missing_operators`).
+        #[arg(long)]
+        workflow: Option<std::path::PathBuf>,
     },
     /// Validate a mapping without storing it.
     Check {

@@ -318,14 +318,30 @@ async fn mapping(
             workflow_id,
             workflow_version,
             notebook_version,
+            workflow,
         } => {
+            let wf = workflow.as_deref().map(read_text).transpose()?;
             let r = store
-                .get_mapping(&workflow_id, workflow_version, notebook_version)
+                .get_mapping(
+                    &workflow_id,
+                    workflow_version,
+                    notebook_version,
+                    wf.as_deref(),
+                )
                 .await?;
             if let Some(v) = r.fallback_from_workflow_version {
                 tracing::warn!(
                     "workflow version {workflow_version} has no mapping of its own: using workflow version {v}'s"
                 );
+            }
+            if !r.orphaned_operators.is_empty() {
+                tracing::warn!(
+                    "operators whose cells were all deleted: {}",
+                    r.orphaned_operators.join(", ")
+                );
+            }
+            if let Some(gone) = r.missing_operators.as_ref().filter(|g| !g.is_empty()) {
+                tracing::warn!("operators the workflow no longer has: {}", gone.join(", "));
             }
             print_json(&r)?;
         }

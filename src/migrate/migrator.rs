@@ -245,6 +245,35 @@ impl Migrator {
         }
     }
 
+    /// Waits (up to the lock wait) while another run holds the migration lock; true when
+    /// there was one to wait for. A job that finds a migration in progress waits for it
+    /// instead of calling it unfinished.
+    pub(super) async fn wait_while_locked(&self) -> Result<bool, MigrateError> {
+        let started = Instant::now();
+        let mut waited = false;
+        loop {
+            match self.w.root.store.head(&self.lock_path()).await {
+                Ok(_) if started.elapsed() < self.lock_wait => {
+                    if !waited {
+                        tracing::info!("another run is migrating the warehouse: waiting for it");
+                    }
+                    waited = true;
+                    tokio::time::sleep(Duration::from_millis(250)).await;
+                }
+                Ok(_) => {
+                    let held = self.read_lock().await;
+                    return Err(MigrateError::Locked {
+                        lock: self.w.root.display_of(&self.lock_path()),
+                        since: held["since"].as_str().unwrap_or("?").to_string(),
+                        owner: held["owner"].as_str().unwrap_or("?").to_string(),
+                    });
+                }
+                Err(object_store::Error::NotFound { .. }) => return Ok(waited),
+                Err(e) => return Err(MigrateError::Other(self.w.root.explain(&e))),
+            }
+        }
+    }
+
     async fn read_lock(&self) -> serde_json::Value {
         match self.w.root.store.get(&self.lock_path()).await {
             Ok(r) => match r.bytes().await {

@@ -93,7 +93,13 @@ pub async fn ensure_current(w: &Warehouse, policy: MigratePolicy) -> Result<(), 
             w.root.display
         )
     };
-    match readiness(&m).await? {
+    let mut state = readiness(&m).await?;
+    // A warehouse another run is migrating right now (concurrent first jobs on a fresh
+    // warehouse) is neither behind nor unfinished: wait for that run, then look again.
+    if !matches!(state, Readiness::Current | Readiness::Fresh) && m.wait_while_locked().await? {
+        state = readiness(&m).await?;
+    }
+    match state {
         Readiness::Current => {}
         Readiness::Fresh => {
             tracing::info!(warehouse = %w.root.display, "new warehouse: creating the schema through the migrations");

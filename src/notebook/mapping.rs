@@ -8,7 +8,7 @@ use serde_json::Value;
 use super::{Notebook, NotebookError};
 
 /// `{"cell_to_operator": {cell: [operator, ...]}, "operator_to_cell": {operator: [cell, ...]}}`
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, serde::Serialize, serde::Deserialize)]
 pub struct Mapping {
     pub cell_to_operator: BTreeMap<String, Vec<String>>,
     pub operator_to_cell: BTreeMap<String, Vec<String>>,
@@ -63,7 +63,7 @@ impl Mapping {
             .collect()
     }
 
-    fn from_pairs(pairs: &BTreeSet<(String, String)>) -> Self {
+    pub(super) fn from_pairs(pairs: &BTreeSet<(String, String)>) -> Self {
         let mut m = Self {
             cell_to_operator: BTreeMap::new(),
             operator_to_cell: BTreeMap::new(),
@@ -163,42 +163,124 @@ pub fn workflow_operators(text: &str) -> Result<BTreeSet<String>, NotebookError>
 }
 
 /// A mapping carried from one notebook version to the next.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct Carried {
     pub mapping: Mapping,
+    /// Cells whose source or type changed since the mapping was made.
     pub stale_cells: Vec<String>,
+    /// Operators mapped to a stale cell.
     pub stale_operators: Vec<String>,
+    /// Operators whose every cell was deleted: that part of the workflow has no cells left.
+    pub orphaned_operators: Vec<String>,
 }
 
-/// Carries `m` (valid for `old`) to `new`: entries of unchanged cells stay, entries of
-/// changed cells stay but are stale (and so are their operators), entries of deleted cells go.
-pub fn carry(m: &Mapping, old: &Notebook, new: &Notebook, stale_before: &[String]) -> Carried {
-    let old_src: BTreeMap<&str, &str> = old
-        .cells
-        .iter()
-        .map(|c| (c.id.as_str(), c.source.as_str()))
-        .collect();
-    let new_src: BTreeMap<&str, &str> = new
-        .cells
-        .iter()
-        .map(|c| (c.id.as_str(), c.source.as_str()))
-        .collect();
+/// Carries `m` (valid for `old`) to `new`: entries of unchanged cells stay; entries of cells
+/// whose source or type changed stay but are stale (and so are their operators); entries of
+/// deleted cells go, and an operator left with no cell is listed as orphaned. `before` is
+/// what earlier carries already found (staleness and orphans carry on).
+pub fn carry(m: &Mapping, old: &Notebook, new: &Notebook, before: &Carried) -> Carried {
+    let cells = |nb: &Notebook| -> BTreeMap<String, (String, String)> {
+        nb.cells
+            .iter()
+            .map(|c| (c.id.clone(), (c.cell_type.clone(), c.source.clone())))
+            .collect()
+    };
+    let (old_cells, new_cells) = (cells(old), cells(new));
     let mut kept = BTreeSet::new();
     let mut stale_cells: BTreeSet<String> = BTreeSet::new();
-    let mut stale_ops: BTreeSet<String> = BTreeSet::new();
+    let mut stale_ops: BTreeSet<String> = before.stale_operators.iter().cloned().collect();
+    let mut orphaned: BTreeSet<String> = before.orphaned_operators.iter().cloned().collect();
+    let mut dropped_ops: BTreeSet<String> = BTreeSet::new();
     for (c, o) in m.pairs_c2o() {
-        let Some(now) = new_src.get(c.as_str()) else {
+        let Some(now) = new_cells.get(&c) else {
+            dropped_ops.insert(o);
             continue;
         };
-        if old_src.get(c.as_str()) != Some(now) || stale_before.contains(&c) {
+        if old_cells.get(&c) != Some(now) || before.stale_cells.contains(&c) {
             stale_cells.insert(c.clone());
             stale_ops.insert(o.clone());
         }
         kept.insert((c, o));
     }
+    let mapping = Mapping::from_pairs(&kept);
+    for o in dropped_ops {
+        if !mapping.operator_to_cell.contains_key(&o) {
+            orphaned.insert(o);
+        }
+    }
+    // An operator mapped again (to another cell) is no longer an orphan.
+    orphaned.retain(|o| !mapping.operator_to_cell.contains_key(o));
+    stale_ops.retain(|o| mapping.operator_to_cell.contains_key(o));
     Carried {
-        mapping: Mapping::from_pairs(&kept),
+        mapping,
         stale_cells: stale_cells.into_iter().collect(),
         stale_operators: stale_ops.into_iter().collect(),
+        orphaned_operators: orphaned.into_iter().collect(),
+    }
+}
+
+/// The operators of `m` that the workflow `operators` no longer has.
+pub fn missing_operators(m: &Mapping, operators: &BTreeSet<String>) -> Vec<String> {
+    m.operator_to_cell
+        .keys()
+        .filter(|o| !operators.contains(*o))
+        .cloned()
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn nb(cells: &[(&str, &str, &str)]) -> Notebook {
+        let cells: Vec<Value> = cells
+            .iter()
+            .map(|(id, ty, src)| serde_json::json!({"id": id, "cell_type": ty, "source": src, "metadata": {}}))
+            .collect();
+        Notebook::parse(
+            &serde_json::json!({"nbformat": 4, "nbformat_minor": 5, "metadata": {}, "cells": cells})
+                .to_string(),
+            None,
+        )
+        .unwrap()
+    }
+
+    fn mapping(pairs: &[(&str, &str)]) -> Mapping {
+        Mapping::from_pairs(
+            &pairs
+                .iter()
+                .map(|(c, o)| (c.to_string(), o.to_string()))
+                .collect(),
+        )
+    }
+
+    #[test]
+    fn a_type_change_is_stale_and_a_deleted_only_cell_orphans_its_operator() {
+        let old = nb(&[
+            ("a", "code", "x = 1"),
+            ("b", "code", "y = 2"),
+            ("c", "code", "z"),
+        ]);
+        let new = nb(&[("a", "markdown", "x = 1"), ("c", "code", "z")]);
+        let m = mapping(&[("a", "op1"), ("b", "op2"), ("c", "op3"), ("b", "op3")]);
+        let c = carry(&m, &old, &new, &Carried::default());
+        assert_eq!(c.stale_cells, ["a"]);
+        assert_eq!(c.stale_operators, ["op1"]);
+        // op3 lost cell b but keeps c: not an orphan.
+        assert_eq!(c.orphaned_operators, ["op2"]);
+        assert_eq!(c.mapping, mapping(&[("a", "op1"), ("c", "op3")]));
+        // Through a second edit, what was found stays found.
+        let newer = nb(&[
+            ("a", "markdown", "x = 1"),
+            ("c", "code", "z"),
+            ("d", "code", "w"),
+        ]);
+        let c2 = carry(&c.mapping, &new, &newer, &c);
+        assert_eq!(c2.stale_cells, ["a"]);
+        assert_eq!(c2.orphaned_operators, ["op2"]);
+        assert_eq!(
+            missing_operators(&c2.mapping, &["op3".to_string()].into()),
+            ["op1"]
+        );
     }
 }

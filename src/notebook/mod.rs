@@ -18,7 +18,7 @@ use crate::warehouse;
 pub mod mapping;
 pub mod store;
 
-pub use mapping::{Carried, Mapping, carry, workflow_operators};
+pub use mapping::{Carried, Mapping, carry, missing_operators, workflow_operators};
 pub use store::{MappingRecord, PutResult, Store, VersionInfo};
 
 /// Default size limit of a stored notebook (`NUVYN_NOTEBOOK_MAX_BYTES` changes it).
@@ -113,9 +113,13 @@ fn valid_cell_id(id: &str) -> bool {
 }
 
 impl Notebook {
-    /// Checks an uploaded `.ipynb`. Notebooks without cell ids get deterministic ones
-    /// (`cell-<index>-<hash of the source>`), written into the stored notebook.
-    pub fn parse(text: &str) -> Result<Self, NotebookError> {
+    /// Checks an uploaded `.ipynb`. Cells without ids (nbformat < 4.5) get ids written into
+    /// the stored notebook: a cell matching one of `previous` (the version it replaces) keeps
+    /// that cell's id, matched first by content (same type and source, in order) and then by
+    /// position (an edited cell in the same place), so an edited copy of an old file keeps
+    /// the ids, and the mapping entries, of the cells that did not change. Other cells get
+    /// `cell-<index>-<hash of the source>`.
+    pub fn parse(text: &str, previous: Option<&Notebook>) -> Result<Self, NotebookError> {
         let bad = |m: String| NotebookError::Invalid(m);
         let mut doc: Value =
             serde_json::from_str(text).map_err(|e| bad(format!("not JSON: {e}")))?;
@@ -196,7 +200,72 @@ impl Notebook {
             });
         }
         let mut assigned_ids = Vec::new();
-        for i in missing_ids {
+        let mut unassigned = Vec::new();
+        if let Some(prev) = previous {
+            let mut taken = vec![false; prev.cells.len()];
+            let free = |j: usize, taken: &[bool], seen: &BTreeMap<String, usize>| {
+                !taken[j] && !seen.contains_key(&prev.cells[j].id)
+            };
+            let mut by_content = Vec::new();
+            for i in missing_ids {
+                let same = (0..prev.cells.len()).find(|&j| {
+                    free(j, &taken, &seen)
+                        && prev.cells[j].cell_type == cells[i].cell_type
+                        && prev.cells[j].source == cells[i].source
+                });
+                match same {
+                    Some(j) => {
+                        taken[j] = true;
+                        seen.insert(prev.cells[j].id.clone(), i);
+                        by_content.push((i, prev.cells[j].id.clone()));
+                    }
+                    None => unassigned.push(i),
+                }
+            }
+            // By position: an unmatched cell takes the first unmatched previous cell between
+            // the previous partners of its matched neighbours (an edited cell in its place).
+            let partner: BTreeMap<usize, usize> = by_content
+                .iter()
+                .map(|(i, id)| {
+                    (
+                        *i,
+                        prev.cells
+                            .iter()
+                            .position(|c| &c.id == id)
+                            .expect("matched"),
+                    )
+                })
+                .collect();
+            let mut rest = Vec::new();
+            for i in unassigned {
+                let lo = partner
+                    .range(..i)
+                    .next_back()
+                    .map(|(_, j)| j + 1)
+                    .unwrap_or(0);
+                let hi = partner
+                    .range(i + 1..)
+                    .next()
+                    .map(|(_, j)| *j)
+                    .unwrap_or(prev.cells.len());
+                match (lo..hi.max(lo)).find(|&j| free(j, &taken, &seen)) {
+                    Some(j) => {
+                        taken[j] = true;
+                        seen.insert(prev.cells[j].id.clone(), i);
+                        by_content.push((i, prev.cells[j].id.clone()));
+                    }
+                    None => rest.push(i),
+                }
+            }
+            for (i, id) in by_content {
+                cells[i].id = id.clone();
+                assigned_ids.push((i, id));
+            }
+            unassigned = rest;
+        } else {
+            unassigned = missing_ids;
+        }
+        for i in unassigned {
             let mut id = format!("cell-{i}-{}", &sha256_hex(&cells[i].source)[..8]);
             while seen.contains_key(&id) {
                 id.push('x');
@@ -205,6 +274,7 @@ impl Notebook {
             cells[i].id = id.clone();
             assigned_ids.push((i, id));
         }
+        assigned_ids.sort();
         let text = if assigned_ids.is_empty() {
             // Stored as uploaded: `notebook get` gives back the same bytes.
             text.to_string()
@@ -301,4 +371,65 @@ pub fn diff(from: &Notebook, to: &Notebook, from_version: i32, to_version: i32) 
         }
     }
     d
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn legacy(cells: &[(&str, &str)]) -> String {
+        let cells: Vec<Value> = cells
+            .iter()
+            .map(|(ty, src)| json!({"cell_type": ty, "source": src, "metadata": {}}))
+            .collect();
+        json!({"nbformat": 4, "nbformat_minor": 4, "metadata": {}, "cells": cells}).to_string()
+    }
+
+    #[test]
+    fn cells_without_ids_keep_the_ids_of_the_cells_they_were() {
+        let v1 = Notebook::parse(
+            &legacy(&[
+                ("markdown", "# t"),
+                ("code", "a"),
+                ("code", "b"),
+                ("code", "c"),
+            ]),
+            None,
+        )
+        .unwrap();
+        let ids1: Vec<&str> = v1.cells.iter().map(|c| c.id.as_str()).collect();
+        // A cell inserted first, "b" edited, "c" turned into markdown: every old cell keeps
+        // its id (by content, then by its place between matched neighbours); the new one
+        // gets a fresh id.
+        let v2 = Notebook::parse(
+            &legacy(&[
+                ("markdown", "new"),
+                ("markdown", "# t"),
+                ("code", "a"),
+                ("code", "b2"),
+                ("markdown", "c"),
+            ]),
+            Some(&v1),
+        )
+        .unwrap();
+        let ids2: Vec<&str> = v2.cells.iter().map(|c| c.id.as_str()).collect();
+        assert_eq!(&ids2[1..], &ids1[..], "{ids2:?}");
+        assert!(!ids1.contains(&ids2[0]));
+        // Without the previous version, ids come from index and source, as before.
+        let fresh = Notebook::parse(&legacy(&[("code", "a")]), None).unwrap();
+        assert!(fresh.cells[0].id.starts_with("cell-0-"));
+        // The same file uploaded again matches the version it made: same ids, same hash.
+        let again = Notebook::parse(
+            &legacy(&[
+                ("markdown", "new"),
+                ("markdown", "# t"),
+                ("code", "a"),
+                ("code", "b2"),
+                ("markdown", "c"),
+            ]),
+            Some(&v2),
+        )
+        .unwrap();
+        assert_eq!(again.sha256, v2.sha256);
+    }
 }

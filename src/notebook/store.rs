@@ -1,6 +1,12 @@
 //! The Delta-backed notebook store: notebook versions in `workflow_notebook_source`
-//! (numbers claimed with a conditional write), mappings in `workflow_notebook_mapping`,
-//! carried forward when a new notebook version is stored.
+//! (numbers claimed with a conditional write) and the mappings users put in
+//! `workflow_notebook_mapping`.
+//!
+//! Mappings are carried on read: the table holds what users put, and `get_mapping` takes the
+//! newest mapping made for the asked notebook version or an earlier one and carries it
+//! through every notebook edit since. Nothing derived is stored, so no order of arrival
+//! (a mapping for version 1 put after version 2 exists), failed write or retried put can
+//! leave a carried entry missing or stale.
 
 use chrono::Utc;
 use serde_json::{Map, Value, json};
@@ -21,7 +27,8 @@ pub struct PutResult {
     pub notebook_sha256: String,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub assigned_cell_ids: Vec<(usize, String)>,
-    /// Mappings carried from the previous notebook version, by workflow version.
+    /// The workflow versions whose mappings (made for an earlier notebook version) carry to
+    /// this version.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub carried_mappings: Vec<i32>,
 }
@@ -45,11 +52,20 @@ pub struct MappingRecord {
     pub mapping: Mapping,
     pub stale_cells: Vec<String>,
     pub stale_operators: Vec<String>,
+    /// Operators whose every cell was deleted by the notebook edits since the mapping was
+    /// made: that part of the workflow has no cells left.
+    pub orphaned_operators: Vec<String>,
     pub created_at: String,
+    /// Set when the mapping was made for this earlier notebook version and carried here.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub carried_from_notebook_version: Option<i32>,
     /// Set when the workflow version asked for has no mapping of its own and this is the
     /// newest earlier workflow version's.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub fallback_from_workflow_version: Option<i32>,
+    /// With a workflow definition given: the mapping's operators it no longer has.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub missing_operators: Option<Vec<String>>,
 }
 
 pub struct Store {
@@ -142,7 +158,57 @@ impl Store {
 
     async fn notebook(&self, workflow_id: &str, version: i32) -> Result<Notebook, NotebookError> {
         let (_, text) = self.get(workflow_id, Some(version)).await?;
-        Notebook::parse(&text)
+        Notebook::parse(&text, None)
+    }
+
+    /// The stored versions from `from` to `to` (inclusive), oldest first.
+    async fn notebooks(
+        &self,
+        workflow_id: &str,
+        from: i32,
+        to: i32,
+    ) -> Result<Vec<(i32, Notebook)>, NotebookError> {
+        let rows = self
+            .rows(
+                &SOURCE,
+                format!(
+                    "SELECT notebook_version, notebook FROM {} WHERE workflow_id = {} AND notebook_version BETWEEN {from} AND {to} ORDER BY notebook_version",
+                    SOURCE.name,
+                    warehouse::sql_literal(workflow_id)
+                ),
+            )
+            .await?;
+        rows.iter()
+            .map(|r| {
+                let v = r["notebook_version"].as_i64().unwrap_or(0) as i32;
+                Ok((
+                    v,
+                    Notebook::parse(r["notebook"].as_str().unwrap_or("{}"), None)?,
+                ))
+            })
+            .collect()
+    }
+
+    /// The workflow versions with a mapping made for a notebook version below `version`.
+    async fn mappings_below(
+        &self,
+        workflow_id: &str,
+        version: i32,
+    ) -> Result<Vec<i32>, NotebookError> {
+        let rows = self
+            .rows(
+                &MAPPING,
+                format!(
+                    "SELECT DISTINCT workflow_version FROM {} WHERE workflow_id = {} AND status = 'valid' AND notebook_version < {version} ORDER BY workflow_version",
+                    MAPPING.name,
+                    warehouse::sql_literal(workflow_id)
+                ),
+            )
+            .await?;
+        Ok(rows
+            .iter()
+            .filter_map(|r| r["workflow_version"].as_i64().map(|v| v as i32))
+            .collect())
     }
 
     /// Stores a notebook as the workflow's next version (or returns the version holding the
@@ -164,7 +230,17 @@ impl Store {
                 self.max_bytes
             )));
         }
-        let nb = Notebook::parse(text)?;
+        // Cells without ids keep the ids of the matching cells of the latest version.
+        let latest = self
+            .list(workflow_id)
+            .await?
+            .last()
+            .map(|v| v.notebook_version);
+        let previous = match latest {
+            Some(v) => Some(self.notebook(workflow_id, v).await?),
+            None => None,
+        };
+        let nb = Notebook::parse(text, previous.as_ref())?;
         let mut tried = 0;
         for _attempt in 0..50 {
             let versions = self.list(workflow_id).await?;
@@ -176,7 +252,7 @@ impl Store {
                     cell_count: nb.cells.len(),
                     notebook_sha256: nb.sha256.clone(),
                     assigned_cell_ids: nb.assigned_ids.clone(),
-                    carried_mappings: Vec::new(),
+                    carried_mappings: self.mappings_below(workflow_id, v.notebook_version).await?,
                 });
             }
             let next = (versions
@@ -218,23 +294,7 @@ impl Store {
                 .await;
             match written {
                 Ok(_) => {
-                    // Carried from the newest stored version below this one (with
-                    // concurrent writers, a lower number may be claimed but not yet stored).
-                    let prev_v = self
-                        .list(workflow_id)
-                        .await?
-                        .into_iter()
-                        .map(|v| v.notebook_version)
-                        .filter(|v| *v < next)
-                        .max();
-                    let carried = match prev_v {
-                        Some(pv) => {
-                            let prev = self.notebook(workflow_id, pv).await?;
-                            self.carry_forward(workflow_id, &prev, pv, &nb, next)
-                                .await?
-                        }
-                        None => Vec::new(),
-                    };
+                    let carried = self.mappings_below(workflow_id, next).await?;
                     return Ok(PutResult {
                         workflow_id: workflow_id.to_string(),
                         notebook_version: next,
@@ -335,8 +395,11 @@ impl Store {
                     mapping: Mapping::parse(r["mapping"].as_str().unwrap_or("{}"))?,
                     stale_cells: list("stale_cells"),
                     stale_operators: list("stale_operators"),
+                    orphaned_operators: Vec::new(),
                     created_at: r["created_at"].as_str().unwrap_or_default().to_string(),
+                    carried_from_notebook_version: None,
                     fallback_from_workflow_version: None,
+                    missing_operators: None,
                 })
             })
             .collect()
@@ -385,38 +448,6 @@ impl Store {
         Ok(())
     }
 
-    /// Carries every mapping of notebook version `from_v` to `to_v` (status `carried`).
-    async fn carry_forward(
-        &self,
-        workflow_id: &str,
-        old: &Notebook,
-        from_v: i32,
-        new: &Notebook,
-        to_v: i32,
-    ) -> Result<Vec<i32>, NotebookError> {
-        let rows = self
-            .mapping_rows(workflow_id, &format!(" AND notebook_version = {from_v}"))
-            .await?;
-        let mut done = Vec::new();
-        for r in rows {
-            let c = carry(&r.mapping, old, new, &r.stale_cells);
-            self.write_mapping(&MappingRecord {
-                workflow_id: workflow_id.to_string(),
-                workflow_version: r.workflow_version,
-                notebook_version: to_v,
-                status: "carried".into(),
-                mapping: c.mapping,
-                stale_cells: c.stale_cells,
-                stale_operators: c.stale_operators,
-                created_at: String::new(),
-                fallback_from_workflow_version: None,
-            })
-            .await?;
-            done.push(r.workflow_version);
-        }
-        Ok(done)
-    }
-
     /// Checks a mapping against a notebook version (latest when `None`) and, when given, the
     /// workflow's operators. Returns the notebook version it was checked against.
     pub async fn check_mapping(
@@ -427,12 +458,14 @@ impl Store {
         workflow: Option<&str>,
     ) -> Result<i32, NotebookError> {
         let (v, text) = self.get(workflow_id, notebook_version).await?;
-        let nb = Notebook::parse(&text)?;
+        let nb = Notebook::parse(&text, None)?;
         let ops = workflow.map(workflow_operators).transpose()?;
         mapping.check(&nb, ops.as_ref())?;
         Ok(v)
     }
 
+    /// Stores a checked mapping of a workflow version to a notebook version (latest when
+    /// `None`). Later notebook versions get it by carry-forward when read.
     pub async fn put_mapping(
         &self,
         workflow_id: &str,
@@ -457,43 +490,82 @@ impl Store {
             mapping,
             stale_cells: Vec::new(),
             stale_operators: Vec::new(),
+            orphaned_operators: Vec::new(),
             created_at: String::new(),
+            carried_from_notebook_version: None,
             fallback_from_workflow_version: None,
+            missing_operators: workflow.map(|_| Vec::new()),
         };
         self.write_mapping(&rec).await?;
         Ok(rec)
     }
 
-    /// The best mapping for (workflow version, notebook version): its own (valid or carried),
-    /// else the newest earlier workflow version's for that notebook version.
+    /// The mapping for (workflow version, notebook version; latest when `None`): the newest
+    /// mapping put for that workflow version and that notebook version or an earlier one,
+    /// carried through every notebook edit since (status `valid` when made for this
+    /// version, else `carried`); without one, the newest earlier workflow version's, found
+    /// the same way (status `stale`). With the workflow definition, the operators it no
+    /// longer has are listed.
     pub async fn get_mapping(
         &self,
         workflow_id: &str,
         workflow_version: i32,
         notebook_version: Option<i32>,
+        workflow: Option<&str>,
     ) -> Result<MappingRecord, NotebookError> {
+        let operators = workflow.map(workflow_operators).transpose()?;
         let nv = match notebook_version {
             Some(v) => v,
             None => self.get(workflow_id, None).await?.0,
         };
+        // Only what users put: rows an earlier version of this store carried are derived.
         let rows = self
             .mapping_rows(
                 workflow_id,
-                &format!(" AND notebook_version = {nv} AND workflow_version <= {workflow_version}"),
+                &format!(
+                    " AND status = 'valid' AND notebook_version <= {nv} AND workflow_version <= {workflow_version}"
+                ),
             )
             .await?;
         let mut best = rows.into_iter().next().ok_or_else(|| NotebookError::NotFound {
             what: "mapping",
             detail: format!(
-                "workflow {workflow_id} has no mapping for workflow version {workflow_version} or earlier with notebook version {nv}"
+                "workflow {workflow_id} has no mapping for workflow version {workflow_version} or earlier with notebook version {nv} or earlier"
             ),
         })?;
+        if best.notebook_version < nv {
+            let chain = self
+                .notebooks(workflow_id, best.notebook_version, nv)
+                .await?;
+            if chain.last().map(|(v, _)| *v) != Some(nv) {
+                return Err(NotebookError::NotFound {
+                    what: "notebook",
+                    detail: format!("workflow {workflow_id} has no notebook version {nv}"),
+                });
+            }
+            let mut carried = super::Carried {
+                mapping: best.mapping.clone(),
+                ..Default::default()
+            };
+            for pair in chain.windows(2) {
+                let (old, new) = (&pair[0].1, &pair[1].1);
+                carried = carry(&carried.mapping, old, new, &carried);
+            }
+            best.carried_from_notebook_version = Some(best.notebook_version);
+            best.notebook_version = nv;
+            best.status = "carried".into();
+            best.mapping = carried.mapping;
+            best.stale_cells = carried.stale_cells;
+            best.stale_operators = carried.stale_operators;
+            best.orphaned_operators = carried.orphaned_operators;
+        }
         if best.workflow_version != workflow_version {
             // Made for an earlier workflow version: the workflow changed since, so its
             // operators may no longer match. Reported as `stale`, with where it came from.
             best.fallback_from_workflow_version = Some(best.workflow_version);
             best.status = "stale".into();
         }
+        best.missing_operators = operators.map(|ops| super::missing_operators(&best.mapping, &ops));
         Ok(best)
     }
 }

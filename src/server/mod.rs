@@ -19,8 +19,8 @@ pub use jobs::{Created, JobList, JobRequest};
 pub use journal::JobState;
 use middleware::*;
 pub use state::{AppState, JobRecord};
-pub use workflows::MappingBody;
 use workflows::*;
+pub use workflows::{MappingBody, ResolveBody};
 
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -143,6 +143,7 @@ fn routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(diff_notebooks))
         .routes(routes!(get_mapping, put_mapping))
         .routes(routes!(check_mapping))
+        .routes(routes!(resolve_mapping))
         .routes(routes!(health))
         .split_for_parts()
 }
@@ -275,6 +276,7 @@ mod tests {
             "/workflows/{workflow_id}/notebooks/{from}/diff/{to}",
             "/workflows/{workflow_id}/mappings/{workflow_version}",
             "/workflows/{workflow_id}/mappings/check",
+            "/workflows/{workflow_id}/mappings/{workflow_version}/resolve",
         ] {
             assert!(paths.iter().any(|k| *k == p), "{p} missing from {paths:?}");
         }

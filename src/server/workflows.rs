@@ -218,7 +218,51 @@ pub(super) async fn get_mapping(
 ) -> Result<Json<Value>, ApiError> {
     check_workflow(&workflow_id)?;
     let r = store(&s)
-        .get_mapping(&workflow_id, workflow_version, q.notebook_version)
+        .get_mapping(&workflow_id, workflow_version, q.notebook_version, None)
+        .await?;
+    Ok(Json(serde_json::to_value(r)?))
+}
+
+/// What `POST .../mappings/{workflow_version}/resolve` takes.
+#[derive(Debug, serde::Deserialize, ToSchema)]
+pub struct ResolveBody {
+    /// The notebook version (default: the latest).
+    pub notebook_version: Option<i32>,
+    /// The workflow definition: the mapping's operators it no longer has are listed.
+    #[schema(value_type = Option<Object>)]
+    pub workflow: Option<Value>,
+}
+
+/// The mapping for a workflow version as `GET` finds it, checked against the workflow
+/// definition given: `missing_operators` lists the operators it no longer has.
+#[utoipa::path(post, path = "/workflows/{workflow_id}/mappings/{workflow_version}/resolve", tag = "notebooks",
+    params(("workflow_id" = String, Path, description = "The workflow"),
+           ("workflow_version" = i32, Path, description = "The workflow version")),
+    request_body(content = ResolveBody, content_type = "application/json"),
+    responses(
+        (status = 200, description = "The mapping record", body = Value),
+        (status = 404, description = "No mapping", body = ErrorBody),
+        (status = 422, description = "The workflow definition is not usable", body = ErrorBody),
+    ))]
+pub(super) async fn resolve_mapping(
+    State(s): State<AppState>,
+    Path(MappingPath {
+        workflow_id,
+        workflow_version,
+    }): Path<MappingPath>,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    check_workflow(&workflow_id)?;
+    let b: ResolveBody = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::bad_request(format!("malformed resolve request: {e}")))?;
+    let wf = b.workflow.map(|w| w.to_string());
+    let r = store(&s)
+        .get_mapping(
+            &workflow_id,
+            workflow_version,
+            b.notebook_version,
+            wf.as_deref(),
+        )
         .await?;
     Ok(Json(serde_json::to_value(r)?))
 }

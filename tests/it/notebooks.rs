@@ -315,11 +315,182 @@ fn store_round_trips_and_carries(wh: &str, scratch: &Path) {
     );
 }
 
+fn mapping_get(wh: &str, wf: &str, extra: &[&str]) -> serde_json::Value {
+    let mut args = vec!["mapping", "get", "--workflow-id", wf];
+    args.extend_from_slice(extra);
+    ok(run(wh, &args))
+}
+
+fn mapping_put(wh: &str, wf: &str, file: &Path, extra: &[&str]) -> serde_json::Value {
+    let mut args = vec![
+        "mapping",
+        "put",
+        "--workflow-id",
+        wf,
+        "--file",
+        file.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    ok(run(wh, &args))
+}
+
+/// Every way a mapping entry used to get lost or misreported (issue: mappings never lose an
+/// entry silently), with the example notebooks' edits.
+fn mappings_never_lose_entries(wh: &str, scratch: &Path) {
+    let wf = "wf_carry";
+    let mapping = example("sales_analysis.mapping.json");
+    // Two notebook versions first, then the mapping for version 1: version 2 still gets it,
+    // carried (whatever the order of arrival), with the edited cell stale.
+    assert_eq!(
+        put(wh, wf, &example("sales_analysis.ipynb"))["notebook_version"],
+        1
+    );
+    let edited_nb = example("sales_analysis.edited.ipynb");
+    let r = put(wh, wf, &edited_nb);
+    assert_eq!(r["notebook_version"], 2);
+    assert_eq!(
+        r["carried_mappings"],
+        serde_json::json!(null),
+        "no mapping yet"
+    );
+    let m = mapping_put(
+        wh,
+        wf,
+        &mapping,
+        &["--workflow-version", "1", "--notebook-version", "1"],
+    );
+    assert_eq!(m["status"], "valid");
+    let g = mapping_get(
+        wh,
+        wf,
+        &["--workflow-version", "1", "--notebook-version", "2"],
+    );
+    assert_eq!(g["status"], "carried", "{g}");
+    assert_eq!(g["notebook_version"], 2);
+    assert_eq!(g["carried_from_notebook_version"], 1);
+    // The edited cell and the cell turned into markdown (same source) are stale...
+    assert_eq!(g["stale_cells"], serde_json::json!(["clean", "save"]));
+    assert_eq!(
+        g["stale_operators"],
+        serde_json::json!(["Filter-2", "Filter-3", "ParquetSink-7"])
+    );
+    // ...and the operators whose only cell was deleted are listed, not silently gone.
+    assert_eq!(
+        g["orphaned_operators"],
+        serde_json::json!(["Limit-6", "Sort-5"])
+    );
+    assert!(g["mapping"]["operator_to_cell"].get("Sort-5").is_none());
+    for kept in ["load", "aggregate", "clean", "save"] {
+        assert!(
+            g["mapping"]["cell_to_operator"].get(kept).is_some(),
+            "{kept}: {g}"
+        );
+    }
+    // The latest version is the default.
+    assert_eq!(mapping_get(wh, wf, &["--workflow-version", "1"]), g);
+
+    // A put of identical content (a retry) answers the stored version and what carries to it.
+    let again = put(wh, wf, &edited_nb);
+    assert_eq!(again["created"], false);
+    assert_eq!(again["notebook_version"], 2);
+    assert_eq!(again["carried_mappings"], serde_json::json!([1]));
+
+    // Falling back to an earlier workflow version's mapping with the new workflow given lists
+    // the operators it no longer has.
+    let wf_v2 = example("sales_analysis.workflow.v2.json");
+    let g = mapping_get(
+        wh,
+        wf,
+        &[
+            "--workflow-version",
+            "2",
+            "--workflow",
+            wf_v2.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(g["status"], "stale");
+    assert_eq!(g["fallback_from_workflow_version"], 1);
+    assert_eq!(g["missing_operators"], serde_json::json!(["Aggregate-4"]));
+    // Without the workflow nothing is claimed about it.
+    assert!(
+        mapping_get(wh, wf, &["--workflow-version", "2"])
+            .get("missing_operators")
+            .is_none()
+    );
+
+    // A notebook without cell ids (nbformat 4.4), then an edited copy of the original file
+    // (a cell inserted first, one cell edited): unchanged cells keep their ids and entries,
+    // the edited one's entries are kept as stale.
+    let lwf = "wf_legacy_carry";
+    let v1 = put(wh, lwf, &example("legacy_customer_etl.ipynb"));
+    let ids: Vec<String> = v1["assigned_cell_ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p[1].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(ids.len(), 5);
+    let (read, clean, write) = (&ids[2], &ids[3], &ids[4]);
+    let lmap = scratch.join("legacy.mapping.json");
+    std::fs::write(
+        &lmap,
+        serde_json::json!({
+            "cell_to_operator": {read: ["JSONScan-1"], clean: ["Projection-2"], write: ["CSVSink-3"]},
+            "operator_to_cell": {"JSONScan-1": [read], "Projection-2": [clean], "CSVSink-3": [write]}
+        })
+        .to_string(),
+    )
+    .unwrap();
+    mapping_put(wh, lwf, &lmap, &["--workflow-version", "1"]);
+    let v2 = put(wh, lwf, &example("legacy_customer_etl.edited.ipynb"));
+    assert_eq!(v2["notebook_version"], 2);
+    let v2_ids: Vec<String> = v2["assigned_cell_ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p[1].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(&v2_ids[1..], &ids[..], "old cells keep their ids: {v2}");
+    let g = mapping_get(wh, lwf, &["--workflow-version", "1"]);
+    assert_eq!(g["status"], "carried");
+    assert_eq!(g["stale_cells"], serde_json::json!([clean]));
+    assert_eq!(g["orphaned_operators"], serde_json::json!([]));
+    for (cell, op) in [
+        (read, "JSONScan-1"),
+        (clean, "Projection-2"),
+        (write, "CSVSink-3"),
+    ] {
+        assert_eq!(
+            g["mapping"]["cell_to_operator"][cell],
+            serde_json::json!([op]),
+            "{g}"
+        );
+    }
+    // The diff of the two versions says what happened, by those ids.
+    let d = ok(run(
+        wh,
+        &[
+            "notebook",
+            "diff",
+            "--workflow-id",
+            lwf,
+            "--from",
+            "1",
+            "--to",
+            "2",
+        ],
+    ));
+    assert_eq!(d["added"], serde_json::json!([v2_ids[0]]));
+    assert_eq!(d["changed"], serde_json::json!([clean]));
+    assert_eq!(d["removed"], serde_json::json!([]));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_store_on_local_disk() {
     let d = tmp();
     let wh = d.path().join("wh").display().to_string();
     store_round_trips_and_carries(&wh, d.path());
+    mappings_never_lose_entries(&wh, d.path());
     // The tables V3 made are the ones the store writes (one definition checked by the other).
     let w = nuvyn_executor::warehouse::Warehouse::new(
         nuvyn_executor::storage::location::parse(&wh).unwrap(),
@@ -343,7 +514,9 @@ fn the_store_on_azurite() {
     let Some(blob) = azurite() else { return };
     let d = tmp();
     let run = uuid::Uuid::new_v4().simple().to_string();
-    store_round_trips_and_carries(&format!("{blob}/warehouse/{run}"), d.path());
+    let wh = format!("{blob}/warehouse/{run}");
+    store_round_trips_and_carries(&wh, d.path());
+    mappings_never_lose_entries(&wh, d.path());
 }
 
 #[test]

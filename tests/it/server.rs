@@ -732,6 +732,32 @@ async fn notebooks_and_mappings() {
     )
     .await;
     assert_eq!(v["fallback_from_workflow_version"], 1, "{v}");
+    // With the new workflow definition, the operators it no longer has are named.
+    let mut newer = workflow.clone();
+    let gone = newer["operators"][0]["operatorID"].clone();
+    newer["operators"].as_array_mut().unwrap().remove(0);
+    let resolve = serde_json::json!({"workflow": newer}).to_string();
+    let (s, v, _) = call(
+        &router,
+        "POST",
+        &format!("{base}/mappings/3/resolve"),
+        Some(&resolve),
+        Some(KEY),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["fallback_from_workflow_version"], 1, "{v}");
+    assert_eq!(v["missing_operators"], serde_json::json!([gone]), "{v}");
+    let (s, v, _) = call(
+        &router,
+        "POST",
+        &format!("{base}/mappings/3/resolve"),
+        Some("{\"workflow\": {\"no\": []}}"),
+        Some(KEY),
+    )
+    .await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{v}");
+    assert!(v["message"].as_str().unwrap().contains("operators"), "{v}");
     let (s, v, _) = call(
         &router,
         "POST",

@@ -281,8 +281,10 @@ pub const DOC_QUERIES: [&str; 4] = [
 pub fn ok(out: std::process::Output) -> serde_json::Value {
     assert!(
         out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+        "{}\nstderr: {}\nstdout: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr),
+        String::from_utf8_lossy(&out.stdout)
     );
     stdout_json(&out)
 }
