@@ -820,6 +820,11 @@ impl Cli {
                         a.listen
                     )));
                 }
+                for p in &a.allow_sources {
+                    location::address(p).map_err(|e| {
+                        ConfigError::Usage(format!("--allow-source {}: {e}", crate::redact::url(p)))
+                    })?;
+                }
                 if a.max_concurrent_jobs == 0 {
                     return Err(ConfigError::Usage(
                         "--max-concurrent-jobs must be at least 1".into(),

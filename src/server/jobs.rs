@@ -17,43 +17,44 @@ use super::journal::{self, JobState};
 use super::state::*;
 use crate::job::payload::{self, CliJobArgs, RawPayload};
 use crate::job::{CancelFlag, RunStatus};
-use crate::storage::location::{self, LocationKind};
+use crate::storage::location;
 use crate::warehouse::sql_literal;
 
-/// Where a request may read from: the configured prefixes, and local paths only if allowed.
+/// Where a request may read from: under a configured prefix, compared as the parsed,
+/// normalised location that will be read (kind, account, container, path segments; a local
+/// path resolved through `..` and symbolic links), and local paths only if allowed.
 pub(super) fn check_source(cfg: &ServerConfig, path: &str) -> Result<(), ApiError> {
-    let loc = location::check(path).and_then(|()| {
-        // Only the kind is needed; local parsing does no I/O.
-        if path.contains("://") && !path.starts_with("file://") {
-            Ok(None)
-        } else {
-            location::parse(path).map(|l| Some(l.kind))
-        }
-    });
-    let kind = loc.map_err(|e| ApiError::bad_request(format!("data_source_path: {e}")))?;
-    let local = matches!(
-        kind,
-        Some(LocationKind::Local | LocationKind::Dbfs | LocationKind::Volumes)
-    );
-    if local && !cfg.allow_local {
-        return Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "forbidden",
-            "data_source_path: local paths are not allowed on this server",
+    let forbidden = |m: String| ApiError::new(StatusCode::FORBIDDEN, "forbidden", m);
+    let addr = location::address(path)
+        .map_err(|e| ApiError::bad_request(format!("data_source_path: {e}")))?;
+    let shown = crate::redact::url(path.trim());
+    if addr.is_local() && !cfg.allow_local {
+        return Err(forbidden(
+            "data_source_path: local paths are not allowed on this server".into(),
         ));
     }
-    let shown = crate::redact::url(path);
-    if !cfg.allow_sources.is_empty()
-        && !cfg
-            .allow_sources
-            .iter()
-            .any(|p| shown.starts_with(p.as_str()))
-    {
-        return Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "forbidden",
-            format!("data_source_path {shown} is not under an allowed prefix"),
-        ));
+    if cfg.allow_sources.is_empty() {
+        return Ok(());
+    }
+    let roots: Vec<location::Address> = cfg
+        .allow_sources
+        .iter()
+        .filter_map(|p| location::address(p).ok())
+        .collect();
+    if !roots.iter().any(|r| addr.is_within(r)) {
+        return Err(forbidden(format!(
+            "data_source_path {shown} is not under an allowed prefix"
+        )));
+    }
+    // A symbolic link under an allowed root may point anywhere: what is read is where it
+    // leads, so that is what must lie under a root.
+    if addr.is_local() {
+        let real = addr.resolved();
+        if !roots.iter().any(|r| real.is_within(&r.resolved())) {
+            return Err(forbidden(format!(
+                "data_source_path {shown} leads (through a symbolic link) outside the allowed prefixes"
+            )));
+        }
     }
     Ok(())
 }

@@ -124,6 +124,72 @@ pub(super) async fn cors(State(s): State<AppState>, req: Request, next: Next) ->
     resp
 }
 
+/// Refuses what a web page in the user's browser could send to a server on the user's
+/// machine: a body that is not JSON (a page may POST `text/plain` or a form without a CORS
+/// preflight: 415), and, without an API key, a request whose `Host` is not a loopback name
+/// (a page on a domain that resolves to 127.0.0.1, DNS rebinding: 403).
+pub(super) async fn request_guard(State(s): State<AppState>, req: Request, next: Next) -> Response {
+    if s.0.cfg.api_key.is_none()
+        && let Some(host) = req.headers().get(header::HOST)
+    {
+        let shown = host.to_str().unwrap_or("(not text)");
+        if !is_loopback_host(shown) {
+            return ApiError::new(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                format!(
+                    "Host {:?} is not this server: without NUVYN_API_KEY only localhost, 127.0.0.1 and [::1] are answered",
+                    crate::job::payload::printable(shown)
+                ),
+            )
+            .into_response();
+        }
+    }
+    if matches!(
+        *req.method(),
+        axum::http::Method::POST | axum::http::Method::PUT | axum::http::Method::PATCH
+    ) {
+        let ct = req
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(|v| {
+                v.split(';')
+                    .next()
+                    .unwrap_or("")
+                    .trim()
+                    .to_ascii_lowercase()
+            });
+        let json = ct.as_deref().is_some_and(|ct| {
+            ct == "application/json" || (ct.starts_with("application/") && ct.ends_with("+json"))
+        });
+        if !json {
+            return ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                format!(
+                    "Content-Type must be application/json (or application/x-ipynb+json for notebooks), not {}",
+                    ct.as_deref().map(crate::job::payload::printable).unwrap_or_else(|| "missing".into())
+                ),
+            )
+            .into_response();
+        }
+    }
+    next.run(req).await
+}
+
+/// `localhost`, a loopback IP address, with or without a port.
+fn is_loopback_host(h: &str) -> bool {
+    let host = match h.strip_prefix('[') {
+        Some(rest) => rest.split(']').next().unwrap_or(""),
+        None => h.rsplit_once(':').map(|(a, _)| a).unwrap_or(h),
+    };
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
 /// Constant-time comparison, so the token cannot be guessed byte by byte from timings.
 pub(super) fn same(a: &[u8], b: &[u8]) -> bool {
     let mut diff = (a.len() ^ b.len()) as u8;
@@ -158,6 +224,30 @@ pub(super) async fn auth(State(s): State<AppState>, req: Request, next: Next) ->
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn loopback_hosts() {
+        for ok in [
+            "localhost",
+            "LOCALHOST:8080",
+            "127.0.0.1",
+            "127.0.0.2:80",
+            "[::1]:8080",
+            "[::1]",
+        ] {
+            assert!(is_loopback_host(ok), "{ok}");
+        }
+        for bad in [
+            "evil.example",
+            "evil.example:8080",
+            "localhost.evil.example",
+            "10.0.0.1:80",
+            "[::2]:80",
+            "",
+        ] {
+            assert!(!is_loopback_host(bad), "{bad}");
+        }
+    }
 
     #[test]
     fn constant_time_comparison() {

@@ -168,6 +168,7 @@ pub fn app(state: AppState) -> Router {
     let mut router = router
         .layer(from_fn_with_state((limit, notebook_limit), body_limit))
         .fallback(|| async { ApiError::not_found("no such endpoint") })
+        .layer(from_fn_with_state(state.clone(), request_guard))
         // Outermost but CORS: nothing else runs (no body is read) for a caller without the
         // token, and unknown paths are not told apart from known ones.
         .layer(from_fn_with_state(state.clone(), auth))

@@ -297,6 +297,127 @@ fn azure_location(a: AzureUrl, opts: &StorageOptions) -> Result<Location, Locati
     })
 }
 
+/// What a location string will read, normalised, so that locations are compared by what
+/// they address and not by how they were written (allow-lists): a local path made absolute
+/// with `.`/`..` resolved (`dbfs:/` under its mount), an Azure URL as endpoint, account,
+/// container and decoded path segments.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Address {
+    Local(Vec<String>),
+    Azure {
+        endpoint: Option<String>,
+        account: Option<String>,
+        container: String,
+        path: Vec<String>,
+    },
+}
+
+impl Address {
+    /// Whether everything this address reads lies under `root`, segment by segment (`/raw`
+    /// does not contain `/raw2`).
+    pub fn is_within(&self, root: &Address) -> bool {
+        match (self, root) {
+            (Address::Local(p), Address::Local(r)) => p.starts_with(r),
+            (
+                Address::Azure {
+                    endpoint,
+                    account,
+                    container,
+                    path,
+                },
+                Address::Azure {
+                    endpoint: re,
+                    account: ra,
+                    container: rc,
+                    path: rp,
+                },
+            ) => endpoint == re && account == ra && container == rc && path.starts_with(rp),
+            _ => false,
+        }
+    }
+
+    pub fn is_local(&self) -> bool {
+        matches!(self, Address::Local(_))
+    }
+
+    /// The address with symbolic links resolved, where it is a local path that exists: what
+    /// is really read.
+    pub fn resolved(&self) -> Address {
+        let Address::Local(parts) = self else {
+            return self.clone();
+        };
+        let path = PathBuf::from(format!("/{}", parts.join("/")));
+        match std::fs::canonicalize(path) {
+            Ok(real) => local_address(&real),
+            Err(_) => self.clone(),
+        }
+    }
+}
+
+fn local_address(p: &Path) -> Address {
+    Address::Local(
+        p.components()
+            .filter_map(|c| match c {
+                Component::Normal(n) => Some(n.to_string_lossy().into_owned()),
+                _ => None,
+            })
+            .collect(),
+    )
+}
+
+/// The [`Address`] of a location string. No I/O and no credentials.
+pub fn address(input: &str) -> Result<Address, LocationError> {
+    let s = input.trim();
+    if s.is_empty() {
+        return Err(LocationError::Empty);
+    }
+    let io_err = |e: std::io::Error| LocationError::Invalid {
+        shown: crate::redact::url(s),
+        reason: e.to_string(),
+    };
+    let local = |p: PathBuf| local_address(&p);
+    if let Some(rest) = s.strip_prefix("dbfs:") {
+        let rest = format!("/{}", rest.trim_start_matches('/'));
+        let p = if rest.starts_with("/Volumes/") {
+            PathBuf::from(&rest)
+        } else {
+            super::settings()
+                .dbfs_root
+                .join(rest.trim_start_matches('/'))
+        };
+        return Ok(local(absolutize(&p).map_err(io_err)?));
+    }
+    if s.starts_with("file://") {
+        let url = Url::parse(s).map_err(|e| LocationError::Invalid {
+            shown: s.to_string(),
+            reason: e.to_string(),
+        })?;
+        let path = url.to_file_path().map_err(|_| LocationError::Invalid {
+            shown: s.to_string(),
+            reason: "not an absolute local path".into(),
+        })?;
+        return Ok(local(absolutize(&path).map_err(io_err)?));
+    }
+    if let Some((scheme, _)) = s.split_once("://") {
+        if !is_azure_scheme(scheme) {
+            return Err(LocationError::Unsupported(crate::redact::url(s)));
+        }
+        let a = parse_azure(s)?;
+        return Ok(Address::Azure {
+            endpoint: a.endpoint,
+            account: a.account,
+            container: a.container,
+            path: a
+                .path
+                .split('/')
+                .filter(|p| !p.is_empty())
+                .map(str::to_string)
+                .collect(),
+        });
+    }
+    Ok(local(absolutize(Path::new(s)).map_err(io_err)?))
+}
+
 /// Parses a location string. No I/O happens here.
 pub fn parse(input: &str) -> Result<Location, LocationError> {
     parse_with(input, &StorageOptions::default())

@@ -10,5 +10,6 @@ mod databricks;
 mod migrations;
 mod notebooks;
 mod pipeline;
+mod security;
 mod server;
 mod shards;

@@ -111,6 +111,14 @@ pub fn parse_azure(s: &str) -> Result<AzureUrl, UrlError> {
         .path_segments()
         .map(|p| p.filter(|x| !x.is_empty()).map(percent_decode).collect())
         .unwrap_or_default();
+    if let Some(seg) = segs.iter().find(|p| *p == "." || *p == "..") {
+        return Err(azure_err(
+            s,
+            format!(
+                "the path has a {seg:?} segment (also percent-encoded): name the folder itself"
+            ),
+        ));
+    }
     let scheme = url.scheme().to_ascii_lowercase();
     let (account, container, rest, dfs, endpoint) = match scheme.as_str() {
         "abfs" | "abfss" | "wasb" | "wasbs" => {
@@ -145,6 +153,14 @@ pub fn parse_azure(s: &str) -> Result<AzureUrl, UrlError> {
             (None, host.clone(), segs, true, None)
         }
         "https" | "http" => {
+            // `https://user@host/...`: a storage URL never carries user info, and a reader
+            // might take the part before `@` for the host.
+            if !url.username().is_empty() || url.password().is_some() {
+                return Err(azure_err(
+                    s,
+                    "user info (`user@`) is not allowed in a storage URL",
+                ));
+            }
             let is_emulator = matches!(host.as_str(), "127.0.0.1" | "localhost" | "[::1]" | "::1")
                 || url.port() == Some(10000);
             if is_emulator {

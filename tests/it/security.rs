@@ -1,0 +1,277 @@
+//! The API's promises tried as an attacker would, over a real socket: requests a web page
+//! could send to a key-less server on the user's machine, and sources that get around the
+//! allow-lists by how they are written. Each attack is refused with its rule named, and
+//! nothing of it reaches storage, the warehouse or the job list.
+
+use nuvyn_executor::server::{AppState, ServerConfig, serve_on};
+use nuvyn_executor::storage::location;
+
+use crate::common::*;
+
+fn config(wh: &std::path::Path, api_key: Option<&str>) -> ServerConfig {
+    ServerConfig {
+        warehouse: location::parse(&wh.display().to_string()).unwrap(),
+        api_key: api_key.map(str::to_string),
+        allow_sources: Vec::new(),
+        allow_local: true,
+        max_concurrent_jobs: 1,
+        max_queued_jobs: 20,
+        body_limit: 64 * 1024,
+        notebook_body_limit: 256 * 1024,
+        shutdown_timeout: std::time::Duration::from_secs(60),
+        cors_origins: Vec::new(),
+        migrate: Default::default(),
+    }
+}
+
+/// Serves `cfg` on a free loopback port until the returned sender is dropped or sent.
+async fn serve(cfg: ServerConfig) -> (std::net::SocketAddr, tokio::sync::oneshot::Sender<()>) {
+    let state = AppState::start(cfg).await.unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(serve_on(state, listener, async move {
+        let _ = rx.await;
+    }));
+    (addr, tx)
+}
+
+/// One raw HTTP/1.1 request with the given header lines; the status and the JSON answer.
+async fn raw(
+    addr: std::net::SocketAddr,
+    request_line: &str,
+    headers: &[&str],
+    body: &str,
+) -> (u16, serde_json::Value) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut req = format!("{request_line} HTTP/1.1\r\n");
+    for h in headers {
+        req.push_str(h);
+        req.push_str("\r\n");
+    }
+    req.push_str(&format!(
+        "Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    ));
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.unwrap();
+    let (head, rest) = out.split_once("\r\n\r\n").unwrap();
+    let code: u16 = head.split_whitespace().nth(1).unwrap().parse().unwrap();
+    (
+        code,
+        serde_json::from_str(rest).unwrap_or(serde_json::Value::Null),
+    )
+}
+
+fn job(path: &str) -> String {
+    serde_json::json!({"workflow_id": "wf_attack", "data_source_path": path}).to_string()
+}
+
+async fn job_count(addr: std::net::SocketAddr, host: &str) -> u64 {
+    let (code, v) = raw(addr, "GET /jobs", &[&format!("Host: {host}")], "").await;
+    assert_eq!(code, 200, "{v}");
+    v["total"].as_u64().unwrap()
+}
+
+/// Without a key, a page on any site could POST to the server on 127.0.0.1 with a "simple"
+/// request (no CORS preflight), or reach it through a domain that resolves to 127.0.0.1.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cross_site_requests_are_refused_without_a_key() {
+    let d = tmp();
+    let lake = d.path().join("lake");
+    write(&lake.join("people.csv"), PEOPLE_CSV);
+    let (addr, stop) = serve(config(&d.path().join("wh"), None)).await;
+    let local = format!("127.0.0.1:{}", addr.port());
+    let body = job(&lake.display().to_string());
+    for ct in [
+        Some("text/plain"),
+        Some("application/x-www-form-urlencoded"),
+        Some("multipart/form-data; boundary=x"),
+        None,
+    ] {
+        let mut headers = vec![format!("Host: {local}")];
+        if let Some(ct) = ct {
+            headers.push(format!("Content-Type: {ct}"));
+        }
+        let h: Vec<&str> = headers.iter().map(String::as_str).collect();
+        let (code, v) = raw(addr, "POST /jobs/create", &h, &body).await;
+        assert_eq!(code, 415, "{ct:?}: {v}");
+        assert_eq!(v["error"], "unsupported_media_type");
+        assert!(
+            v["message"].as_str().unwrap().contains("application/json"),
+            "{v}"
+        );
+    }
+    // DNS rebinding: the page's own domain, resolved to 127.0.0.1.
+    for host in [
+        "evil.example",
+        "evil.example:8080",
+        "localhost.evil.example",
+    ] {
+        let (code, v) = raw(
+            addr,
+            "POST /jobs/create",
+            &[&format!("Host: {host}"), "Content-Type: application/json"],
+            &body,
+        )
+        .await;
+        assert_eq!(code, 403, "{host}: {v}");
+        assert!(
+            v["message"].as_str().unwrap().contains("NUVYN_API_KEY"),
+            "{v}"
+        );
+        let (code, _) = raw(addr, "GET /jobs", &[&format!("Host: {host}")], "").await;
+        assert_eq!(code, 403, "reads too: {host}");
+    }
+    assert_eq!(job_count(addr, &local).await, 0, "no attack created a job");
+    // The server's own clients still work.
+    for host in [local.as_str(), &format!("localhost:{}", addr.port())] {
+        let (code, v) = raw(
+            addr,
+            "POST /jobs/create",
+            &[
+                &format!("Host: {host}"),
+                "Content-Type: application/json; charset=utf-8",
+            ],
+            &body,
+        )
+        .await;
+        assert_eq!(code, 200, "{host}: {v}");
+    }
+    assert_eq!(job_count(addr, &local).await, 2);
+    let _ = stop.send(());
+}
+
+/// `--allow-source` compares what will be read, not the string sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn allow_lists_compare_what_will_be_read() {
+    let d = tmp();
+    let root = d.path().join("srv");
+    let raw_dir = root.join("raw");
+    write(&raw_dir.join("ok").join("people.csv"), PEOPLE_CSV);
+    write(&root.join("raw2").join("secret.csv"), PEOPLE_CSV);
+    write(&root.join("secret").join("secret.csv"), PEOPLE_CSV);
+    // A link under the allowed root to a folder outside it.
+    std::os::unix::fs::symlink(root.join("secret"), raw_dir.join("link")).unwrap();
+    let mut cfg = config(&d.path().join("wh"), Some("k"));
+    let azure_root = "abfss://lake@acct.dfs.core.windows.net/raw";
+    cfg.allow_sources = vec![raw_dir.display().to_string(), azure_root.to_string()];
+    let (addr, stop) = serve(cfg).await;
+    let send = |path: String| async move {
+        raw(
+            addr,
+            "POST /jobs/create",
+            &[
+                "Host: x",
+                "Authorization: Bearer k",
+                "Content-Type: application/json",
+            ],
+            &job(&path),
+        )
+        .await
+    };
+    let r = raw_dir.display().to_string();
+    let refused = [
+        (format!("{r}/../secret"), 403, "not under an allowed prefix"),
+        (
+            format!("{r}/ok/../../secret"),
+            403,
+            "not under an allowed prefix",
+        ),
+        (format!("{r}2"), 403, "not under an allowed prefix"),
+        (
+            format!(" file://{r}/../secret"),
+            403,
+            "not under an allowed prefix",
+        ),
+        (format!("{r}/link"), 403, "symbolic link"),
+        (
+            format!("{azure_root}2/x"),
+            403,
+            "not under an allowed prefix",
+        ),
+        (
+            format!("{azure_root}/../secret"),
+            403,
+            "not under an allowed prefix",
+        ),
+        (
+            format!("{azure_root}/%2E%2E/secret"),
+            403,
+            "not under an allowed prefix",
+        ),
+        (
+            "abfss://other@acct.dfs.core.windows.net/raw".to_string(),
+            403,
+            "not under an allowed prefix",
+        ),
+        (
+            "https://attacker@acct.dfs.core.windows.net/lake/raw/x".to_string(),
+            400,
+            "user info",
+        ),
+    ];
+    for (path, code, why) in &refused {
+        let (got, v) = send(path.clone()).await;
+        assert_eq!(got, *code, "{path}: {v}");
+        assert!(v["message"].as_str().unwrap().contains(why), "{path}: {v}");
+    }
+    let (code, v) = raw(
+        addr,
+        "GET /jobs",
+        &["Host: x", "Authorization: Bearer k"],
+        "",
+    )
+    .await;
+    assert_eq!(
+        (code, v["total"].as_u64()),
+        (200, Some(0)),
+        "nothing reached a job: {v}"
+    );
+    // What the prefix does cover is read.
+    let (code, v) = send(format!("{r}/ok")).await;
+    assert_eq!(code, 200, "{v}");
+    let (code, v) = send(format!("file://{r}/ok/")).await;
+    assert_eq!(code, 200, "{v}");
+    let _ = stop.send(());
+}
+
+/// Without `--allow-local`, a local path in any spelling is refused (a leading space made a
+/// `file://` URL look remote).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn local_paths_in_any_spelling_need_allow_local() {
+    let d = tmp();
+    let mut cfg = config(&d.path().join("wh"), Some("k"));
+    cfg.allow_local = false;
+    let (addr, stop) = serve(cfg).await;
+    for path in [
+        " file:///etc",
+        "file:///etc",
+        "/etc",
+        "dbfs:/../etc",
+        "  /etc/",
+    ] {
+        let (code, v) = raw(
+            addr,
+            "POST /jobs/create",
+            &[
+                "Host: x",
+                "Authorization: Bearer k",
+                "Content-Type: application/json",
+            ],
+            &job(path),
+        )
+        .await;
+        assert_eq!(code, 403, "{path:?}: {v}");
+        assert!(
+            v["message"]
+                .as_str()
+                .unwrap()
+                .contains("local paths are not allowed"),
+            "{v}"
+        );
+    }
+    let _ = stop.send(());
+}
