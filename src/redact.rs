@@ -67,6 +67,22 @@ pub fn text(s: &str) -> String {
     out
 }
 
+/// The longest reason from outside (a storage endpoint's answer, a library's error) kept in
+/// a job result, `executor_runs` or an API answer.
+pub const MAX_REASON_CHARS: usize = 500;
+
+/// A reason fit to keep: secrets removed, cut to [`MAX_REASON_CHARS`] characters (a storage
+/// endpoint's response body must not flow whole into results and tables).
+pub fn reason(s: &str) -> String {
+    let t = text(s);
+    let n = t.chars().count();
+    if n <= MAX_REASON_CHARS {
+        return t;
+    }
+    let cut: String = t.chars().take(MAX_REASON_CHARS).collect();
+    format!("{cut}… ({} more characters not kept)", n - MAX_REASON_CHARS)
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
@@ -81,6 +97,19 @@ mod tests {
             "abfss://cont@acct.dfs.core.windows.net/p"
         );
         assert_eq!(super::url("/local/path"), "/local/path");
+    }
+
+    #[test]
+    fn reasons_are_capped() {
+        assert_eq!(super::reason("short sig=abc"), "short sig=REDACTED");
+        let long = "x".repeat(100_000);
+        let r = super::reason(&long);
+        assert!(
+            r.chars().count() < super::MAX_REASON_CHARS + 60,
+            "{}",
+            r.len()
+        );
+        assert!(r.ends_with("(99500 more characters not kept)"), "{r}");
     }
 
     #[test]

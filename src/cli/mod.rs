@@ -141,6 +141,13 @@ pub struct ServeArgs {
     /// Let jobs read local paths (off: no caller can make the server read its own files).
     #[arg(long)]
     pub allow_local: bool,
+    /// A storage endpoint (not Azure's own) payloads may name in storage_options.endpoint,
+    /// http:// included, and that the server's credentials may be sent to (repeat).
+    #[arg(long = "allow-endpoint", value_name = "URL")]
+    pub allow_endpoints: Vec<String>,
+    /// Let jobs read emulator URLs (http://127.0.0.1:10000/<account>/<container>/...).
+    #[arg(long)]
+    pub allow_emulator: bool,
     #[arg(long, env = "EXECUTOR_MAX_CONCURRENT_JOBS", default_value_t = 2)]
     pub max_concurrent_jobs: usize,
     /// Jobs waiting beyond the running ones; more are refused with 429.
@@ -836,6 +843,12 @@ impl Cli {
                         api_key: env.api_key.clone(),
                         allow_sources: a.allow_sources,
                         allow_local: a.allow_local,
+                        allow_endpoints: a
+                            .allow_endpoints
+                            .iter()
+                            .map(|e| e.trim().trim_end_matches('/').to_string())
+                            .collect(),
+                        allow_emulator: a.allow_emulator,
                         max_concurrent_jobs: a.max_concurrent_jobs,
                         max_queued_jobs: a.max_queued_jobs,
                         body_limit: a.body_limit_bytes,

@@ -179,7 +179,6 @@ fn progress_bar(enabled: bool) -> indicatif::ProgressBar {
 }
 
 async fn run_source(
-    ctx: &datafusion::prelude::SessionContext,
     spec: &crate::job::payload::SourceSpec,
     opts: &JobOptions,
     pb: &indicatif::ProgressBar,
@@ -210,7 +209,9 @@ async fn run_source(
     if report.source_type.is_empty() {
         report.source_type = loc.kind.as_str().to_string();
     }
-    ctx.register_object_store(&loc.store_url, loc.store.clone());
+    // A session of its own: two sources on one container with different credentials must
+    // not replace each other's store.
+    let ctx = &profile::session_for(&[&loc]);
     tracing::info!(source = %loc.display, "discovering");
     let discovering = Instant::now();
     let found = discover::discover(&loc, &opts.filters).await;
@@ -340,14 +341,12 @@ pub async fn run(opts: JobOptions) -> JobReport {
         return finish(report, clock);
     }
 
-    let ctx = profile::session_for(&[]);
     let pb = progress_bar(opts.progress);
     let mut sources: Vec<(usize, SourceReport)> =
         futures::stream::iter(spec.sources.iter().enumerate().map(|(i, s)| {
-            let ctx = &ctx;
             let opts = &opts;
             let pb = &pb;
-            async move { (i, run_source(ctx, s, opts, pb).await) }
+            async move { (i, run_source(s, opts, pb).await) }
         }))
         .buffer_unordered(opts.source_concurrency.max(1))
         .collect()
@@ -391,6 +390,7 @@ pub async fn run(opts: JobOptions) -> JobReport {
             msgs.join("; ")
         ));
     }
+    cap_reasons(&mut report);
 
     if opts.cancel.is_cancelled() {
         report.status = RunStatus::Cancelled;
@@ -422,7 +422,25 @@ pub async fn run(opts: JobOptions) -> JobReport {
     finish(report, clock)
 }
 
+/// Reasons may carry what a storage endpoint answered: kept short and without secrets
+/// before they reach a result or a table.
+fn cap_reasons(report: &mut JobReport) {
+    let cap = |e: &mut Option<String>| {
+        if let Some(m) = e.as_mut() {
+            *m = redact::reason(m);
+        }
+    };
+    for s in &mut report.sources {
+        cap(&mut s.error);
+        for t in &mut s.tables {
+            cap(&mut t.error_message);
+        }
+    }
+    cap(&mut report.error);
+}
+
 fn finish(mut report: JobReport, clock: Instant) -> JobReport {
+    cap_reasons(&mut report);
     report.finished_at = Utc::now();
     report.duration_ms = clock.elapsed().as_millis() as u64;
     tracing::info!(

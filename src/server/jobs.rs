@@ -59,6 +59,90 @@ pub(super) fn check_source(cfg: &ServerConfig, path: &str) -> Result<(), ApiErro
     Ok(())
 }
 
+/// Options that make the server use an identity of its host (or read a file it names):
+/// the CLI and the environment may use them, an API caller may not.
+const HOST_IDENTITY_OPTIONS: [&str; 4] = [
+    "msi_endpoint",
+    "federated_token_file",
+    "use_azure_cli",
+    "use_managed_identity",
+];
+
+/// Options that are a credential of the payload's own.
+const OWN_CREDENTIALS: [&str; 6] = [
+    "account_key",
+    "sas_token",
+    "connection_string",
+    "bearer_token",
+    "client_secret",
+    "skip_signature",
+];
+
+/// The server's credentials go only to Azure's own endpoints of the URL's account, or to
+/// endpoints the operator listed: a payload may name an endpoint only with a credential of
+/// its own (and only https unless allowed), never an identity of the server's host, and an
+/// emulator URL only with `--allow-emulator`.
+pub(super) fn check_credentials(
+    cfg: &ServerConfig,
+    src: &payload::SourceSpec,
+    field: &str,
+) -> Result<(), ApiError> {
+    let opts = &src.storage_options;
+    for k in HOST_IDENTITY_OPTIONS {
+        if opts.has(k) {
+            return Err(ApiError::bad_request(format!(
+                "{field}storage_options.{k}: selects an identity of the server's host; not accepted from the API (in any spelling)"
+            )));
+        }
+    }
+    let allowed = |ep: &str| {
+        let ep = ep.trim().trim_end_matches('/');
+        cfg.allow_endpoints.iter().any(|a| a == ep)
+    };
+    let url = location::azure_url(&src.path)
+        .map_err(|e| ApiError::bad_request(format!("{field}data_source_path: {e}")))?;
+    let own = OWN_CREDENTIALS.iter().any(|k| opts.get(k).is_some())
+        || url.as_ref().is_some_and(|u| u.sas.is_some());
+    let mut named = Vec::new();
+    if let Some(ep) = opts.get("endpoint") {
+        named.push(("storage_options.endpoint", ep.to_string()));
+    }
+    if let Some(ep) = opts
+        .get("connection_string")
+        .and_then(|c| crate::storage::azure::parse_connection_string(c).blob_endpoint)
+    {
+        named.push(("storage_options.connection_string (BlobEndpoint)", ep));
+    }
+    for (what, ep) in named {
+        if allowed(&ep) {
+            continue;
+        }
+        if !own {
+            return Err(ApiError::bad_request(format!(
+                "{field}{what}: an endpoint the payload names needs a credential of its own in storage_options (the server's credentials go only to Azure's endpoints and --allow-endpoint ones)"
+            )));
+        }
+        if !ep.trim().to_ascii_lowercase().starts_with("https://") {
+            return Err(ApiError::bad_request(format!(
+                "{field}{what}: only https:// endpoints, unless the operator allows this one with --allow-endpoint"
+            )));
+        }
+    }
+    if let Some(ep) = url.as_ref().and_then(|u| u.endpoint.as_deref())
+        && !cfg.allow_emulator
+        && !allowed(ep)
+    {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            format!(
+                "{field}data_source_path: emulator URLs are not allowed on this server (--allow-emulator)"
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// The job request, as in the workflow_id migration document (for the OpenAPI document;
 /// the body is parsed by the same code as `NUVYN_JOB_PAYLOAD`).
 #[derive(Debug, serde::Deserialize, ToSchema)]
@@ -113,8 +197,14 @@ pub(super) async fn create_job(
         std::str::from_utf8(&body).map_err(|_| ApiError::bad_request("the body is not UTF-8"))?;
     let raw = RawPayload::parse(text)?;
     let spec = payload::resolve(Some(&raw), &CliJobArgs::default(), true)?;
-    for src in &spec.sources {
+    for (i, src) in spec.sources.iter().enumerate() {
+        let field = if spec.sources.len() > 1 {
+            format!("sources[{i}].")
+        } else {
+            String::new()
+        };
         check_source(&s.0.cfg, &src.path)?;
+        check_credentials(&s.0.cfg, src, &field)?;
     }
     if !s.0.accepting.load(Ordering::SeqCst) {
         return Err(ApiError::unavailable(

@@ -47,6 +47,11 @@ pub struct ServerConfig {
     pub allow_sources: Vec<String>,
     /// Whether local paths may be read (off by default: callers must not read the server's files).
     pub allow_local: bool,
+    /// Storage endpoints (other than Azure's own) a payload may name, and to which the
+    /// server's credentials may go.
+    pub allow_endpoints: Vec<String>,
+    /// Whether emulator URLs (`http://127.0.0.1:10000/<account>/...`) may be read.
+    pub allow_emulator: bool,
     pub max_concurrent_jobs: usize,
     pub max_queued_jobs: usize,
     pub body_limit: usize,
@@ -67,6 +72,8 @@ impl std::fmt::Debug for ServerConfig {
             .field("api_key", &self.api_key.as_ref().map(|_| "<set>"))
             .field("allow_sources", &self.allow_sources)
             .field("allow_local", &self.allow_local)
+            .field("allow_endpoints", &self.allow_endpoints)
+            .field("allow_emulator", &self.allow_emulator)
             .field("max_concurrent_jobs", &self.max_concurrent_jobs)
             .field("max_queued_jobs", &self.max_queued_jobs)
             .field("body_limit", &self.body_limit)

@@ -418,6 +418,18 @@ pub fn address(input: &str) -> Result<Address, LocationError> {
     Ok(local(absolutize(Path::new(s)).map_err(io_err)?))
 }
 
+/// The Azure parts of a location string, `None` when it is not an Azure location. No I/O
+/// and no credentials.
+pub fn azure_url(input: &str) -> Result<Option<AzureUrl>, LocationError> {
+    let s = input.trim();
+    match s.split_once("://") {
+        Some((scheme, _)) if scheme != "file" && is_azure_scheme(scheme) => {
+            Ok(Some(parse_azure(s)?))
+        }
+        _ => Ok(None),
+    }
+}
+
 /// Parses a location string. No I/O happens here.
 pub fn parse(input: &str) -> Result<Location, LocationError> {
     parse_with(input, &StorageOptions::default())

@@ -581,3 +581,35 @@ async fn per_source_credentials_do_not_fall_back_or_leak() {
     assert_eq!(report["sources"][1]["tables"][0]["row_count"], 3);
     assert!(!out_text(&out).contains(&wrong_key));
 }
+
+/// Two sources of one job on the same container with different credentials: each reads with
+/// its own (they used to share one session, where the second source's store replaced the
+/// first's, so the first was profiled with the second's key).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sources_on_one_container_keep_their_own_credentials() {
+    let Some(blob) = azurite() else { return };
+    let run = uuid::Uuid::new_v4().simple().to_string();
+    put_files(&format!("{blob}/lake/{run}"), SMALL_LAKE).await;
+    let wrong_key = format!("AAAA{}", &AZURITE_KEY[4..]);
+    let payload = serde_json::json!({
+        "workflow_id": "wf_same_container",
+        "sources": [
+            {"source_id": "good", "data_source_path": format!("{blob}/lake/{run}/orders"),
+             "storage_options": {"account_key": AZURITE_KEY}},
+            {"source_id": "bad", "data_source_path": format!("{blob}/lake/{run}"),
+             "storage_options": {"account_key": wrong_key}}
+        ]
+    });
+    let wh = tmp();
+    let out = bin()
+        .env("NUVYN_JOB_PAYLOAD", payload.to_string())
+        .args(["extract", "--output", "json", "--warehouse"])
+        .arg(wh.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3), "{}", out_text(&out));
+    let report = stdout_json(&out);
+    assert_eq!(report["sources"][0]["status"], "succeeded", "{report}");
+    assert_eq!(report["sources"][0]["tables"][0]["row_count"], 3);
+    assert_eq!(report["sources"][1]["status"], "failed");
+}

@@ -14,6 +14,8 @@ fn config(wh: &std::path::Path, api_key: Option<&str>) -> ServerConfig {
         api_key: api_key.map(str::to_string),
         allow_sources: Vec::new(),
         allow_local: true,
+        allow_endpoints: Vec::new(),
+        allow_emulator: false,
         max_concurrent_jobs: 1,
         max_queued_jobs: 20,
         body_limit: 64 * 1024,
@@ -274,4 +276,245 @@ async fn local_paths_in_any_spelling_need_allow_local() {
         );
     }
     let _ = stop.send(());
+}
+
+/// A listener standing for a host an attacker controls: counts the connections it gets.
+async fn trap() -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let hits = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let h = hits.clone();
+    tokio::spawn(async move {
+        while let Ok((_s, _)) = listener.accept().await {
+            h.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+    });
+    (format!("http://{addr}"), hits)
+}
+
+/// The server's credentials never go to a host the caller chooses: the payload may not pick
+/// the host's identities, name an endpoint without a credential of its own (or a plain
+/// http one), or read an emulator URL unless the operator allowed it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_servers_credentials_never_go_to_a_host_the_caller_chooses() {
+    let d = tmp();
+    let (evil, hits) = trap().await;
+    let evil_https = evil.replace("http://", "https://");
+    let (addr, stop) = serve(config(&d.path().join("wh"), Some("k"))).await;
+    let send = |body: serde_json::Value| async move {
+        raw(
+            addr,
+            "POST /jobs/create",
+            &[
+                "Host: x",
+                "Authorization: Bearer k",
+                "Content-Type: application/json",
+            ],
+            &body.to_string(),
+        )
+        .await
+    };
+    let real = "abfss://lake@acct.dfs.core.windows.net/raw";
+    let with = |opts: serde_json::Value| serde_json::json!({"workflow_id": "wf_attack", "data_source_path": real, "storage_options": opts});
+    let refused = [
+        // The host's identities, in every spelling the payload accepts.
+        (
+            with(serde_json::json!({"msi_endpoint": evil})),
+            400,
+            "storage_options.msi_endpoint",
+        ),
+        (
+            with(serde_json::json!({"AZURE_MSI_ENDPOINT": evil})),
+            400,
+            "storage_options.msi_endpoint",
+        ),
+        (
+            with(serde_json::json!({"use_managed_identity": "true"})),
+            400,
+            "storage_options.use_managed_identity",
+        ),
+        (
+            with(serde_json::json!({"azure_use_azure_cli": "true"})),
+            400,
+            "storage_options.use_azure_cli",
+        ),
+        (
+            with(
+                serde_json::json!({"federated_token_file": "/etc/shadow", "client_id": "c", "tenant_id": "t"}),
+            ),
+            400,
+            "storage_options.federated_token_file",
+        ),
+        // An endpoint with no credential of the payload's own: the environment's would go there.
+        (
+            with(serde_json::json!({"endpoint": evil_https})),
+            400,
+            "needs a credential of its own",
+        ),
+        (
+            with(serde_json::json!({"azure_storage_endpoint": evil})),
+            400,
+            "needs a credential of its own",
+        ),
+        // Its own credential, but plain http.
+        (
+            with(serde_json::json!({"endpoint": evil, "account_key": "a2V5"})),
+            400,
+            "only https://",
+        ),
+        (
+            with(
+                serde_json::json!({"connection_string": format!("AccountName=acct;AccountKey=a2V5;BlobEndpoint={evil}/acct")}),
+            ),
+            400,
+            "only https://",
+        ),
+        // An emulator URL (loopback, or port 10000 anywhere) without --allow-emulator.
+        (
+            serde_json::json!({"workflow_id": "wf_attack", "data_source_path": format!("{evil}/devstoreaccount1/lake")}),
+            403,
+            "--allow-emulator",
+        ),
+        (
+            serde_json::json!({"workflow_id": "wf_attack", "data_source_path": "http://evil.example:10000/acct/lake"}),
+            403,
+            "--allow-emulator",
+        ),
+        // One bad source of several is named by its index.
+        (
+            serde_json::json!({"workflow_id": "wf_attack", "sources": [
+                {"data_source_path": real},
+                {"data_source_path": real, "storage_options": {"use_azure_cli": "true"}}
+            ]}),
+            400,
+            "sources[1].storage_options.use_azure_cli",
+        ),
+    ];
+    for (body, code, why) in &refused {
+        let (got, v) = send(body.clone()).await;
+        assert_eq!(got, *code, "{body}: {v}");
+        assert!(v["message"].as_str().unwrap().contains(why), "{body}: {v}");
+    }
+    let (code, v) = raw(
+        addr,
+        "GET /jobs",
+        &["Host: x", "Authorization: Bearer k"],
+        "",
+    )
+    .await;
+    assert_eq!((code, v["total"].as_u64()), (200, Some(0)), "no job: {v}");
+    assert_eq!(
+        hits.load(std::sync::atomic::Ordering::SeqCst),
+        0,
+        "nothing reached the trap"
+    );
+    // What stays allowed: an https endpoint with the payload's own credential.
+    let (code, v) = send(with(
+        serde_json::json!({"endpoint": evil_https, "sas_token": "sv=1&sig=x"}),
+    ))
+    .await;
+    assert_eq!(code, 200, "{v}");
+    let _ = stop.send(());
+
+    // The operator may allow an endpoint (http too; the environment's credentials may go
+    // there) and emulator URLs.
+    let mut cfg = config(&d.path().join("wh2"), Some("k"));
+    cfg.allow_endpoints = vec![evil.clone()];
+    cfg.allow_emulator = true;
+    let (addr, stop) = serve(cfg).await;
+    for body in [
+        with(serde_json::json!({"endpoint": format!("{evil}/")})),
+        serde_json::json!({"workflow_id": "wf_ok", "data_source_path": "http://127.0.0.1:10000/devstoreaccount1/lake"}),
+    ] {
+        let (code, v) = raw(
+            addr,
+            "POST /jobs/create",
+            &[
+                "Host: x",
+                "Authorization: Bearer k",
+                "Content-Type: application/json",
+            ],
+            &body.to_string(),
+        )
+        .await;
+        assert_eq!(code, 200, "{body}: {v}");
+    }
+    let _ = stop.send(());
+}
+
+/// A storage endpoint that answers every request 400 with a body of `size` bytes (an
+/// error that is not about credentials, whose text object_store passes on whole).
+async fn chatty_endpoint(size: usize) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 65536];
+                let _ = s.read(&mut buf).await;
+                let body = format!(
+                    "<Error><Code>InvalidQueryParameterValue</Code><Message>{}</Message></Error>",
+                    "LEAKED-RESPONSE-BODY ".repeat(size / 21)
+                );
+                let head = format!(
+                    "HTTP/1.1 400 Bad Request\r\nContent-Type: application/xml\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                    body.len()
+                );
+                let _ = s.write_all(head.as_bytes()).await;
+                let _ = s.write_all(body.as_bytes()).await;
+            });
+        }
+    });
+    format!("http://{addr}/acct")
+}
+
+/// What a storage endpoint answers reaches job results and `executor_runs` only as a short,
+/// redacted reason.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_storage_endpoints_answer_is_kept_short() {
+    let d = tmp();
+    let endpoint = chatty_endpoint(200_000).await;
+    let wh = d.path().join("wh");
+    let payload = serde_json::json!({
+        "workflow_id": "wf_chatty",
+        "data_source_path": "abfss://lake@acct.dfs.core.windows.net/raw",
+        "storage_options": {"endpoint": endpoint, "account_key": "a2V5"}
+    });
+    let out = tokio::task::spawn_blocking(move || {
+        bin()
+            .env("NUVYN_JOB_PAYLOAD", payload.to_string())
+            .env("NUVYN_WAREHOUSE", wh.display().to_string())
+            .env("NUVYN_STORAGE_MAX_RETRIES", "0")
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let err = report["sources"][0]["error"].as_str().unwrap();
+    assert!(err.contains("400 Bad Request"), "{err}");
+    assert!(err.contains("more characters not kept"), "{err}");
+    assert!(
+        err.chars().count() <= nuvyn_executor::redact::MAX_REASON_CHARS + 60,
+        "{} chars",
+        err.len()
+    );
+    assert!(
+        out.stdout.len() < 20_000,
+        "the whole report is small: {}",
+        out.stdout.len()
+    );
+    let runs = sql_json(
+        d.path().join("wh"),
+        "SELECT error_message FROM executor_runs WHERE workflow_id = 'wf_chatty'",
+        &[],
+    );
+    let stored = runs[0]["error_message"].as_str().unwrap();
+    assert!(
+        stored.len() < 2_000,
+        "executor_runs keeps {} bytes",
+        stored.len()
+    );
 }

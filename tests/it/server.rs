@@ -17,6 +17,8 @@ fn config(wh: &std::path::Path) -> ServerConfig {
         api_key: Some(KEY.into()),
         allow_sources: Vec::new(),
         allow_local: true,
+        allow_endpoints: Vec::new(),
+        allow_emulator: false,
         max_concurrent_jobs: 1,
         max_queued_jobs: 2,
         body_limit: 64 * 1024,
@@ -1043,6 +1045,7 @@ async fn the_api_on_azurite() {
                 &wh,
                 "--allow-source",
                 &format!("{blob}/lake/"),
+                "--allow-emulator",
             ])
             .env("NUVYN_API_KEY", KEY)
             .envs(env)

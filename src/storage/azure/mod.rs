@@ -33,7 +33,7 @@ use object_store::{BackoffConfig, ClientOptions, ObjectStore, RetryConfig};
 
 pub mod urls;
 
-pub use urls::{AzureUrl, UrlError, parse_azure};
+pub use urls::{AzureUrl, CLOUD_SUFFIXES, PUBLIC_SUFFIX, UrlError, parse_azure};
 
 /// The Azure Storage emulator's published development key (not a secret).
 pub const EMULATOR_KEY: &str =
@@ -134,6 +134,11 @@ impl StorageOptions {
 
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
+    }
+
+    /// Whether the option was given at all (in any accepted spelling), even empty.
+    pub fn has(&self, key: &str) -> bool {
+        self.0.contains_key(key)
     }
 
     pub fn get(&self, key: &str) -> Option<&str> {
@@ -610,6 +615,12 @@ pub fn build_store(
         .with_account(&r.account)
         .with_retry(settings.retry())
         .with_client_options(settings.client());
+    if r.endpoint.is_none()
+        && let Some(ep) = a.cloud_endpoint(&r.account)
+    {
+        // A sovereign cloud: the account lives under its cloud's suffix.
+        b = b.with_endpoint(ep);
+    }
     if let Some(ep) = &r.endpoint {
         // A custom endpoint is used path-style (`<endpoint>/<container>/<path>`), which is
         // how the emulator on any host and port is reached; object_store's own emulator mode

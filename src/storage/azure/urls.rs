@@ -28,7 +28,22 @@ pub struct AzureUrl {
     pub endpoint: Option<String>,
     /// The URL's query (a SAS token), kept apart so that it never reaches a display string.
     pub sas: Option<Vec<(String, String)>>,
+    /// The cloud's endpoint suffix from the URL (`core.windows.net`, sovereign clouds'
+    /// `core.chinacloudapi.cn`, `core.usgovcloudapi.net`...), kept so that the account is
+    /// addressed in its own cloud.
+    pub suffix: String,
 }
+
+/// The public cloud's endpoint suffix.
+pub const PUBLIC_SUFFIX: &str = "core.windows.net";
+
+/// The Azure clouds' storage endpoint suffixes.
+pub const CLOUD_SUFFIXES: &[&str] = &[
+    PUBLIC_SUFFIX,
+    "core.chinacloudapi.cn",
+    "core.usgovcloudapi.net",
+    "core.cloudapi.de",
+];
 
 impl AzureUrl {
     /// How the location is shown: the URL without its query.
@@ -42,14 +57,14 @@ impl AzureUrl {
             (Some(ep), _) => format!("{ep}/{}{path}", self.container),
             (None, Some(acct)) if self.dfs => {
                 format!(
-                    "abfss://{}@{acct}.dfs.core.windows.net{path}",
-                    self.container
+                    "abfss://{}@{acct}.dfs.{}{path}",
+                    self.container, self.suffix
                 )
             }
             (None, Some(acct)) => {
                 format!(
-                    "https://{acct}.blob.core.windows.net/{}{path}",
-                    self.container
+                    "https://{acct}.blob.{}/{}{path}",
+                    self.suffix, self.container
                 )
             }
             (None, None) => format!("az://{}{path}", self.container),
@@ -68,9 +83,26 @@ impl AzureUrl {
                 let tag = std::hash::Hasher::finish(&h);
                 format!("az://{}@{account}.e{tag:x}/", self.container)
             }
-            None => format!("abfss://{}@{account}.dfs.core.windows.net/", self.container),
+            None => format!("abfss://{}@{account}.dfs.{}/", self.container, self.suffix),
         }
     }
+
+    /// The blob endpoint of `account` in this URL's cloud, where that is not the public
+    /// cloud (object_store addresses the public one by itself).
+    pub fn cloud_endpoint(&self, account: &str) -> Option<String> {
+        (self.suffix != PUBLIC_SUFFIX).then(|| format!("https://{account}.blob.{}", self.suffix))
+    }
+}
+
+/// `(service, cloud suffix)` of a host's part after the account (`dfs.core.windows.net`).
+fn service_and_cloud(after_account: &str) -> Option<(bool, &str)> {
+    let (service, cloud) = after_account.split_once('.')?;
+    let dfs = match service {
+        "dfs" => true,
+        "blob" => false,
+        _ => return None,
+    };
+    CLOUD_SUFFIXES.contains(&cloud).then_some((dfs, cloud))
 }
 
 fn azure_err(s: &str, reason: impl Into<String>) -> UrlError {
@@ -120,6 +152,7 @@ pub fn parse_azure(s: &str) -> Result<AzureUrl, UrlError> {
         ));
     }
     let scheme = url.scheme().to_ascii_lowercase();
+    let mut suffix = PUBLIC_SUFFIX.to_string();
     let (account, container, rest, dfs, endpoint) = match scheme.as_str() {
         "abfs" | "abfss" | "wasb" | "wasbs" => {
             let container = percent_decode(url.username());
@@ -129,19 +162,20 @@ pub fn parse_azure(s: &str) -> Result<AzureUrl, UrlError> {
                     format!("{scheme}:// needs container@account.<endpoint>"),
                 ));
             }
-            let (acct, suffix) = host
+            let (acct, after) = host
                 .split_once('.')
                 .ok_or_else(|| azure_err(s, "the host must be <account>.dfs.core.windows.net"))?;
-            if !suffix.ends_with("core.windows.net") && !suffix.ends_with("core.chinacloudapi.cn") {
-                return Err(azure_err(s, format!("unknown Azure endpoint {suffix}")));
-            }
-            (
-                Some(acct.to_string()),
-                container,
-                segs,
-                suffix.starts_with("dfs"),
-                None,
-            )
+            let (dfs, cloud) = service_and_cloud(after).ok_or_else(|| {
+                azure_err(
+                    s,
+                    format!(
+                        "unknown Azure endpoint {after}: expected dfs.<cloud> or blob.<cloud>, <cloud> one of {}",
+                        CLOUD_SUFFIXES.join(", ")
+                    ),
+                )
+            })?;
+            suffix = cloud.to_string();
+            (Some(acct.to_string()), container, segs, dfs, None)
         }
         "az" | "azure" => {
             if !url.username().is_empty() {
@@ -180,16 +214,13 @@ pub fn parse_azure(s: &str) -> Result<AzureUrl, UrlError> {
                 );
                 (Some(acct), container, it.collect(), false, Some(endpoint))
             } else {
-                let Some((acct, suffix)) = host.split_once('.') else {
+                let Some((acct, after)) = host.split_once('.') else {
                     return Err(azure_err(s, "not an Azure storage URL"));
                 };
-                let dfs = match suffix {
-                    "blob.core.windows.net" => false,
-                    "dfs.core.windows.net" => true,
-                    _ => {
-                        return Err(UrlError::NotAzure(crate::redact::url(s)));
-                    }
+                let Some((dfs, cloud)) = service_and_cloud(after) else {
+                    return Err(UrlError::NotAzure(crate::redact::url(s)));
                 };
+                let cloud = cloud.to_string();
                 if scheme == "http" {
                     return Err(azure_err(s, "use https:// for Azure storage"));
                 }
@@ -197,6 +228,7 @@ pub fn parse_azure(s: &str) -> Result<AzureUrl, UrlError> {
                 let container = it
                     .next()
                     .ok_or_else(|| azure_err(s, "missing container after the host"))?;
+                suffix = cloud;
                 (Some(acct.to_string()), container, it.collect(), dfs, None)
             }
         }
@@ -224,6 +256,7 @@ pub fn parse_azure(s: &str) -> Result<AzureUrl, UrlError> {
         dfs,
         endpoint,
         sas,
+        suffix,
     })
 }
 
@@ -298,6 +331,37 @@ mod tests {
             Some("http://127.0.0.1:10000/devstoreaccount1")
         );
         assert_eq!(e.display(), "http://127.0.0.1:10000/devstoreaccount1/cont");
+    }
+
+    #[test]
+    fn sovereign_clouds_keep_their_suffix() {
+        for (url, suffix) in [
+            (
+                "abfss://c1c@acct1.dfs.core.chinacloudapi.cn/p",
+                "core.chinacloudapi.cn",
+            ),
+            (
+                "https://acct1.blob.core.usgovcloudapi.net/c1c/p",
+                "core.usgovcloudapi.net",
+            ),
+            (
+                "wasbs://c1c@acct1.blob.core.cloudapi.de/p",
+                "core.cloudapi.de",
+            ),
+        ] {
+            let a = parse_azure(url).unwrap_or_else(|e| panic!("{url}: {e}"));
+            assert_eq!(a.suffix, suffix);
+            assert!(a.display().contains(suffix), "{}", a.display());
+            assert!(a.store_url("acct1", None).contains(suffix));
+            assert_eq!(
+                a.cloud_endpoint("acct1"),
+                Some(format!("https://acct1.blob.{suffix}"))
+            );
+        }
+        let public = parse_azure("abfss://c1c@acct1.dfs.core.windows.net/p").unwrap();
+        assert_eq!(public.cloud_endpoint("acct1"), None);
+        let e = parse_azure("abfss://c1c@acct1.dfs.core.example.com/p").unwrap_err();
+        assert!(e.to_string().contains("unknown Azure endpoint"), "{e}");
     }
 
     #[test]
