@@ -25,6 +25,10 @@ pub enum DiscoverError {
     NotFound(String),
     #[error("cannot list {path}: {reason}")]
     List { path: String, reason: String },
+    #[error(
+        "{path} holds more than {max} files (--max-files): name a narrower path, or raise the limit"
+    )]
+    TooManyFiles { path: String, max: usize },
     #[error("invalid glob {glob:?} in {option}: {reason}")]
     Glob {
         option: &'static str,
@@ -144,11 +148,13 @@ pub struct Discovery {
     pub skipped: Vec<Skipped>,
 }
 
-/// `--include` / `--exclude` globs, matched against paths relative to the source.
+/// `--include` / `--exclude` globs, matched against paths relative to the source, and the
+/// most files one source may list (`--max-files`).
 #[derive(Debug, Clone, Default)]
 pub struct Filters {
     include: Option<GlobSet>,
     exclude: Option<GlobSet>,
+    max_files: Option<usize>,
 }
 
 impl Filters {
@@ -175,7 +181,15 @@ impl Filters {
         Ok(Self {
             include: build("--include", include)?,
             exclude: build("--exclude", exclude)?,
+            max_files: None,
         })
+    }
+
+    /// Refuses a source whose listing holds more than `max` objects (checked while listing,
+    /// so a huge listing stops there instead of being held whole).
+    pub fn with_max_files(mut self, max: Option<usize>) -> Self {
+        self.max_files = max;
+        self
     }
 
     fn admits(&self, rel: &str) -> bool {
@@ -535,15 +549,19 @@ fn location_name(loc: &Location) -> String {
 /// Lists `loc` and groups what it finds into tables.
 pub async fn discover(loc: &Location, filters: &Filters) -> Result<Discovery, DiscoverError> {
     let store = loc.store.as_ref();
-    let mut objects: Vec<ObjectMeta> = if loc.single_object {
-        Vec::new()
-    } else {
-        store
-            .list(Some(&loc.prefix))
-            .try_collect()
-            .await
-            .map_err(|e| list_error(loc, e))?
-    };
+    let mut objects: Vec<ObjectMeta> = Vec::new();
+    if !loc.single_object {
+        let mut listing = store.list(Some(&loc.prefix));
+        while let Some(m) = listing.try_next().await.map_err(|e| list_error(loc, e))? {
+            if filters.max_files.is_some_and(|max| objects.len() >= max) {
+                return Err(DiscoverError::TooManyFiles {
+                    path: loc.display.clone(),
+                    max: filters.max_files.unwrap_or_default(),
+                });
+            }
+            objects.push(m);
+        }
+    }
     let mut source_is_file = false;
     if objects.is_empty() {
         match store.head(&loc.prefix).await {

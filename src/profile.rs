@@ -453,8 +453,17 @@ struct Stats {
 }
 
 fn cell_to_string(col: &ArrayRef, row: usize) -> Option<String> {
+    use datafusion::arrow::array::AsArray;
+    use datafusion::arrow::datatypes::DataType as T;
     if col.is_null(row) {
         return None;
+    }
+    // Text is cut where it lies: a multi-megabyte value is never copied whole to be shown.
+    match col.data_type() {
+        T::Utf8 => return Some(cut(col.as_string::<i32>().value(row))),
+        T::LargeUtf8 => return Some(cut(col.as_string::<i64>().value(row))),
+        T::Utf8View => return Some(cut(col.as_string_view().value(row))),
+        _ => {}
     }
     let opts = FormatOptions::default();
     let f = ArrayFormatter::try_new(col.as_ref(), &opts).ok()?;
@@ -462,11 +471,7 @@ fn cell_to_string(col: &ArrayRef, row: usize) -> Option<String> {
 }
 
 fn cut(s: &str) -> String {
-    if s.chars().count() <= SAMPLE_MAX_CHARS {
-        s.to_string()
-    } else {
-        s.chars().take(SAMPLE_MAX_CHARS).collect()
-    }
+    s.chars().take(SAMPLE_MAX_CHARS).collect()
 }
 
 /// One aggregate pass over the whole table.

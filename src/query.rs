@@ -3,6 +3,8 @@
 //! [`Warehouse::session`], results rendered as a table, JSON or CSV, and the nested `query`
 //! view (sources -> tables -> columns) of a workflow.
 
+use std::collections::HashMap;
+
 use datafusion::arrow::array::RecordBatch;
 use datafusion::prelude::SessionContext;
 use serde_json::{Map, Value};
@@ -121,45 +123,53 @@ pub async fn workflow_metadata(
 
     let s_of =
         |m: &Map<String, Value>, k: &str| m.get(k).and_then(Value::as_str).map(str::to_string);
+    // Grouped once, so nesting is linear in the rows (a workflow may have many thousands of
+    // columns).
+    type Key = (Option<String>, Option<String>);
+    let mut columns_of: HashMap<(Key, Option<String>), Vec<Value>> = HashMap::new();
+    for mut c in columns {
+        let key = (
+            (s_of(&c, "source_id"), s_of(&c, "run_id")),
+            s_of(&c, "table_name"),
+        );
+        for k in ["source_id", "table_name", "run_id"] {
+            c.remove(k);
+        }
+        // Stored as a JSON string; nested here as the array it is.
+        if let Some(Value::String(s)) = c.get("sample_values")
+            && let Ok(v) = serde_json::from_str::<Value>(s)
+        {
+            c.insert("sample_values".into(), v);
+        }
+        columns_of.entry(key).or_default().push(Value::Object(c));
+    }
+    let mut tables_of: HashMap<Key, Vec<Map<String, Value>>> = HashMap::new();
+    for t in tables {
+        tables_of
+            .entry((s_of(&t, "source_id"), s_of(&t, "run_id")))
+            .or_default()
+            .push(t);
+    }
     let nested_sources: Vec<Value> = sources
         .into_iter()
         .map(|mut src| {
-            let sid = s_of(&src, "source_id");
+            let key = (s_of(&src, "source_id"), s_of(&src, "run_id"));
             let path = s_of(&src, "source_path").unwrap_or_default();
-            let run = s_of(&src, "run_id");
+            let under = format!("{path}/");
             // A table belongs to the source whose path its file path lies under.
-            let ts: Vec<Value> = tables
-                .iter()
+            let ts: Vec<Value> = tables_of
+                .get(&key)
+                .into_iter()
+                .flatten()
                 .filter(|t| {
-                    s_of(t, "source_id") == sid
-                        && s_of(t, "run_id") == run
-                        && s_of(t, "file_path")
-                            .is_some_and(|f| f == path || f.starts_with(&format!("{path}/")))
+                    s_of(t, "file_path").is_some_and(|f| f == path || f.starts_with(&under))
                 })
                 .map(|t| {
                     let mut t = t.clone();
-                    let name = s_of(&t, "table_name");
-                    let cs: Vec<Value> = columns
-                        .iter()
-                        .filter(|c| {
-                            s_of(c, "source_id") == sid
-                                && s_of(c, "run_id") == run
-                                && s_of(c, "table_name") == name
-                        })
-                        .map(|c| {
-                            let mut c = c.clone();
-                            for k in ["source_id", "table_name", "run_id"] {
-                                c.remove(k);
-                            }
-                            // Stored as a JSON string; nested here as the array it is.
-                            if let Some(Value::String(s)) = c.get("sample_values")
-                                && let Ok(v) = serde_json::from_str::<Value>(s)
-                            {
-                                c.insert("sample_values".into(), v);
-                            }
-                            Value::Object(c)
-                        })
-                        .collect();
+                    let cs = columns_of
+                        .get(&(key.clone(), s_of(&t, "table_name")))
+                        .cloned()
+                        .unwrap_or_default();
                     for k in ["source_id", "run_id"] {
                         t.remove(k);
                     }

@@ -148,6 +148,9 @@ pub struct ServeArgs {
     /// Let jobs read emulator URLs (http://127.0.0.1:10000/<account>/<container>/...).
     #[arg(long)]
     pub allow_emulator: bool,
+    /// Fail a source of an API job whose listing holds more than this many files.
+    #[arg(long, value_name = "N", default_value_t = 1_000_000)]
+    pub max_files: usize,
     #[arg(long, env = "EXECUTOR_MAX_CONCURRENT_JOBS", default_value_t = 2)]
     pub max_concurrent_jobs: usize,
     /// Jobs waiting beyond the running ones; more are refused with 429.
@@ -343,6 +346,10 @@ pub struct WarehouseArg {
 
 #[derive(Debug, Args, Clone, Default)]
 pub struct DiscoveryArgs {
+    /// Fail a source whose listing holds more than this many files (a bound on what one
+    /// job may list and hold).
+    #[arg(long, value_name = "N")]
+    pub max_files: Option<usize>,
     /// Only files whose path (relative to the source) matches one of these globs.
     #[arg(long = "include", value_name = "GLOB")]
     pub include: Vec<String>,
@@ -709,7 +716,8 @@ fn job_config(env: &Env, settings: &Settings, inputs: JobInputs) -> Result<Task,
             ))
         })?;
     }
-    let filters = Filters::new(&inputs.discovery.include, &inputs.discovery.exclude)?;
+    let filters = Filters::new(&inputs.discovery.include, &inputs.discovery.exclude)?
+        .with_max_files(inputs.discovery.max_files);
     Ok(Task::Job {
         options: Box::new(JobOptions {
             spec,
@@ -849,6 +857,7 @@ impl Cli {
                             .map(|e| e.trim().trim_end_matches('/').to_string())
                             .collect(),
                         allow_emulator: a.allow_emulator,
+                        max_files: Some(a.max_files),
                         max_concurrent_jobs: a.max_concurrent_jobs,
                         max_queued_jobs: a.max_queued_jobs,
                         body_limit: a.body_limit_bytes,

@@ -365,8 +365,9 @@ pub fn diff(from: &Notebook, to: &Notebook, from_version: i32, to_version: i32) 
         .map(|c| c.id.as_str())
         .filter(|id| old.contains_key(id))
         .collect();
+    let changed: BTreeSet<&str> = d.changed.iter().map(String::as_str).collect();
     for (rank, id) in shared_new.iter().enumerate() {
-        if shared_old.get(rank) != Some(id) && !d.changed.iter().any(|c| c == id) {
+        if shared_old.get(rank) != Some(id) && !changed.contains(id) {
             d.moved.push(id.to_string());
         }
     }

@@ -238,6 +238,7 @@ pub(super) async fn create_job(
             error: None,
             cancel_requested: false,
             result: None,
+            result_bytes: 0,
         },
         next: None,
         queued: 0,

@@ -52,6 +52,8 @@ pub struct ServerConfig {
     pub allow_endpoints: Vec<String>,
     /// Whether emulator URLs (`http://127.0.0.1:10000/<account>/...`) may be read.
     pub allow_emulator: bool,
+    /// The most files one source of an API job may list (`None`: no bound).
+    pub max_files: Option<usize>,
     pub max_concurrent_jobs: usize,
     pub max_queued_jobs: usize,
     pub body_limit: usize,
@@ -74,6 +76,7 @@ impl std::fmt::Debug for ServerConfig {
             .field("allow_local", &self.allow_local)
             .field("allow_endpoints", &self.allow_endpoints)
             .field("allow_emulator", &self.allow_emulator)
+            .field("max_files", &self.max_files)
             .field("max_concurrent_jobs", &self.max_concurrent_jobs)
             .field("max_queued_jobs", &self.max_queued_jobs)
             .field("body_limit", &self.body_limit)

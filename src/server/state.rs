@@ -46,6 +46,10 @@ pub struct JobRecord {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<Object>)]
     pub result: Option<Value>,
+    /// The size of `result` as JSON, for the bound on what finished jobs keep in memory.
+    #[serde(skip)]
+    #[schema(ignore)]
+    pub result_bytes: usize,
 }
 
 impl JobRecord {
@@ -64,6 +68,7 @@ impl JobRecord {
             error: r.error.clone(),
             cancel_requested: false,
             result: None,
+            result_bytes: 0,
         };
         rec.set_duration();
         rec
@@ -79,6 +84,7 @@ impl JobRecord {
     pub(super) fn without_result(&self) -> Self {
         Self {
             result: None,
+            result_bytes: 0,
             ..self.clone()
         }
     }
@@ -134,6 +140,9 @@ pub(super) fn now() -> DateTime<Utc> {
 
 /// Finished jobs kept in memory (with their full reports); older ones are read from the table.
 pub(super) const KEPT_IN_MEMORY: usize = 10_000;
+
+/// What the finished jobs kept in memory may hold in reports, in bytes (as JSON).
+pub(super) const KEPT_BYTES: usize = 64 * 1024 * 1024;
 
 pub(super) struct Inner {
     pub(super) cfg: ServerConfig,
@@ -245,10 +254,15 @@ impl AppState {
     ) {
         let p = {
             let mut jobs = self.0.jobs.lock().await;
+            let result_bytes = result
+                .as_ref()
+                .and_then(|v| serde_json::to_vec(v).ok())
+                .map_or(0, |b| b.len());
             self.change(&mut jobs, id, |r| {
                 r.status = status;
                 r.error = error;
                 r.result = result;
+                r.result_bytes = result_bytes;
                 r.finished_at = Some(now());
             })
         };
@@ -313,19 +327,26 @@ impl AppState {
     }
 }
 
-/// Drops the oldest finished jobs from memory beyond [`KEPT_IN_MEMORY`]; they stay readable
-/// from `executor_runs`.
+/// Drops the oldest finished jobs from memory beyond [`KEPT_IN_MEMORY`] jobs or
+/// [`KEPT_BYTES`] of reports; they stay readable from `executor_runs`.
 pub(super) fn evict(jobs: &mut BTreeMap<String, Job>) {
-    if jobs.len() <= KEPT_IN_MEMORY {
+    let mut count = jobs.len();
+    let mut bytes: usize = jobs.values().map(|j| j.record.result_bytes).sum();
+    if count <= KEPT_IN_MEMORY && bytes <= KEPT_BYTES {
         return;
     }
-    let excess = jobs.len() - KEPT_IN_MEMORY;
-    let old: Vec<String> = jobs
-        .iter()
-        .filter(|(_, j)| j.next.is_none() && j.record.status.is_final())
-        .take(excess)
-        .map(|(id, _)| id.clone())
-        .collect();
+    // Ids sort by creation time: the oldest finished jobs go first.
+    let mut old = Vec::new();
+    for (id, j) in jobs.iter() {
+        if count <= KEPT_IN_MEMORY && bytes <= KEPT_BYTES {
+            break;
+        }
+        if j.next.is_none() && j.record.status.is_final() {
+            old.push(id.clone());
+            count -= 1;
+            bytes -= j.record.result_bytes;
+        }
+    }
     for id in old {
         jobs.remove(&id);
     }
@@ -361,7 +382,7 @@ pub(super) async fn run_job(s: AppState, id: String, spec: payload::JobSpec, can
         spec,
         run_mode: RunMode::Api,
         warehouse: Some(s.0.cfg.warehouse.clone()),
-        filters: Filters::default(),
+        filters: Filters::default().with_max_files(s.0.cfg.max_files),
         source_concurrency: 4,
         table_concurrency: 2,
         progress: false,
@@ -386,4 +407,56 @@ pub(super) async fn run_job(s: AppState, id: String, spec: payload::JobSpec, can
         result,
     )
     .await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::job::RunStatus;
+
+    fn job(id: &str, status: JobState, result_bytes: usize) -> (String, Job) {
+        let record = JobRecord {
+            job_id: id.into(),
+            workflow_id: "w".into(),
+            source_id: None,
+            status,
+            created_at: now(),
+            started_at: None,
+            finished_at: None,
+            duration_ms: None,
+            error: None,
+            cancel_requested: false,
+            result: None,
+            result_bytes,
+        };
+        let j = Job {
+            record,
+            next: None,
+            queued: 0,
+            row_id: 0,
+            cancel: CancelFlag::default(),
+        };
+        (id.to_string(), j)
+    }
+
+    #[test]
+    fn finished_jobs_in_memory_are_bounded_by_bytes_oldest_first() {
+        let mb = 1024 * 1024;
+        let mut jobs: BTreeMap<String, Job> = [
+            job("job_1", JobState::FAILED, 30 * mb),
+            job("job_2", JobState::Running, 0),
+            job("job_3", JobState::Finished(RunStatus::Succeeded), 30 * mb),
+            job("job_4", JobState::Finished(RunStatus::Succeeded), 30 * mb),
+        ]
+        .into_iter()
+        .collect();
+        evict(&mut jobs);
+        // 90 MB of reports: the oldest finished one goes; the running one always stays.
+        assert_eq!(
+            jobs.keys().map(String::as_str).collect::<Vec<_>>(),
+            ["job_2", "job_3", "job_4"]
+        );
+        evict(&mut jobs);
+        assert_eq!(jobs.len(), 3, "within both bounds now");
+    }
 }

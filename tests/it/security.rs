@@ -16,6 +16,7 @@ fn config(wh: &std::path::Path, api_key: Option<&str>) -> ServerConfig {
         allow_local: true,
         allow_endpoints: Vec::new(),
         allow_emulator: false,
+        max_files: Some(1000),
         max_concurrent_jobs: 1,
         max_queued_jobs: 20,
         body_limit: 64 * 1024,
@@ -517,4 +518,87 @@ async fn a_storage_endpoints_answer_is_kept_short() {
         "executor_runs keeps {} bytes",
         stored.len()
     );
+}
+
+/// What one request may cost: a source listing more files than `--max-files` fails, naming
+/// the source and the option, from the CLI and through the API.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listings_beyond_max_files_fail_the_source() {
+    let d = tmp();
+    let lake = d.path().join("lake");
+    for i in 0..5 {
+        write(&lake.join(format!("t{i}.csv")), PEOPLE_CSV);
+    }
+    let out = bin()
+        .args([
+            "extract",
+            "--workflow-id",
+            "wf_max",
+            "--dry-run",
+            "--max-files",
+            "3",
+        ])
+        .arg(&lake)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let report = stdout_json(&out);
+    let err = report["sources"][0]["error"].as_str().unwrap();
+    assert!(err.contains("more than 3 files (--max-files)"), "{err}");
+    assert!(err.contains(&lake.display().to_string()), "{err}");
+    // Within the bound, the same lake is read.
+    let out = bin()
+        .args([
+            "extract",
+            "--workflow-id",
+            "wf_max",
+            "--dry-run",
+            "--max-files",
+            "5",
+        ])
+        .arg(&lake)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+
+    let mut cfg = config(&d.path().join("wh"), Some("k"));
+    cfg.max_files = Some(2);
+    let (addr, stop) = serve(cfg).await;
+    let (code, v) = raw(
+        addr,
+        "POST /jobs/create",
+        &[
+            "Host: x",
+            "Authorization: Bearer k",
+            "Content-Type: application/json",
+        ],
+        &job(&lake.display().to_string()),
+    )
+    .await;
+    assert_eq!(code, 200, "{v}");
+    let id = v["job_id"].as_str().unwrap().to_string();
+    let mut done = serde_json::Value::Null;
+    for _ in 0..400 {
+        let (_, v) = raw(
+            addr,
+            &format!("GET /jobs/{id}"),
+            &["Host: x", "Authorization: Bearer k"],
+            "",
+        )
+        .await;
+        if !matches!(v["status"].as_str(), Some("created" | "running")) {
+            done = v;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    assert_eq!(done["status"], "failed", "{done}");
+    assert!(
+        done["error"]
+            .as_str()
+            .unwrap()
+            .contains("more than 2 files (--max-files)"),
+        "{done}"
+    );
+    let _ = stop.send(());
 }

@@ -19,6 +19,7 @@ fn config(wh: &std::path::Path) -> ServerConfig {
         allow_local: true,
         allow_endpoints: Vec::new(),
         allow_emulator: false,
+        max_files: Some(1000),
         max_concurrent_jobs: 1,
         max_queued_jobs: 2,
         body_limit: 64 * 1024,
