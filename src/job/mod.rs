@@ -105,6 +105,14 @@ impl CancelFlag {
     pub fn is_cancelled(&self) -> bool {
         self.0.load(std::sync::atomic::Ordering::SeqCst)
     }
+
+    /// Resolves once a stop is asked for (looked at every 100 ms): long work (a listing,
+    /// one big table) waits on this beside its own future and is dropped when it resolves.
+    pub async fn cancelled(&self) {
+        while !self.is_cancelled() {
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    }
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -214,7 +222,14 @@ async fn run_source(
     let ctx = &profile::session_for(&[&loc]);
     tracing::info!(source = %loc.display, "discovering");
     let discovering = Instant::now();
-    let found = discover::discover(&loc, &opts.filters).await;
+    let found = tokio::select! {
+        found = discover::discover(&loc, &opts.filters) => found,
+        () = opts.cancel.cancelled() => {
+            report.error = Some("cancelled while listing the source".into());
+            report.requests = loc.requests();
+            return report;
+        }
+    };
     report.discover_ms = discovering.elapsed().as_millis() as u64;
     let found = match found {
         Ok(d) => d,
@@ -257,12 +272,19 @@ async fn run_source(
             }
             // Each table runs in its own task: a panic inside a reader library on a
             // malformed file fails that table, not the job.
-            let p = match tokio::spawn(async move { profile::profile_table(&ctx, &loc, &t).await })
-                .await
-            {
-                Ok(p) => p,
-                Err(e) => {
-                    profile::TableProfile::failed(&name, &root, format!("reader crashed: {e}"))
+            let mut task =
+                tokio::spawn(async move { profile::profile_table(&ctx, &loc, &t).await });
+            let p = tokio::select! {
+                p = &mut task => match p {
+                    Ok(p) => p,
+                    Err(e) => {
+                        profile::TableProfile::failed(&name, &root, format!("reader crashed: {e}"))
+                    }
+                },
+                // A stop reaches the profiling of a big table too: its task is dropped.
+                () = opts.cancel.cancelled() => {
+                    task.abort();
+                    profile::TableProfile::failed(&name, &root, "cancelled".to_string())
                 }
             };
             tracing::debug!(table = %name, ms = started.elapsed().as_millis() as u64, "profiled");

@@ -602,3 +602,78 @@ async fn listings_beyond_max_files_fail_the_source() {
     );
     let _ = stop.send(());
 }
+
+/// A storage endpoint that accepts connections and never answers.
+async fn silent_endpoint() -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((s, _)) = listener.accept().await {
+            held.push(s);
+        }
+    });
+    format!("http://{addr}")
+}
+
+/// A cancel reaches long work: a job stuck listing a source that never answers (the request
+/// timeout is two minutes) stops within seconds of `DELETE /jobs/{id}`, freeing its slot.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancel_stops_a_job_stuck_in_a_listing() {
+    let d = tmp();
+    let endpoint = format!("{}/acct", silent_endpoint().await);
+    let mut cfg = config(&d.path().join("wh"), Some("k"));
+    cfg.allow_endpoints = vec![endpoint.clone()];
+    let (addr, stop) = serve(cfg).await;
+    let h = [
+        "Host: x",
+        "Authorization: Bearer k",
+        "Content-Type: application/json",
+    ];
+    let body = serde_json::json!({
+        "workflow_id": "wf_stuck",
+        "data_source_path": "abfss://lake@acct.dfs.core.windows.net/raw",
+        "storage_options": {"endpoint": endpoint, "account_key": "a2V5"}
+    });
+    let (code, v) = raw(addr, "POST /jobs/create", &h, &body.to_string()).await;
+    assert_eq!(code, 200, "{v}");
+    let id = v["job_id"].as_str().unwrap().to_string();
+    let status = |addr| {
+        let id = id.clone();
+        async move {
+            raw(
+                addr,
+                &format!("GET /jobs/{id}"),
+                &["Host: x", "Authorization: Bearer k"],
+                "",
+            )
+            .await
+            .1
+        }
+    };
+    for _ in 0..400 {
+        if status(addr).await["status"] == "running" {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let asked = std::time::Instant::now();
+    let (code, v) = raw(addr, &format!("DELETE /jobs/{id}"), &h[..2], "").await;
+    assert_eq!(code, 202, "{v}");
+    let mut last = serde_json::Value::Null;
+    while asked.elapsed() < std::time::Duration::from_secs(20) {
+        last = status(addr).await;
+        if !matches!(last["status"].as_str(), Some("created" | "running")) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(last["status"], "cancelled", "{last}");
+    assert!(
+        asked.elapsed() < std::time::Duration::from_secs(20),
+        "stopped {:?} after the cancel",
+        asked.elapsed()
+    );
+    let _ = stop.send(());
+}
