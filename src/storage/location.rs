@@ -365,6 +365,21 @@ fn local_address(p: &Path) -> Address {
     )
 }
 
+/// The local path a `file://` URL names.
+fn file_url_path(s: &str) -> Result<PathBuf, LocationError> {
+    let invalid = |reason: String| LocationError::Invalid {
+        shown: s.to_string(),
+        reason,
+    };
+    let url = Url::parse(s).map_err(|e| invalid(e.to_string()))?;
+    url.to_file_path().map_err(|_| {
+        invalid(format!(
+            "not an absolute local path: {}",
+            s.trim_start_matches("file://")
+        ))
+    })
+}
+
 /// The [`Address`] of a location string. No I/O and no credentials.
 pub fn address(input: &str) -> Result<Address, LocationError> {
     let s = input.trim();
@@ -388,15 +403,7 @@ pub fn address(input: &str) -> Result<Address, LocationError> {
         return Ok(local(absolutize(&p).map_err(io_err)?));
     }
     if s.starts_with("file://") {
-        let url = Url::parse(s).map_err(|e| LocationError::Invalid {
-            shown: s.to_string(),
-            reason: e.to_string(),
-        })?;
-        let path = url.to_file_path().map_err(|_| LocationError::Invalid {
-            shown: s.to_string(),
-            reason: "not an absolute local path".into(),
-        })?;
-        return Ok(local(absolutize(&path).map_err(io_err)?));
+        return Ok(local(absolutize(&file_url_path(s)?).map_err(io_err)?));
     }
     if let Some((scheme, _)) = s.split_once("://") {
         if !is_azure_scheme(scheme) {
@@ -495,16 +502,8 @@ pub fn parse_with(input: &str, opts: &StorageOptions) -> Result<Location, Locati
         .map_err(io_err)?;
         return local(abs, s.trim_end_matches('/').to_string(), LocationKind::Dbfs);
     }
-    if let Some(rest) = s.strip_prefix("file://") {
-        let url = Url::parse(s).map_err(|e| LocationError::Invalid {
-            shown: s.to_string(),
-            reason: e.to_string(),
-        })?;
-        let path = url.to_file_path().map_err(|_| LocationError::Invalid {
-            shown: s.to_string(),
-            reason: format!("not an absolute local path: {rest}"),
-        })?;
-        let abs = absolutize(&path).map_err(io_err)?;
+    if s.starts_with("file://") {
+        let abs = absolutize(&file_url_path(s)?).map_err(io_err)?;
         return local(abs.clone(), abs.display().to_string(), LocationKind::Local);
     }
     if let Some((scheme, _)) = s.split_once("://") {

@@ -68,6 +68,34 @@ async fn raw(
     )
 }
 
+/// Sends each body to `POST /jobs/create` and checks its refusal (status and a phrase of the
+/// message); then that no job was created.
+async fn all_refused(addr: std::net::SocketAddr, cases: &[(String, u16, &str)]) {
+    for (body, code, why) in cases {
+        let (got, v) = raw(
+            addr,
+            "POST /jobs/create",
+            &[
+                "Host: x",
+                "Authorization: Bearer k",
+                "Content-Type: application/json",
+            ],
+            body,
+        )
+        .await;
+        assert_eq!(got, *code, "{body}: {v}");
+        assert!(v["message"].as_str().unwrap().contains(why), "{body}: {v}");
+    }
+    let (code, v) = raw(
+        addr,
+        "GET /jobs",
+        &["Host: x", "Authorization: Bearer k"],
+        "",
+    )
+    .await;
+    assert_eq!((code, v["total"].as_u64()), (200, Some(0)), "no job: {v}");
+}
+
 fn job(path: &str) -> String {
     serde_json::json!({"workflow_id": "wf_attack", "data_source_path": path}).to_string()
 }
@@ -216,23 +244,9 @@ async fn allow_lists_compare_what_will_be_read() {
             "user info",
         ),
     ];
-    for (path, code, why) in &refused {
-        let (got, v) = send(path.clone()).await;
-        assert_eq!(got, *code, "{path}: {v}");
-        assert!(v["message"].as_str().unwrap().contains(why), "{path}: {v}");
-    }
-    let (code, v) = raw(
-        addr,
-        "GET /jobs",
-        &["Host: x", "Authorization: Bearer k"],
-        "",
-    )
-    .await;
-    assert_eq!(
-        (code, v["total"].as_u64()),
-        (200, Some(0)),
-        "nothing reached a job: {v}"
-    );
+    let cases: Vec<(String, u16, &str)> =
+        refused.iter().map(|(p, c, w)| (job(p), *c, *w)).collect();
+    all_refused(addr, &cases).await;
     // What the prefix does cover is read.
     let (code, v) = send(format!("{r}/ok")).await;
     assert_eq!(code, 200, "{v}");
@@ -391,19 +405,11 @@ async fn the_servers_credentials_never_go_to_a_host_the_caller_chooses() {
             "sources[1].storage_options.use_azure_cli",
         ),
     ];
-    for (body, code, why) in &refused {
-        let (got, v) = send(body.clone()).await;
-        assert_eq!(got, *code, "{body}: {v}");
-        assert!(v["message"].as_str().unwrap().contains(why), "{body}: {v}");
-    }
-    let (code, v) = raw(
-        addr,
-        "GET /jobs",
-        &["Host: x", "Authorization: Bearer k"],
-        "",
-    )
-    .await;
-    assert_eq!((code, v["total"].as_u64()), (200, Some(0)), "no job: {v}");
+    let cases: Vec<(String, u16, &str)> = refused
+        .iter()
+        .map(|(b, c, w)| (b.to_string(), *c, *w))
+        .collect();
+    all_refused(addr, &cases).await;
     assert_eq!(
         hits.load(std::sync::atomic::Ordering::SeqCst),
         0,
