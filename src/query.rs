@@ -143,22 +143,21 @@ pub async fn workflow_metadata(
         }
         columns_of.entry(key).or_default().push(Value::Object(c));
     }
-    let mut tables_of: HashMap<Key, Vec<Map<String, Value>>> = HashMap::new();
+    // Tables by source, whatever run wrote them: shards of one run (`--shard I/N`) each write
+    // their own tables under their own run id, and the source row is shard 0's.
+    let mut tables_of: HashMap<Option<String>, Vec<Map<String, Value>>> = HashMap::new();
     for t in tables {
-        tables_of
-            .entry((s_of(&t, "source_id"), s_of(&t, "run_id")))
-            .or_default()
-            .push(t);
+        tables_of.entry(s_of(&t, "source_id")).or_default().push(t);
     }
     let nested_sources: Vec<Value> = sources
         .into_iter()
         .map(|mut src| {
-            let key = (s_of(&src, "source_id"), s_of(&src, "run_id"));
+            let sid = s_of(&src, "source_id");
             let path = s_of(&src, "source_path").unwrap_or_default();
             let under = format!("{path}/");
             // A table belongs to the source whose path its file path lies under.
             let ts: Vec<Value> = tables_of
-                .get(&key)
+                .get(&sid)
                 .into_iter()
                 .flatten()
                 .filter(|t| {
@@ -166,8 +165,10 @@ pub async fn workflow_metadata(
                 })
                 .map(|t| {
                     let mut t = t.clone();
+                    // A table's columns are those its own run wrote.
+                    let key = (sid.clone(), s_of(&t, "run_id"));
                     let cs = columns_of
-                        .get(&(key.clone(), s_of(&t, "table_name")))
+                        .get(&(key, s_of(&t, "table_name")))
                         .cloned()
                         .unwrap_or_default();
                     for k in ["source_id", "run_id"] {

@@ -83,6 +83,25 @@ fn shards_together_equal_one_run_and_converge() {
     let want = snapshot(&single);
     assert_eq!(want[0].as_array().unwrap().len(), 9);
     assert_eq!(snapshot(&sharded), want, "3 shards == one run, row for row");
+    // The nested view shows every shard's tables, each with its columns.
+    let nested = |wh: &Path| {
+        let v = ok(bin()
+            .args(["query", "--workflow-id", "wf", "--warehouse"])
+            .arg(wh)
+            .output()
+            .unwrap());
+        v["sources"][0]["tables"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| {
+                let cols = t["columns"].as_array().unwrap().len();
+                (t["table_name"].as_str().unwrap().to_string(), cols)
+            })
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(nested(&sharded), nested(&single));
+    assert_eq!(nested(&sharded).len(), 9);
     assert_eq!(
         sql_json(&sharded, "SELECT count(*) AS n FROM executor_runs", &[]),
         serde_json::json!([{"n": 3}])
