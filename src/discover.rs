@@ -155,6 +155,7 @@ pub struct Filters {
     include: Option<GlobSet>,
     exclude: Option<GlobSet>,
     max_files: Option<usize>,
+    contained: bool,
 }
 
 impl Filters {
@@ -182,7 +183,15 @@ impl Filters {
             include: build("--include", include)?,
             exclude: build("--exclude", exclude)?,
             max_files: None,
+            contained: false,
         })
+    }
+
+    /// Skips files of a local source reached through a symbolic link that leads outside the
+    /// source (the HTTP API's jobs: a link must not take a caller past its allowed root).
+    pub fn with_contained(mut self, contained: bool) -> Self {
+        self.contained = contained;
+        self
     }
 
     /// Refuses a source whose listing holds more than `max` objects (checked while listing,
@@ -584,6 +593,26 @@ pub async fn discover(loc: &Location, filters: &Filters) -> Result<Discovery, Di
         }
     };
 
+    let mut escaped = Vec::new();
+    if filters.contained
+        && let Some(root) = loc
+            .local_dir
+            .as_ref()
+            .and_then(|d| std::fs::canonicalize(d).ok())
+    {
+        objects.retain(|m| {
+            let real = std::fs::canonicalize(format!("/{}", m.location));
+            let inside = real.as_ref().is_ok_and(|r| r.starts_with(&root));
+            if !inside {
+                escaped.push(Skipped {
+                    path: rel_of(m),
+                    reason: "a symbolic link leading outside the source: not followed".into(),
+                });
+            }
+            inside
+        });
+    }
+
     // Delta roots first: everything below one belongs to that table.
     let mut delta_roots: BTreeSet<String> = BTreeSet::new();
     for m in &objects {
@@ -598,7 +627,10 @@ pub async fn discover(loc: &Location, filters: &Filters) -> Result<Discovery, Di
         }
     }
 
-    let mut out = Discovery::default();
+    let mut out = Discovery {
+        skipped: escaped,
+        ..Default::default()
+    };
     let mut delta_files: BTreeMap<String, Vec<ObjectMeta>> = delta_roots
         .iter()
         .map(|r| (r.clone(), Vec::new()))

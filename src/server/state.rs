@@ -382,7 +382,9 @@ pub(super) async fn run_job(s: AppState, id: String, spec: payload::JobSpec, can
         spec,
         run_mode: RunMode::Api,
         warehouse: Some(s.0.cfg.warehouse.clone()),
-        filters: Filters::default().with_max_files(s.0.cfg.max_files),
+        filters: Filters::default()
+            .with_max_files(s.0.cfg.max_files)
+            .with_contained(true),
         source_concurrency: 4,
         table_concurrency: 2,
         progress: false,

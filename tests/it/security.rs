@@ -683,3 +683,70 @@ async fn a_cancel_stops_a_job_stuck_in_a_listing() {
     );
     let _ = stop.send(());
 }
+
+/// Symbolic links inside an allowed local source that lead outside it are not followed by
+/// API jobs: they are reported as skipped, and what they point to is never read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn links_inside_a_source_are_not_followed_out_of_it() {
+    let d = tmp();
+    let lake = d.path().join("raw").join("lake");
+    write(&lake.join("people.csv"), PEOPLE_CSV);
+    let secret = d.path().join("secret");
+    write(&secret.join("secret.csv"), "token\nS3CRET-MARKER\n");
+    std::os::unix::fs::symlink(secret.join("secret.csv"), lake.join("leak.csv")).unwrap();
+    std::os::unix::fs::symlink(&secret, lake.join("sub")).unwrap();
+    // A link that stays inside the source is fine.
+    std::os::unix::fs::symlink(lake.join("people.csv"), lake.join("alias.csv")).unwrap();
+    let mut cfg = config(&d.path().join("wh"), Some("k"));
+    cfg.allow_sources = vec![d.path().join("raw").display().to_string()];
+    let (addr, stop) = serve(cfg).await;
+    let (code, v) = raw(
+        addr,
+        "POST /jobs/create",
+        &[
+            "Host: x",
+            "Authorization: Bearer k",
+            "Content-Type: application/json",
+        ],
+        &job(&lake.display().to_string()),
+    )
+    .await;
+    assert_eq!(code, 200, "{v}");
+    let id = v["job_id"].as_str().unwrap().to_string();
+    let mut done = serde_json::Value::Null;
+    for _ in 0..600 {
+        let (_, v) = raw(
+            addr,
+            &format!("GET /jobs/{id}"),
+            &["Host: x", "Authorization: Bearer k"],
+            "",
+        )
+        .await;
+        if !matches!(v["status"].as_str(), Some("created" | "running")) {
+            done = v;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    assert_eq!(done["status"], "succeeded", "{done}");
+    let src = &done["result"]["sources"][0];
+    let mut skipped: Vec<&str> = src["skipped"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["reason"].as_str().unwrap().contains("symbolic link"))
+        .map(|s| s["path"].as_str().unwrap())
+        .collect();
+    skipped.sort();
+    assert_eq!(skipped, ["leak.csv", "sub/secret.csv"], "{src}");
+    let mut tables: Vec<&str> = src["tables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["table_name"].as_str().unwrap())
+        .collect();
+    tables.sort();
+    assert_eq!(tables, ["alias", "people"], "{src}");
+    assert!(!done.to_string().contains("S3CRET-MARKER"));
+    let _ = stop.send(());
+}
