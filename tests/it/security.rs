@@ -96,6 +96,24 @@ async fn all_refused(addr: std::net::SocketAddr, cases: &[(String, u16, &str)]) 
     assert_eq!((code, v["total"].as_u64()), (200, Some(0)), "no job: {v}");
 }
 
+/// The job's record once it is final (a key `k` server).
+async fn finished(addr: std::net::SocketAddr, id: &str) -> serde_json::Value {
+    for _ in 0..600 {
+        let (_, v) = raw(
+            addr,
+            &format!("GET /jobs/{id}"),
+            &["Host: x", "Authorization: Bearer k"],
+            "",
+        )
+        .await;
+        if !matches!(v["status"].as_str(), Some("created" | "running")) {
+            return v;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    panic!("job {id} did not finish");
+}
+
 fn job(path: &str) -> String {
     serde_json::json!({"workflow_id": "wf_attack", "data_source_path": path}).to_string()
 }
@@ -583,21 +601,7 @@ async fn listings_beyond_max_files_fail_the_source() {
     .await;
     assert_eq!(code, 200, "{v}");
     let id = v["job_id"].as_str().unwrap().to_string();
-    let mut done = serde_json::Value::Null;
-    for _ in 0..400 {
-        let (_, v) = raw(
-            addr,
-            &format!("GET /jobs/{id}"),
-            &["Host: x", "Authorization: Bearer k"],
-            "",
-        )
-        .await;
-        if !matches!(v["status"].as_str(), Some("created" | "running")) {
-            done = v;
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
-    }
+    let done = finished(addr, &id).await;
     assert_eq!(done["status"], "failed", "{done}");
     assert!(
         done["error"]
@@ -713,21 +717,7 @@ async fn links_inside_a_source_are_not_followed_out_of_it() {
     .await;
     assert_eq!(code, 200, "{v}");
     let id = v["job_id"].as_str().unwrap().to_string();
-    let mut done = serde_json::Value::Null;
-    for _ in 0..600 {
-        let (_, v) = raw(
-            addr,
-            &format!("GET /jobs/{id}"),
-            &["Host: x", "Authorization: Bearer k"],
-            "",
-        )
-        .await;
-        if !matches!(v["status"].as_str(), Some("created" | "running")) {
-            done = v;
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
-    }
+    let done = finished(addr, &id).await;
     assert_eq!(done["status"], "succeeded", "{done}");
     let src = &done["result"]["sources"][0];
     let mut skipped: Vec<&str> = src["skipped"]
