@@ -72,17 +72,7 @@ async fn raw(
 /// message); then that no job was created.
 async fn all_refused(addr: std::net::SocketAddr, cases: &[(String, u16, &str)]) {
     for (body, code, why) in cases {
-        let (got, v) = raw(
-            addr,
-            "POST /jobs/create",
-            &[
-                "Host: x",
-                "Authorization: Bearer k",
-                "Content-Type: application/json",
-            ],
-            body,
-        )
-        .await;
+        let (got, v) = post_job(addr, body).await;
         assert_eq!(got, *code, "{body}: {v}");
         assert!(v["message"].as_str().unwrap().contains(why), "{body}: {v}");
     }
@@ -94,6 +84,21 @@ async fn all_refused(addr: std::net::SocketAddr, cases: &[(String, u16, &str)]) 
     )
     .await;
     assert_eq!((code, v["total"].as_u64()), (200, Some(0)), "no job: {v}");
+}
+
+/// `POST /jobs/create` with `body`, to a key `k` server.
+async fn post_job(addr: std::net::SocketAddr, body: &str) -> (u16, serde_json::Value) {
+    raw(
+        addr,
+        "POST /jobs/create",
+        &[
+            "Host: x",
+            "Authorization: Bearer k",
+            "Content-Type: application/json",
+        ],
+        body,
+    )
+    .await
 }
 
 /// The job's record once it is final (a key `k` server).
@@ -208,19 +213,7 @@ async fn allow_lists_compare_what_will_be_read() {
     let azure_root = "abfss://lake@acct.dfs.core.windows.net/raw";
     cfg.allow_sources = vec![raw_dir.display().to_string(), azure_root.to_string()];
     let (addr, stop) = serve(cfg).await;
-    let send = |path: String| async move {
-        raw(
-            addr,
-            "POST /jobs/create",
-            &[
-                "Host: x",
-                "Authorization: Bearer k",
-                "Content-Type: application/json",
-            ],
-            &job(&path),
-        )
-        .await
-    };
+    let send = |path: String| async move { post_job(addr, &job(&path)).await };
     let r = raw_dir.display().to_string();
     let refused = [
         (format!("{r}/../secret"), 403, "not under an allowed prefix"),
@@ -288,17 +281,7 @@ async fn local_paths_in_any_spelling_need_allow_local() {
         "dbfs:/../etc",
         "  /etc/",
     ] {
-        let (code, v) = raw(
-            addr,
-            "POST /jobs/create",
-            &[
-                "Host: x",
-                "Authorization: Bearer k",
-                "Content-Type: application/json",
-            ],
-            &job(path),
-        )
-        .await;
+        let (code, v) = post_job(addr, &job(path)).await;
         assert_eq!(code, 403, "{path:?}: {v}");
         assert!(
             v["message"]
@@ -334,19 +317,7 @@ async fn the_servers_credentials_never_go_to_a_host_the_caller_chooses() {
     let (evil, hits) = trap().await;
     let evil_https = evil.replace("http://", "https://");
     let (addr, stop) = serve(config(&d.path().join("wh"), Some("k"))).await;
-    let send = |body: serde_json::Value| async move {
-        raw(
-            addr,
-            "POST /jobs/create",
-            &[
-                "Host: x",
-                "Authorization: Bearer k",
-                "Content-Type: application/json",
-            ],
-            &body.to_string(),
-        )
-        .await
-    };
+    let send = |body: serde_json::Value| async move { post_job(addr, &body.to_string()).await };
     let real = "abfss://lake@acct.dfs.core.windows.net/raw";
     let with = |opts: serde_json::Value| serde_json::json!({"workflow_id": "wf_attack", "data_source_path": real, "storage_options": opts});
     let refused = [
@@ -451,17 +422,7 @@ async fn the_servers_credentials_never_go_to_a_host_the_caller_chooses() {
         with(serde_json::json!({"endpoint": format!("{evil}/")})),
         serde_json::json!({"workflow_id": "wf_ok", "data_source_path": "http://127.0.0.1:10000/devstoreaccount1/lake"}),
     ] {
-        let (code, v) = raw(
-            addr,
-            "POST /jobs/create",
-            &[
-                "Host: x",
-                "Authorization: Bearer k",
-                "Content-Type: application/json",
-            ],
-            &body.to_string(),
-        )
-        .await;
+        let (code, v) = post_job(addr, &body.to_string()).await;
         assert_eq!(code, 200, "{body}: {v}");
     }
     let _ = stop.send(());
@@ -588,17 +549,7 @@ async fn listings_beyond_max_files_fail_the_source() {
     let mut cfg = config(&d.path().join("wh"), Some("k"));
     cfg.max_files = Some(2);
     let (addr, stop) = serve(cfg).await;
-    let (code, v) = raw(
-        addr,
-        "POST /jobs/create",
-        &[
-            "Host: x",
-            "Authorization: Bearer k",
-            "Content-Type: application/json",
-        ],
-        &job(&lake.display().to_string()),
-    )
-    .await;
+    let (code, v) = post_job(addr, &job(&lake.display().to_string())).await;
     assert_eq!(code, 200, "{v}");
     let id = v["job_id"].as_str().unwrap().to_string();
     let done = finished(addr, &id).await;
@@ -645,7 +596,7 @@ async fn a_cancel_stops_a_job_stuck_in_a_listing() {
         "data_source_path": "abfss://lake@acct.dfs.core.windows.net/raw",
         "storage_options": {"endpoint": endpoint, "account_key": "a2V5"}
     });
-    let (code, v) = raw(addr, "POST /jobs/create", &h, &body.to_string()).await;
+    let (code, v) = post_job(addr, &body.to_string()).await;
     assert_eq!(code, 200, "{v}");
     let id = v["job_id"].as_str().unwrap().to_string();
     let status = |addr| {
@@ -704,17 +655,7 @@ async fn links_inside_a_source_are_not_followed_out_of_it() {
     let mut cfg = config(&d.path().join("wh"), Some("k"));
     cfg.allow_sources = vec![d.path().join("raw").display().to_string()];
     let (addr, stop) = serve(cfg).await;
-    let (code, v) = raw(
-        addr,
-        "POST /jobs/create",
-        &[
-            "Host: x",
-            "Authorization: Bearer k",
-            "Content-Type: application/json",
-        ],
-        &job(&lake.display().to_string()),
-    )
-    .await;
+    let (code, v) = post_job(addr, &job(&lake.display().to_string())).await;
     assert_eq!(code, 200, "{v}");
     let id = v["job_id"].as_str().unwrap().to_string();
     let done = finished(addr, &id).await;
