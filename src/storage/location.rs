@@ -181,7 +181,7 @@ impl Location {
 
 /// The status and Azure error code of a storage error's text, e.g. `403 AuthenticationFailed`.
 fn error_code(text: &str) -> Option<String> {
-    let status = ["401", "403"].into_iter().find(|s| text.contains(s));
+    let status = crate::storage::azure::auth_status(text);
     let code = text
         .split("<Code>")
         .nth(1)

@@ -671,8 +671,6 @@ pub fn build_store(
 /// True when a storage error means the credential was refused or could not be obtained.
 pub fn is_auth_error(text: &str) -> bool {
     const MARKS: &[&str] = &[
-        "403",
-        "401",
         "AuthenticationFailed",
         "AuthorizationFailure",
         "AuthorizationPermissionMismatch",
@@ -684,7 +682,24 @@ pub fn is_auth_error(text: &str) -> bool {
         "get-access-token",
         "Error getting token",
     ];
-    MARKS.iter().any(|m| text.contains(m))
+    auth_status(text).is_some() || MARKS.iter().any(|m| text.contains(m))
+}
+
+/// The HTTP status of a refused request (`401` or `403`) when the error's text carries one as
+/// a status, e.g. `403 Forbidden`; digits inside a port, a host or a path are not a status.
+pub fn auth_status(text: &str) -> Option<&'static str> {
+    ["401", "403"].into_iter().find(|status| {
+        text.match_indices(status).any(|(at, _)| {
+            let before = text[..at].chars().next_back();
+            let after = text[at + status.len()..].chars().next();
+            let digit_or = |c: Option<char>, extra: &[char]| {
+                c.is_some_and(|c| c.is_ascii_alphanumeric() || extra.contains(&c))
+            };
+            // A port follows ':', a path segment or host label '/' or '.'.
+            !digit_or(before, &[':', '/', '.', '-', '_'])
+                && !digit_or(after, &['.', '/', '-', '_', ':'])
+        })
+    })
 }
 
 #[cfg(test)]
@@ -701,6 +716,32 @@ mod tests {
 
     fn opts(pairs: &[(&str, &str)]) -> StorageOptions {
         StorageOptions::from_pairs("storage_options", pairs.iter().copied()).unwrap()
+    }
+
+    /// A refusal is recognised by its status or Azure code, never by digits in an address
+    /// (a random port such as 40123 once made a 400 look like a refused credential).
+    #[test]
+    fn refusals_are_told_by_status_not_by_any_digits() {
+        let refused = [
+            "Server returned non-2xx status code: 403 Forbidden: <Error>",
+            "HTTP status client error (401 Unauthorized) for url",
+            "<Code>AuthorizationPermissionMismatch</Code>",
+        ];
+        for text in refused {
+            assert!(is_auth_error(text), "{text}");
+        }
+        let other = [
+            "error sending request for url (http://127.0.0.1:40123/acct/lake): 400 Bad Request",
+            "http://127.0.0.1:14030/acct?restype=container: 404 Not Found",
+            "https://acct.blob.core.windows.net/raw/part-00401.csv: 500 Internal Server Error",
+            "https://acct403.blob.core.windows.net/raw/x-403_y: 400 Bad Request",
+        ];
+        for text in other {
+            assert!(!is_auth_error(text), "{text}");
+            assert_eq!(auth_status(text), None, "{text}");
+        }
+        assert_eq!(auth_status(refused[0]), Some("403"));
+        assert_eq!(auth_status(refused[1]), Some("401"));
     }
 
     const REAL: &str = "abfss://lake@acct1.dfs.core.windows.net/raw";
