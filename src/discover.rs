@@ -240,6 +240,15 @@ fn format_from_name(name: &str) -> (Option<Format>, Compression, Option<u8>) {
     (format, compression, hint)
 }
 
+/// The compression of a file whose name says it is a text format (CSV or JSON); `None` for
+/// any other file.
+pub fn text_compression(name: &str) -> Option<Compression> {
+    match format_from_name(name) {
+        (Some(Format::Csv | Format::Json), c, _) => Some(c),
+        _ => None,
+    }
+}
+
 /// Decompresses as much of a (possibly truncated) compressed prefix as it can.
 async fn decompress_prefix(data: &[u8], c: Compression) -> Vec<u8> {
     use async_compression::tokio::bufread::{BzDecoder, GzipDecoder, XzDecoder, ZstdDecoder};

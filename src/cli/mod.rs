@@ -10,6 +10,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use crate::discover::Filters;
 use crate::job::payload::{self, CliJobArgs, JobType, RawPayload};
 use crate::job::{JobOptions, RunMode};
+use crate::profile::limits::MemoryLimit;
 use crate::query::OutputFormat;
 use crate::storage::location::{self, Location};
 use crate::warehouse::DEFAULT_CATALOG;
@@ -39,6 +40,9 @@ Environment:
                         how long a migration waits for another run's lock (default 300)
   NUVYN_NOTEBOOK_MAX_BYTES
                         largest notebook `notebook put` stores (default 52428800)
+  NUVYN_MEMORY_LIMIT    --memory-limit: memory every table being profiled may hold together
+                        (a size such as 4G, or a share such as 50%; default 50%)
+  NUVYN_MAX_RECORD_SIZE --max-record-size: the longest line of a CSV/NDJSON file (default 64M)
   NUVYN_STORAGE_MAX_RETRIES, NUVYN_STORAGE_RETRY_TIMEOUT_SECS, NUVYN_STORAGE_TIMEOUT_SECS,
   NUVYN_STORAGE_CONNECT_TIMEOUT_SECS, NUVYN_STORAGE_BACKOFF_MS
                         retries (429/5xx/timeouts/dropped connections) and timeouts of storage
@@ -151,6 +155,8 @@ pub struct ServeArgs {
     /// Fail a source of an API job whose listing holds more than this many files.
     #[arg(long, value_name = "N", default_value_t = 1_000_000)]
     pub max_files: usize,
+    #[command(flatten)]
+    pub limits: LimitArgs,
     #[arg(long, env = "EXECUTOR_MAX_CONCURRENT_JOBS", default_value_t = 2)]
     pub max_concurrent_jobs: usize,
     /// Jobs waiting beyond the running ones; more are refused with 429.
@@ -344,6 +350,21 @@ pub struct WarehouseArg {
     pub warehouse: String,
 }
 
+/// What profiling may use; unset: `NUVYN_MEMORY_LIMIT` / `NUVYN_MAX_RECORD_SIZE`, then the
+/// defaults.
+#[derive(Debug, Args, Clone, Default)]
+pub struct LimitArgs {
+    /// Memory every table being profiled may hold together (DataFusion's memory pool): a size
+    /// (4G, 512M) or a share of this machine's or container's memory (50%, the default). A
+    /// table that needs more fails alone, naming this option.
+    #[arg(long, value_name = "SIZE|PERCENT")]
+    pub memory_limit: Option<MemoryLimit>,
+    /// The longest line a CSV/NDJSON file may hold (default 64M); a file with a longer one
+    /// (a compressed file that inflates to one huge line) fails its table.
+    #[arg(long, value_name = "SIZE", value_parser = crate::profile::limits::parse_size)]
+    pub max_record_size: Option<usize>,
+}
+
 #[derive(Debug, Args, Clone, Default)]
 pub struct DiscoveryArgs {
     /// Fail a source whose listing holds more than this many files (a bound on what one
@@ -373,6 +394,8 @@ pub struct DiscoveryArgs {
     /// 0/N .. N-1/N together equal one run. Also the payload's `shard`.
     #[arg(long, value_name = "I/N")]
     pub shard: Option<String>,
+    #[command(flatten)]
+    pub limits: LimitArgs,
 }
 
 #[derive(Debug, Args)]
@@ -487,6 +510,20 @@ pub struct Settings {
     pub migrate: crate::migrate::MigratePolicy,
     /// `NUVYN_NOTEBOOK_MAX_BYTES`.
     pub notebook_max_bytes: usize,
+    /// `NUVYN_MEMORY_LIMIT`.
+    pub memory_limit: MemoryLimit,
+    /// `NUVYN_MAX_RECORD_SIZE`.
+    pub max_record_bytes: usize,
+}
+
+impl Settings {
+    /// The limits of profiling: the command's options over the environment's.
+    pub fn limits(&self, args: &LimitArgs) -> crate::profile::Limits {
+        crate::profile::Limits::new(
+            args.memory_limit.unwrap_or(self.memory_limit).bytes(),
+            args.max_record_size.unwrap_or(self.max_record_bytes),
+        )
+    }
 }
 
 /// The command to run, validated.
@@ -573,6 +610,10 @@ pub struct Env {
     pub migrate_lock_wait_secs: Option<String>,
     /// `NUVYN_NOTEBOOK_MAX_BYTES`.
     pub notebook_max_bytes: Option<String>,
+    /// `NUVYN_MEMORY_LIMIT`.
+    pub memory_limit: Option<String>,
+    /// `NUVYN_MAX_RECORD_SIZE`.
+    pub max_record_size: Option<String>,
     /// The `NUVYN_STORAGE_*` variables that are set.
     pub storage_requests: Vec<(String, String)>,
 }
@@ -587,6 +628,8 @@ impl std::fmt::Debug for Env {
             .field("dbfs_root", &self.dbfs_root)
             .field("migrate_lock_wait_secs", &self.migrate_lock_wait_secs)
             .field("notebook_max_bytes", &self.notebook_max_bytes)
+            .field("memory_limit", &self.memory_limit)
+            .field("max_record_size", &self.max_record_size)
             .field("storage_requests", &self.storage_requests)
             .finish()
     }
@@ -606,6 +649,8 @@ impl Env {
             dbfs_root: std::env::var("NUVYN_DBFS_ROOT").ok(),
             migrate_lock_wait_secs: std::env::var("NUVYN_MIGRATE_LOCK_WAIT_SECS").ok(),
             notebook_max_bytes: std::env::var("NUVYN_NOTEBOOK_MAX_BYTES").ok(),
+            memory_limit: std::env::var("NUVYN_MEMORY_LIMIT").ok(),
+            max_record_size: std::env::var("NUVYN_MAX_RECORD_SIZE").ok(),
             storage_requests: crate::storage::azure::REQUEST_ENV
                 .iter()
                 .filter_map(|(k, _)| std::env::var(k).ok().map(|v| (k.to_string(), v)))
@@ -656,10 +701,34 @@ impl Env {
         let notebook_max_bytes = number("NUVYN_NOTEBOOK_MAX_BYTES", &self.notebook_max_bytes)?
             .map(|n| n as usize)
             .unwrap_or(crate::notebook::DEFAULT_MAX_BYTES);
+        fn set(v: &Option<String>) -> Option<&str> {
+            v.as_deref().map(str::trim).filter(|v| !v.is_empty())
+        }
+        let memory_limit = set(&self.memory_limit)
+            .map(|v| {
+                v.parse::<MemoryLimit>()
+                    .map_err(|reason| ConfigError::Setting {
+                        name: "NUVYN_MEMORY_LIMIT".into(),
+                        reason,
+                    })
+            })
+            .transpose()?
+            .unwrap_or_default();
+        let max_record_bytes = set(&self.max_record_size)
+            .map(|v| {
+                crate::profile::limits::parse_size(v).map_err(|reason| ConfigError::Setting {
+                    name: "NUVYN_MAX_RECORD_SIZE".into(),
+                    reason,
+                })
+            })
+            .transpose()?
+            .unwrap_or(crate::profile::limits::DEFAULT_MAX_RECORD_BYTES);
         Ok(Settings {
             storage,
             migrate,
             notebook_max_bytes,
+            memory_limit,
+            max_record_bytes,
         })
     }
 }
@@ -738,6 +807,7 @@ fn job_config(env: &Env, settings: &Settings, inputs: JobInputs) -> Result<Task,
             run_id: None,
             record_run: true,
             cancel: Default::default(),
+            limits: settings.limits(&inputs.discovery.limits),
         }),
         output: inputs.output,
     })
@@ -865,6 +935,7 @@ impl Cli {
                         shutdown_timeout: std::time::Duration::from_secs(a.shutdown_timeout_secs),
                         cors_origins: a.cors_origins,
                         migrate: settings.migrate,
+                        limits: settings.limits(&a.limits),
                     }),
                     listen: a.listen,
                 })

@@ -90,6 +90,8 @@ pub struct JobOptions {
     /// Whether the job appends its own `executor_runs` row (the API records its jobs itself).
     pub record_run: bool,
     pub cancel: CancelFlag,
+    /// Memory and record-size limits of profiling (clones share one memory pool).
+    pub limits: profile::Limits,
 }
 
 /// Asks a running job to stop. It is looked at between tables and before anything is
@@ -217,9 +219,6 @@ async fn run_source(
     if report.source_type.is_empty() {
         report.source_type = loc.kind.as_str().to_string();
     }
-    // A session of its own: two sources on one container with different credentials must
-    // not replace each other's store.
-    let ctx = &profile::session_for(&[&loc]);
     tracing::info!(source = %loc.display, "discovering");
     let discovering = Instant::now();
     let found = tokio::select! {
@@ -260,8 +259,11 @@ async fn run_source(
         "discovered"
     );
     pb.inc_length(found.tables.len() as u64);
+    // A session of its own: two sources on one container with different credentials must
+    // not replace each other's store.
+    let ctx = &profile::session_for(&loc, &opts.limits, &found.tables);
     let mut tables: Vec<TableProfile> = futures::stream::iter(found.tables.into_iter().map(|t| {
-        let (ctx, loc) = (ctx.clone(), loc.clone());
+        let (ctx, loc, limits) = (ctx.clone(), loc.clone(), opts.limits.clone());
         async move {
             let started = Instant::now();
             let name = t.name.clone();
@@ -273,7 +275,7 @@ async fn run_source(
             // Each table runs in its own task: a panic inside a reader library on a
             // malformed file fails that table, not the job.
             let mut task =
-                tokio::spawn(async move { profile::profile_table(&ctx, &loc, &t).await });
+                tokio::spawn(async move { profile::profile_table(&ctx, &loc, &t, &limits).await });
             let p = tokio::select! {
                 p = &mut task => match p {
                     Ok(p) => p,

@@ -65,6 +65,8 @@ pub struct ServerConfig {
     pub cors_origins: Vec<String>,
     /// Migrations at start-up and in jobs: a warehouse behind is refused, not migrated.
     pub migrate: crate::migrate::MigratePolicy,
+    /// Memory and record-size limits of profiling, shared by every job.
+    pub limits: crate::profile::Limits,
 }
 
 impl std::fmt::Debug for ServerConfig {
@@ -84,6 +86,7 @@ impl std::fmt::Debug for ServerConfig {
             .field("shutdown_timeout", &self.shutdown_timeout)
             .field("cors_origins", &self.cors_origins)
             .field("migrate", &self.migrate)
+            .field("limits", &self.limits)
             .finish()
     }
 }

@@ -392,6 +392,7 @@ pub(super) async fn run_job(s: AppState, id: String, spec: payload::JobSpec, can
         run_id: Some(id.clone()),
         record_run: false,
         cancel,
+        limits: s.0.cfg.limits.clone(),
     };
     // The job's future borrows across awaits in ways `tokio::spawn`'s Send check cannot
     // follow; it runs on a blocking thread driving the same runtime instead.

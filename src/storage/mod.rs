@@ -5,6 +5,7 @@
 
 pub mod azure;
 pub mod counting;
+pub mod line_limit;
 pub mod location;
 
 pub use location::{Location, LocationError, LocationKind};

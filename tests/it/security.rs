@@ -24,6 +24,7 @@ fn config(wh: &std::path::Path, api_key: Option<&str>) -> ServerConfig {
         shutdown_timeout: std::time::Duration::from_secs(60),
         cors_origins: Vec::new(),
         migrate: Default::default(),
+        limits: Default::default(),
     }
 }
 
@@ -562,6 +563,175 @@ async fn listings_beyond_max_files_fail_the_source() {
         "{done}"
     );
     let _ = stop.send(());
+}
+
+/// Runs the binary and returns its output with its own peak resident memory (bytes), read
+/// from the kernel when it is reaped (other tests' children do not count).
+// `wait4` below reaps the child: std's `wait` would not report its memory.
+#[allow(clippy::zombie_processes)]
+fn run_measured(mut cmd: std::process::Command) -> (std::process::Output, u64) {
+    use std::io::Read;
+    let mut child = cmd
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (mut out, mut err) = (child.stdout.take().unwrap(), child.stderr.take().unwrap());
+    let errs = std::thread::spawn(move || {
+        let mut v = Vec::new();
+        err.read_to_end(&mut v).unwrap();
+        v
+    });
+    let mut stdout = Vec::new();
+    out.read_to_end(&mut stdout).unwrap();
+    let mut status = 0;
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    let pid = child.id() as libc::pid_t;
+    assert_eq!(unsafe { libc::wait4(pid, &mut status, 0, &mut usage) }, pid);
+    let status = std::os::unix::process::ExitStatusExt::from_raw(status);
+    let output = std::process::Output {
+        status,
+        stdout,
+        stderr: errs.join().unwrap(),
+    };
+    // Linux reports ru_maxrss in kilobytes.
+    (output, usage.ru_maxrss as u64 * 1024)
+}
+
+/// A gzip that inflates to one line of `mib` MiB after a valid CSV header and row: one small
+/// member repeated, as a real bomb would be made.
+fn gzip_bomb(mib: usize) -> Vec<u8> {
+    use std::io::Write;
+    let member = |data: &[u8]| {
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+        gz.write_all(data).unwrap();
+        gz.finish().unwrap()
+    };
+    let mut out = member(b"id,name\n1,");
+    let one = member(&vec![b'z'; 1 << 20]);
+    for _ in 0..mib {
+        out.extend_from_slice(&one);
+    }
+    out
+}
+
+/// A compressed file that inflates to one huge line fails its table, naming the option, while
+/// the process stays small and the source's other tables are profiled.
+#[test]
+fn a_gzip_bomb_fails_its_table_and_memory_stays_bounded() {
+    let d = tmp();
+    let lake = d.path().join("lake");
+    write(&lake.join("people.csv"), PEOPLE_CSV);
+    let bomb = gzip_bomb(1_536);
+    assert!(bomb.len() < 8 << 20, "the bomb is small: {}", bomb.len());
+    std::fs::create_dir_all(lake.join("bomb")).unwrap();
+    std::fs::write(lake.join("bomb/part-0.csv.gz"), &bomb).unwrap();
+    let mut cmd = bin_std();
+    cmd.args(["extract", "--workflow-id", "wf_bomb", "--dry-run"])
+        .arg(&lake);
+    let (out, peak) = run_measured(cmd);
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report = stdout_json(&out);
+    let tables = report["sources"][0]["tables"].as_array().unwrap();
+    let bomb_t = tables.iter().find(|t| t["table_name"] == "bomb").unwrap();
+    let err = bomb_t["error_message"].as_str().unwrap();
+    assert!(
+        err.contains("holds a line longer than 67108864 bytes")
+            && err.contains("--max-record-size"),
+        "{err}"
+    );
+    assert!(err.contains("part-0.csv.gz"), "{err}");
+    let people = tables.iter().find(|t| t["table_name"] == "people").unwrap();
+    assert_eq!(people["status"], "ok", "{people}");
+    // 1.5 GiB of one line was never held.
+    assert!(peak < 600 << 20, "peak RSS {} MiB", peak >> 20);
+
+    // The limit is the operator's to set: a smaller one fails a plain file too.
+    let long = format!("id,name\n1,{}\n", "y".repeat(300_000));
+    write(&lake.join("long.csv"), &long);
+    let out = bin()
+        .args(["extract", "--workflow-id", "wf_bomb", "--dry-run"])
+        .args(["--max-record-size", "256K"])
+        .arg(&lake)
+        .output()
+        .unwrap();
+    let report = stdout_json(&out);
+    let tables = report["sources"][0]["tables"].as_array().unwrap();
+    let long_t = tables.iter().find(|t| t["table_name"] == "long").unwrap();
+    assert_eq!(long_t["status"], "failed", "{long_t}");
+    assert!(
+        long_t["error_message"]
+            .as_str()
+            .unwrap()
+            .contains("longer than 262144 bytes"),
+        "{long_t}"
+    );
+    // And a bad size is a usage error naming the variable.
+    let out = bin()
+        .env("NUVYN_MAX_RECORD_SIZE", "lots")
+        .args(["extract", "--workflow-id", "wf_bomb", "--dry-run"])
+        .arg(&lake)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("NUVYN_MAX_RECORD_SIZE"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Profiling draws on one memory pool: a table that needs more than `--memory-limit` fails
+/// alone with a message naming the option; with room, the same table is profiled.
+#[test]
+fn a_table_beyond_the_memory_limit_fails_alone() {
+    let d = tmp();
+    let lake = d.path().join("lake");
+    // Distinct counts keep a sketch per column: a wide table needs more than a tiny pool.
+    let header: Vec<String> = (0..40).map(|i| format!("c{i}")).collect();
+    let mut wide = header.join(",") + "\n";
+    for r in 0..20_000 {
+        let row: Vec<String> = (0..40).map(|c| format!("v{r}_{c}")).collect();
+        wide += &(row.join(",") + "\n");
+    }
+    write(&lake.join("wide.csv"), &wide);
+    let run = |limit: &str| {
+        let out = bin()
+            .args(["extract", "--workflow-id", "wf_mem", "--dry-run"])
+            .args(["--memory-limit", limit])
+            .arg(&lake)
+            .output()
+            .unwrap();
+        (out.status.code(), stdout_json(&out))
+    };
+    let (code, report) = run("1M");
+    assert_eq!(code, Some(1), "{report}");
+    let t = &report["sources"][0]["tables"][0];
+    assert_eq!(t["status"], "failed", "{t}");
+    let err = t["error_message"].as_str().unwrap();
+    assert!(
+        err.contains("needs more memory than --memory-limit leaves (1.0 MiB")
+            && err.contains("Failed to allocate additional"),
+        "{err}"
+    );
+    let (code, report) = run("512M");
+    assert_eq!(code, Some(0), "{report}");
+    assert_eq!(report["sources"][0]["tables"][0]["row_count"], 20_000);
+    let (code, _) = run("20%");
+    assert_eq!(code, Some(0));
+    let out = bin()
+        .args(["extract", "--workflow-id", "wf_mem", "--dry-run"])
+        .args(["--memory-limit", "150%"])
+        .arg(&lake)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--memory-limit"));
 }
 
 /// A storage endpoint that accepts connections and never answers.

@@ -27,6 +27,7 @@ fn config(wh: &std::path::Path) -> ServerConfig {
         shutdown_timeout: std::time::Duration::from_secs(60),
         cors_origins: Vec::new(),
         migrate: Default::default(),
+        limits: Default::default(),
     }
 }
 

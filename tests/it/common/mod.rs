@@ -161,6 +161,7 @@ pub async fn run_job_at(
         run_id: None,
         record_run: true,
         cancel: Default::default(),
+        limits: Default::default(),
     })
     .await
 }
@@ -183,6 +184,8 @@ pub fn bin_std() -> std::process::Command {
         .env_remove("NUVYN_WAREHOUSE")
         .env_remove("EXECUTOR_WRITE_TO_DB")
         .env_remove("RUST_LOG")
+        .env_remove("NUVYN_MEMORY_LIMIT")
+        .env_remove("NUVYN_MAX_RECORD_SIZE")
         .env("EXECUTOR_LOG_LEVEL", "warn");
     c
 }

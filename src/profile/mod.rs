@@ -32,7 +32,11 @@ use parquet::file::metadata::ParquetMetaDataReader;
 
 use crate::discover::{Compression, DiscoveredTable, Format, Layout};
 use crate::redact;
+use crate::storage::line_limit::{Classify, LineLimitStore, TextCodec};
 use crate::storage::location::Location;
+
+pub mod limits;
+pub use limits::Limits;
 
 /// Up to this many distinct non-null sample values per column.
 pub const SAMPLE_VALUES: usize = 5;
@@ -47,11 +51,32 @@ pub enum ProfileError {
     Discovery(String),
     #[error("cannot read table: {0}")]
     Read(String),
+    #[error(
+        "profiling the table needs more memory than --memory-limit leaves ({limit} for every table being profiled at once): raise --memory-limit or lower --table-concurrency ({reason})"
+    )]
+    Memory { limit: String, reason: String },
 }
 
 impl ProfileError {
     fn read(e: impl std::fmt::Display) -> Self {
         Self::Read(redact::text(&e.to_string()))
+    }
+
+    /// A read error, or the memory pool's refusal told as the option to change.
+    fn from_datafusion(e: datafusion::error::DataFusionError, limits: &Limits) -> Self {
+        if matches!(
+            e.find_root(),
+            datafusion::error::DataFusionError::ResourcesExhausted(_)
+        ) {
+            // DataFusion lists the pool's consumers first; what failed is said last.
+            let text = e.find_root().to_string();
+            let what = text.rsplit("Error: ").next().unwrap_or(&text).trim();
+            return Self::Memory {
+                limit: limits::human_bytes(limits.memory_bytes),
+                reason: redact::text(what),
+            };
+        }
+        Self::read(e)
     }
 }
 
@@ -696,6 +721,7 @@ pub async fn profile_table(
     ctx: &SessionContext,
     loc: &Location,
     t: &DiscoveredTable,
+    limits: &Limits,
 ) -> TableProfile {
     let mut p = TableProfile {
         table_name: t.name.clone(),
@@ -712,7 +738,7 @@ pub async fn profile_table(
         widened_columns: Vec::new(),
         columns: Vec::new(),
     };
-    if let Err(e) = profile_into(ctx, loc, t, &mut p).await {
+    if let Err(e) = profile_into(ctx, loc, t, limits, &mut p).await {
         tracing::warn!(table = %t.name, "table failed: {e}");
         p.status = TableStatus::Failed;
         p.error_message = Some(e.to_string());
@@ -726,6 +752,7 @@ async fn profile_into(
     ctx: &SessionContext,
     loc: &Location,
     t: &DiscoveredTable,
+    limits: &Limits,
     p: &mut TableProfile,
 ) -> Result<(), ProfileError> {
     if let Some(problem) = &t.problem {
@@ -792,14 +819,14 @@ async fn profile_into(
                         source.provider =
                             listing_table(ctx, loc, t, Some(Arc::new(Schema::new(fields)))).await?;
                     }
-                    _ => return Err(ProfileError::read(msg)),
+                    _ => return Err(ProfileError::from_datafusion(e, limits)),
                 }
             }
         }
     };
     let samples = samples(ctx, source.provider.clone())
         .await
-        .map_err(ProfileError::read)?;
+        .map_err(|e| ProfileError::from_datafusion(e, limits))?;
     let schema = source.provider.schema();
     p.row_count = Some(source.row_count.unwrap_or(stats.rows));
     p.column_count = schema.fields().len() as i32;
@@ -835,8 +862,10 @@ async fn profile_into(
     Ok(())
 }
 
-/// A DataFusion session sized for this machine, with the location's store registered.
-pub fn session_for(locs: &[&Location]) -> SessionContext {
+/// A DataFusion session sized for this machine, drawing on the process's memory pool, with
+/// the location's store registered behind the line limit of text files (those of `tables`,
+/// and any other whose name says CSV or JSON).
+pub fn session_for(loc: &Location, limits: &Limits, tables: &[DiscoveredTable]) -> SessionContext {
     let cores = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(2);
@@ -844,11 +873,40 @@ pub fn session_for(locs: &[&Location]) -> SessionContext {
         .with_target_partitions(cores)
         .with_batch_size(8192)
         .with_information_schema(true);
-    let ctx = SessionContext::new_with_config(config);
-    for l in locs {
-        ctx.register_object_store(&l.store_url, l.store.clone());
-    }
+    let ctx = SessionContext::new_with_config_rt(config, limits.runtime());
+    let store = LineLimitStore::new(
+        loc.store.clone(),
+        limits.max_record_bytes,
+        text_files(tables),
+    );
+    ctx.register_object_store(&loc.store_url, Arc::new(store));
     ctx
+}
+
+/// Which files the line limit measures, and how they are encoded: every file of a CSV or
+/// JSON table (names need not say so: formats are also sniffed), then names that say so.
+fn text_files(tables: &[DiscoveredTable]) -> Classify {
+    let codec = |c: Compression| match c {
+        Compression::None => TextCodec::Plain,
+        Compression::Gzip => TextCodec::Gzip,
+        Compression::Bzip2 => TextCodec::Bzip2,
+        Compression::Xz => TextCodec::Xz,
+        Compression::Zstd => TextCodec::Zstd,
+    };
+    let known: std::collections::HashMap<object_store::path::Path, TextCodec> = tables
+        .iter()
+        .filter(|t| matches!(t.format, Format::Csv | Format::Json))
+        .flat_map(|t| {
+            t.files
+                .iter()
+                .map(move |f| (f.location.clone(), codec(t.compression)))
+        })
+        .collect();
+    Arc::new(move |p: &object_store::path::Path| {
+        known.get(p).copied().or_else(|| {
+            crate::discover::text_compression(p.filename().unwrap_or_default()).map(codec)
+        })
+    })
 }
 
 #[cfg(test)]
