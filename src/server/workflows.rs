@@ -56,6 +56,18 @@ pub(super) fn store(s: &AppState) -> Store {
     Store::new(s.0.warehouse.clone())
 }
 
+/// Runs a notebook-store call on a blocking thread, driven by the same runtime: parsing,
+/// hashing and diffing notebooks of tens of megabytes is CPU work, and the async workers must
+/// stay free to answer `/health` and the other requests meanwhile.
+pub(super) async fn off_workers<T: Send + 'static>(
+    work: impl std::future::Future<Output = T> + Send + 'static,
+) -> Result<T, ApiError> {
+    let rt = tokio::runtime::Handle::current();
+    tokio::task::spawn_blocking(move || rt.block_on(work))
+        .await
+        .map_err(ApiError::internal)
+}
+
 /// The workflow's notebook versions.
 #[utoipa::path(get, path = "/workflows/{workflow_id}/notebooks", tag = "notebooks",
     params(("workflow_id" = String, Path, description = "The workflow")),
@@ -96,11 +108,13 @@ pub(super) async fn put_notebook(
     body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
     check_workflow(&workflow_id)?;
-    let text =
-        std::str::from_utf8(&body).map_err(|_| ApiError::bad_request("the body is not UTF-8"))?;
-    let r = store(&s)
-        .put(&workflow_id, text, q.created_by.as_deref())
-        .await?;
+    let st = store(&s);
+    let r = off_workers(async move {
+        let text = std::str::from_utf8(&body)
+            .map_err(|_| ApiError::bad_request("the body is not UTF-8"))?;
+        Ok::<_, ApiError>(st.put(&workflow_id, text, q.created_by.as_deref()).await?)
+    })
+    .await??;
     Ok(Json(serde_json::to_value(r)?))
 }
 
@@ -159,7 +173,8 @@ pub(super) async fn diff_notebooks(
     let from =
         version_of(&from, "from")?.ok_or_else(|| ApiError::bad_request("from must be a number"))?;
     let to = version_of(&to, "to")?.ok_or_else(|| ApiError::bad_request("to must be a number"))?;
-    let d = store(&s).diff(&workflow_id, from, to).await?;
+    let st = store(&s);
+    let d = off_workers(async move { st.diff(&workflow_id, from, to).await }).await??;
     Ok(Json(serde_json::to_value(d)?))
 }
 
@@ -217,9 +232,12 @@ pub(super) async fn get_mapping(
     Query(q): Query<MappingQuery>,
 ) -> Result<Json<Value>, ApiError> {
     check_workflow(&workflow_id)?;
-    let r = store(&s)
-        .get_mapping(&workflow_id, workflow_version, q.notebook_version, None)
-        .await?;
+    let st = store(&s);
+    let r = off_workers(async move {
+        st.get_mapping(&workflow_id, workflow_version, q.notebook_version, None)
+            .await
+    })
+    .await??;
     Ok(Json(serde_json::to_value(r)?))
 }
 
@@ -256,14 +274,17 @@ pub(super) async fn resolve_mapping(
     let b: ResolveBody = serde_json::from_slice(&body)
         .map_err(|e| ApiError::bad_request(format!("malformed resolve request: {e}")))?;
     let wf = b.workflow.map(|w| w.to_string());
-    let r = store(&s)
-        .get_mapping(
+    let st = store(&s);
+    let r = off_workers(async move {
+        st.get_mapping(
             &workflow_id,
             workflow_version,
             b.notebook_version,
             wf.as_deref(),
         )
-        .await?;
+        .await
+    })
+    .await??;
     Ok(Json(serde_json::to_value(r)?))
 }
 
@@ -290,9 +311,12 @@ pub(super) async fn put_mapping(
         return Err(ApiError::bad_request("workflow_version must be 1 or more"));
     }
     let (nv, m, wf) = mapping_body(&body)?;
-    let r = store(&s)
-        .put_mapping(&workflow_id, workflow_version, nv, m, wf.as_deref())
-        .await?;
+    let st = store(&s);
+    let r = off_workers(async move {
+        st.put_mapping(&workflow_id, workflow_version, nv, m, wf.as_deref())
+            .await
+    })
+    .await??;
     Ok(Json(serde_json::to_value(r)?))
 }
 
@@ -311,8 +335,8 @@ pub(super) async fn check_mapping(
 ) -> Result<Json<Value>, ApiError> {
     check_workflow(&workflow_id)?;
     let (nv, m, wf) = mapping_body(&body)?;
-    let v = store(&s)
-        .check_mapping(&workflow_id, nv, &m, wf.as_deref())
-        .await?;
+    let st = store(&s);
+    let v = off_workers(async move { st.check_mapping(&workflow_id, nv, &m, wf.as_deref()).await })
+        .await??;
     Ok(Json(json!({"valid": true, "notebook_version": v})))
 }

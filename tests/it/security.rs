@@ -851,3 +851,63 @@ async fn links_inside_a_source_are_not_followed_out_of_it() {
     assert!(!done.to_string().contains("S3CRET-MARKER"));
     let _ = stop.send(());
 }
+
+/// Notebook work is CPU work (parsing, hashing, diffing tens of megabytes); it runs off the
+/// async workers, so with a single worker `/health` keeps answering while a big notebook is
+/// stored. Without that, one answer waits for the whole parse.
+#[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+async fn health_answers_while_a_big_notebook_is_stored() {
+    let d = tmp();
+    let mut cfg = config(&d.path().join("wh"), Some("k"));
+    cfg.notebook_body_limit = 64 << 20;
+    let (addr, stop) = serve(cfg).await;
+    let cells: Vec<serde_json::Value> = (0..40_000)
+        .map(|i| {
+            serde_json::json!({
+                "id": format!("cell-{i}"), "cell_type": "code", "metadata": {},
+                "execution_count": null, "outputs": [],
+                "source": [format!("df_{i} = spark.table('t_{i}')\n"), "x".repeat(400)]
+            })
+        })
+        .collect();
+    let nb =
+        serde_json::json!({"nbformat": 4, "nbformat_minor": 5, "metadata": {}, "cells": cells})
+            .to_string();
+    assert!(nb.len() > 16 << 20, "{}", nb.len());
+    let started = std::time::Instant::now();
+    let put = tokio::spawn(async move {
+        raw(
+            addr,
+            "POST /workflows/wf_big/notebooks",
+            &[
+                "Authorization: Bearer k",
+                "Content-Type: application/json",
+                "Host: 127.0.0.1",
+            ],
+            &nb,
+        )
+        .await
+    });
+    // The gaps between answers: this task shares the one worker, so a blocked worker shows
+    // as a long gap, whichever request it falls on.
+    let mut waits = Vec::new();
+    let mut last = std::time::Instant::now();
+    while !put.is_finished() {
+        let (code, _) = raw(addr, "GET /health", &["Host: 127.0.0.1"], "").await;
+        assert_eq!(code, 200);
+        waits.push(last.elapsed());
+        last = std::time::Instant::now();
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let (code, v) = put.await.unwrap();
+    let took = started.elapsed();
+    assert_eq!(code, 200, "{v}");
+    assert_eq!(v["notebook_version"], 1, "{v}");
+    let longest = waits.iter().max().copied().unwrap_or_default();
+    assert!(waits.len() >= 5, "{} answers in {took:?}", waits.len());
+    assert!(
+        longest * 3 < took,
+        "the longest gap between /health answers was {longest:?} of a {took:?} store: {waits:?}"
+    );
+    let _ = stop.send(());
+}
