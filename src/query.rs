@@ -68,6 +68,38 @@ async fn rows(ctx: &SessionContext, q: &str) -> Result<Vec<Map<String, Value>>, 
     Ok(to_json_rows(&batches)?)
 }
 
+/// Of `rows`, those of recorded runs (or of none: rows written before runs were recorded),
+/// and per `key` only the latest recorded run's, in their order.
+fn latest_recorded(
+    rows: Vec<Map<String, Value>>,
+    recorded: &HashMap<String, String>,
+    key: &[&str],
+) -> Vec<Map<String, Value>> {
+    let rank = |r: &Map<String, Value>| -> Option<(String, String)> {
+        match r.get("run_id").and_then(Value::as_str) {
+            None => Some((String::new(), String::new())),
+            Some(run) => recorded.get(run).map(|f| (f.clone(), run.to_string())),
+        }
+    };
+    let key_of = |r: &Map<String, Value>| -> Vec<Option<String>> {
+        key.iter()
+            .map(|k| r.get(*k).and_then(Value::as_str).map(str::to_string))
+            .collect()
+    };
+    let mut best: HashMap<Vec<Option<String>>, (String, String)> = HashMap::new();
+    for r in &rows {
+        if let Some(rk) = rank(r) {
+            let e = best.entry(key_of(r)).or_insert_with(|| rk.clone());
+            if rk > *e {
+                *e = rk;
+            }
+        }
+    }
+    rows.into_iter()
+        .filter(|r| rank(r).is_some_and(|rk| best.get(&key_of(r)) == Some(&rk)))
+        .collect()
+}
+
 /// The nested view of a workflow's metadata: its latest successful run, and its sources
 /// with their tables and columns. `workflow_id`/`source_id` must be validated ids.
 pub async fn workflow_metadata(
@@ -123,6 +155,29 @@ pub async fn workflow_metadata(
 
     let s_of =
         |m: &Map<String, Value>, k: &str| m.get(k).and_then(Value::as_str).map(str::to_string);
+    // Only recorded runs are shown, and of those the latest per source and per table: a run
+    // is recorded (`executor_runs`, succeeded or partial) after all its rows are written, so
+    // a run that died while writing is never half-seen, and what an earlier run left stays
+    // until a newer one is recorded.
+    let recorded: HashMap<String, String> = rows(
+        ctx,
+        &format!(
+            "SELECT run_id, CAST(finished_at AS STRING) AS finished_at FROM executor_runs \
+             WHERE workflow_id = {} AND status IN ('succeeded', 'partial')",
+            sql_literal(workflow_id)
+        ),
+    )
+    .await?
+    .into_iter()
+    .filter_map(|r| {
+        Some((
+            s_of(&r, "run_id")?,
+            s_of(&r, "finished_at").unwrap_or_default(),
+        ))
+    })
+    .collect();
+    let sources = latest_recorded(sources, &recorded, &["source_id", "source_path"]);
+    let tables = latest_recorded(tables, &recorded, &["source_id", "file_path", "table_name"]);
     // Grouped once, so nesting is linear in the rows (a workflow may have many thousands of
     // columns).
     type Key = (Option<String>, Option<String>);

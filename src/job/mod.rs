@@ -7,6 +7,7 @@ pub mod payload;
 mod write;
 
 use write::{prepare_warehouse, record_run, write_results};
+pub use write::{retract, settle};
 
 use std::io::IsTerminal;
 use std::time::Instant;
@@ -432,14 +433,23 @@ pub async fn run(opts: JobOptions) -> JobReport {
             }
         }
         report.finished_at = Utc::now();
-        if opts.record_run
-            && let Err(e) = record_run(w, &report).await
-        {
-            tracing::error!("recording the run in executor_runs failed: {e}");
-            report.status = RunStatus::Failed;
-            report
-                .error
-                .get_or_insert(format!("recording the run failed: {e}"));
+        if opts.record_run {
+            match record_run(w, &report).await {
+                // Recorded: the run is what readers see; the earlier rows can go.
+                Ok(()) if report.written => write::settle(w, &report).await,
+                Ok(()) => {}
+                Err(e) => {
+                    tracing::error!("recording the run in executor_runs failed: {e}");
+                    if report.written {
+                        write::retract(w, &report).await;
+                        report.written = false;
+                    }
+                    report.status = RunStatus::Failed;
+                    report
+                        .error
+                        .get_or_insert(format!("recording the run failed: {e}"));
+                }
+            }
         }
         report.warehouse_requests = w.root.requests();
     }

@@ -1,7 +1,9 @@
-//! Writing a run: the warehouse readied (migrations, table checks), then the job's rows in
-//! one commit per table (`columns`, `tables`, `sources`), each replacing exactly the rows of
-//! the `(workflow_id, source_id)` pairs the job processed (a shard only its own tables'),
-//! and the run recorded in `executor_runs`.
+//! Writing a run: the warehouse readied (migrations, table checks), then the job's rows
+//! appended in one commit per table (`columns`, `tables`, `sources`), the run recorded in
+//! `executor_runs` (the commit point: readers see a run's rows only once it is recorded as
+//! succeeded or partial), and then the rows earlier runs left for the same
+//! `(workflow_id, source_id)` pairs removed (a shard's: only its own tables'). A run that
+//! cannot be recorded takes its rows back.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -49,8 +51,6 @@ pub(super) async fn write_results(w: &Warehouse, report: &JobReport) -> Result<(
     if groups.is_empty() {
         return Ok(());
     }
-    let source_ids: Vec<Option<String>> = groups.iter().map(|(s, _)| s.clone()).collect();
-    let predicate = warehouse::replace_predicate(&report.workflow_id, &source_ids);
     let srcs: Vec<&SourceReport> = groups.iter().flat_map(|(_, m)| m.iter().copied()).collect();
     let wf = report.workflow_id.as_str();
     let run = report.run_id.as_str();
@@ -176,52 +176,147 @@ pub(super) async fn write_results(w: &Warehouse, report: &JobReport) -> Result<(
         )
         .build()?;
 
-    // Children before parents: a reader that sees a source row also sees its tables.
+    // Appended, not replaced: the rows an earlier run left stay whole, and the only ones
+    // readers see, until this run is recorded in `executor_runs` (the commit point); then
+    // [`settle`] removes them. Children before parents.
+    let mut appended = false;
     for (def, batch) in [
         (&warehouse::COLUMNS, columns),
         (&warehouse::TABLES, tables_batch),
         (&warehouse::SOURCES, sources),
     ] {
-        // Shards replace only the rows of the tables they own (found now, or stored by an
-        // earlier run and now gone from the source), so they never erase each other's;
-        // shard 0 writes the source rows.
-        let predicate = match report.shard {
-            None => predicate.clone(),
-            Some(_) if def.name == warehouse::SOURCES.name => {
-                if report.shard.is_some_and(|s| s.index != 0) {
-                    continue;
-                }
-                predicate.clone()
-            }
-            Some(shard) => {
-                let mut names: BTreeSet<String> = srcs
-                    .iter()
-                    .flat_map(|s| s.tables.iter().map(|t| t.table_name.clone()))
-                    .collect();
-                names.extend(
-                    stored_table_names(w, &predicate)
-                        .await?
-                        .into_iter()
-                        .filter(|n| shard.owns(n)),
-                );
-                if names.is_empty() {
-                    continue;
-                }
-                let list: Vec<String> = names.iter().map(|n| warehouse::sql_literal(n)).collect();
-                format!("{predicate} AND table_name IN ({})", list.join(", "))
-            }
-        };
-        let table = w.ensure_valid(def).await?;
+        // Shard 0 writes the source rows.
+        if def.name == warehouse::SOURCES.name && report.shard.is_some_and(|s| s.index != 0) {
+            continue;
+        }
         let rows = batch.num_rows();
-        let t = w.replace(def, table, batch, predicate, run).await?;
-        tracing::info!(
-            table = def.name,
-            rows,
-            version = t.version().unwrap_or_default(),
-            "written"
-        );
+        if rows == 0 {
+            continue;
+        }
+        let written = async {
+            let table = w.ensure_valid(def).await?;
+            w.append(def, table, batch, run).await
+        }
+        .await;
+        match written {
+            Ok(t) => {
+                appended = true;
+                tracing::info!(
+                    table = def.name,
+                    rows,
+                    version = t.version().unwrap_or_default(),
+                    "written"
+                );
+            }
+            Err(e) => {
+                if appended {
+                    retract(w, report).await;
+                }
+                return Err(e);
+            }
+        }
     }
     Ok(())
+}
+
+/// The rows that the run's `(workflow_id, source_id)` pairs hold in `tables` and `columns`,
+/// as a predicate; a shard's are only those of its own tables (found now, or stored by an
+/// earlier run and now gone from the source). `None`: none.
+async fn scope_of(
+    w: &Warehouse,
+    report: &JobReport,
+    predicate: &str,
+    srcs: &[&SourceReport],
+) -> Result<Option<String>, WarehouseError> {
+    let Some(shard) = report.shard else {
+        return Ok(Some(predicate.to_string()));
+    };
+    let mut names: BTreeSet<String> = srcs
+        .iter()
+        .flat_map(|s| s.tables.iter().map(|t| t.table_name.clone()))
+        .collect();
+    names.extend(
+        stored_table_names(w, predicate)
+            .await?
+            .into_iter()
+            .filter(|n| shard.owns(n)),
+    );
+    if names.is_empty() {
+        return Ok(None);
+    }
+    let list: Vec<String> = names.iter().map(|n| warehouse::sql_literal(n)).collect();
+    Ok(Some(format!(
+        "{predicate} AND table_name IN ({})",
+        list.join(", ")
+    )))
+}
+
+/// After the run is recorded: removes what its pairs held from earlier runs (and from runs
+/// that died while writing), so each pair holds one run again. A failure here changes
+/// nothing readers see (they go by the recorded run); the next run of the pair finishes it.
+pub async fn settle(w: &Warehouse, report: &JobReport) {
+    let groups = writable_groups(report);
+    if groups.is_empty() {
+        return;
+    }
+    let source_ids: Vec<Option<String>> = groups.iter().map(|(s, _)| s.clone()).collect();
+    let predicate = warehouse::replace_predicate(&report.workflow_id, &source_ids);
+    let srcs: Vec<&SourceReport> = groups.iter().flat_map(|(_, m)| m.iter().copied()).collect();
+    let run = report.run_id.as_str();
+    // Found once, before anything is removed: `columns` follows what `tables` held.
+    let scope = match scope_of(w, report, &predicate, &srcs).await {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(
+                "finding the rows of earlier runs failed ({e}); readers see this run only, and the next run of these sources removes them"
+            );
+            return;
+        }
+    };
+    // Parents first: a reader that joins naively never meets a child whose parent is gone.
+    for def in [&warehouse::SOURCES, &warehouse::TABLES, &warehouse::COLUMNS] {
+        let rows = if def.name == warehouse::SOURCES.name {
+            // Shard 0 writes the source rows.
+            if report.shard.is_some_and(|s| s.index != 0) {
+                continue;
+            }
+            predicate.clone()
+        } else {
+            match &scope {
+                Some(s) => s.clone(),
+                None => continue,
+            }
+        };
+        let older = format!(
+            "{rows} AND (run_id IS NULL OR run_id <> {})",
+            warehouse::sql_literal(run)
+        );
+        if let Err(e) = w.delete_where(def, &older, run).await {
+            tracing::warn!(
+                table = def.name,
+                "removing the rows of earlier runs failed ({e}); readers see this run only, and the next run of these sources removes them"
+            );
+        }
+    }
+}
+
+/// Takes back the rows a run appended when it cannot be recorded (its write or its record
+/// failed). Readers never saw them; this keeps the tables to one run per pair for those who
+/// read them without the recorded-run rule.
+pub async fn retract(w: &Warehouse, report: &JobReport) {
+    let mine = format!(
+        "workflow_id = {} AND run_id = {}",
+        warehouse::sql_literal(&report.workflow_id),
+        warehouse::sql_literal(&report.run_id)
+    );
+    for def in [&warehouse::SOURCES, &warehouse::TABLES, &warehouse::COLUMNS] {
+        if let Err(e) = w.delete_where(def, &mine, &report.run_id).await {
+            tracing::warn!(
+                table = def.name,
+                "taking back the rows of a run that was not recorded failed ({e}); readers do not see them, and the next run of these sources removes them"
+            );
+        }
+    }
 }
 
 /// The table names stored in `tables` for the rows `predicate` selects.

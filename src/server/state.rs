@@ -231,11 +231,16 @@ impl AppState {
     /// Waits for a change's commit and shows it (unless a later change is queued, whose
     /// commit will). A failed commit is logged and the change shown anyway: the job goes
     /// on, and a restart would mark it interrupted.
-    pub(super) async fn committed(&self, p: Option<Pending>) {
-        let Some(p) = p else { return };
-        if let Err(e) = journal::wait(p.ack).await {
-            tracing::error!(job_id = %p.id, "the job's state could not be recorded: {e}");
-        }
+    /// Waits for a state change to be recorded; `false`: it could not be.
+    pub(super) async fn committed(&self, p: Option<Pending>) -> bool {
+        let Some(p) = p else { return false };
+        let recorded = match journal::wait(p.ack).await {
+            Ok(_) => true,
+            Err(e) => {
+                tracing::error!(job_id = %p.id, "the job's state could not be recorded: {e}");
+                false
+            }
+        };
         let mut jobs = self.0.jobs.lock().await;
         if let Some(job) = jobs.get_mut(&p.id)
             && job.queued == p.seq
@@ -243,15 +248,17 @@ impl AppState {
         {
             job.record = next;
         }
+        recorded
     }
 
+    /// Records a job's final state; `false`: it could not be recorded.
     pub(super) async fn set_final(
         &self,
         id: &str,
         status: JobState,
         error: Option<String>,
         result: Option<Value>,
-    ) {
+    ) -> bool {
         let p = {
             let mut jobs = self.0.jobs.lock().await;
             let result_bytes = result
@@ -266,7 +273,7 @@ impl AppState {
                 r.finished_at = Some(now());
             })
         };
-        self.committed(p).await;
+        self.committed(p).await
     }
 
     /// Stops taking jobs (creates answer 503 from now on).
@@ -403,13 +410,22 @@ pub(super) async fn run_job(s: AppState, id: String, spec: payload::JobSpec, can
         return;
     };
     let result = serde_json::to_value(&report).ok();
-    s.set_final(
-        &id,
-        JobState::Finished(report.status),
-        report.error.clone(),
-        result,
-    )
-    .await;
+    let recorded = s
+        .set_final(
+            &id,
+            JobState::Finished(report.status),
+            report.error.clone(),
+            result,
+        )
+        .await;
+    // The final state is the run's commit point (see `job::settle`).
+    if report.written {
+        if recorded {
+            job::settle(&s.0.warehouse, &report).await;
+        } else {
+            job::retract(&s.0.warehouse, &report).await;
+        }
+    }
 }
 
 #[cfg(test)]

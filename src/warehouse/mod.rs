@@ -380,11 +380,7 @@ impl Warehouse {
                         attempt,
                         "concurrent commit, re-running the replace: {e}"
                     );
-                    let jitter = u64::from(uuid::Uuid::new_v4().as_u128() as u8);
-                    tokio::time::sleep(std::time::Duration::from_millis(
-                        20 * u64::from(attempt) + jitter,
-                    ))
-                    .await;
+                    conflict_pause(attempt).await;
                     table = self
                         .open(def)
                         .await?
@@ -395,7 +391,44 @@ impl Warehouse {
         }
     }
 
-    /// Appends `batch` in one commit.
+    /// Deletes the rows matching `predicate` in one commit (re-run on a concurrent commit,
+    /// like [`Warehouse::replace`]).
+    pub async fn delete_where(
+        &self,
+        def: &TableDef,
+        predicate: &str,
+        run_id: &str,
+    ) -> Result<(), WarehouseError> {
+        let mut attempt = 0u32;
+        loop {
+            let Some(table) = self.open(def).await? else {
+                return Ok(());
+            };
+            let deleted = table
+                .delete()
+                .with_predicate(predicate.to_string())
+                .with_commit_properties(commit_properties(run_id))
+                .await;
+            match deleted {
+                Ok(_) => return Ok(()),
+                Err(DeltaTableError::Transaction {
+                    source: deltalake::kernel::transaction::TransactionError::CommitConflict(e),
+                }) if attempt < 20 => {
+                    attempt += 1;
+                    tracing::info!(
+                        table = def.name,
+                        attempt,
+                        "concurrent commit, re-running the delete: {e}"
+                    );
+                    conflict_pause(attempt).await;
+                }
+                Err(e) => return Err(self.err(def, e)),
+            }
+        }
+    }
+
+    /// Appends `batch` in one commit (re-run on a concurrent commit: delta-rs counts an
+    /// append as having read the table, so a concurrent delete conflicts with it).
     pub async fn append(
         &self,
         def: &TableDef,
@@ -403,13 +436,45 @@ impl Warehouse {
         batch: RecordBatch,
         run_id: &str,
     ) -> Result<DeltaTable, WarehouseError> {
-        table
-            .write(vec![batch])
-            .with_save_mode(SaveMode::Append)
-            .with_commit_properties(commit_properties(run_id))
-            .await
-            .map_err(|e| self.err(def, e))
+        let mut table = table;
+        let mut attempt = 0u32;
+        loop {
+            let written = table
+                .clone()
+                .write(vec![batch.clone()])
+                .with_save_mode(SaveMode::Append)
+                .with_commit_properties(commit_properties(run_id))
+                .await;
+            match written {
+                Ok(t) => return Ok(t),
+                Err(DeltaTableError::Transaction {
+                    source: deltalake::kernel::transaction::TransactionError::CommitConflict(e),
+                }) if attempt < 20 => {
+                    attempt += 1;
+                    tracing::info!(
+                        table = def.name,
+                        attempt,
+                        "concurrent commit, re-running the append: {e}"
+                    );
+                    conflict_pause(attempt).await;
+                    table = self
+                        .open(def)
+                        .await?
+                        .ok_or_else(|| self.err(def, "table disappeared"))?;
+                }
+                Err(e) => return Err(self.err(def, e)),
+            }
+        }
     }
+}
+
+/// A growing, jittered pause before a commit that met a concurrent one is re-run.
+async fn conflict_pause(attempt: u32) {
+    let jitter = u64::from(uuid::Uuid::new_v4().as_u128() as u8);
+    tokio::time::sleep(std::time::Duration::from_millis(
+        20 * u64::from(attempt) + jitter,
+    ))
+    .await;
 }
 
 fn new_session(catalog: &str) -> Result<SessionContext, WarehouseError> {

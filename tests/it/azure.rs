@@ -356,6 +356,168 @@ async fn a_store_gone_mid_job_leaves_every_table_whole_and_a_rerun_succeeds() {
     );
 }
 
+/// What readers see of a (workflow_id, source_id) after `query` and the API's metadata view:
+/// table name -> number of columns shown, and the source row's run.
+fn seen(warehouse: &str) -> (Vec<(String, usize)>, String) {
+    let v = ok(bin()
+        .args([
+            "query",
+            "--workflow-id",
+            "wf_faults",
+            "--warehouse",
+            warehouse,
+        ])
+        .output()
+        .unwrap());
+    let src = &v["sources"].as_array().unwrap()[..];
+    assert_eq!(src.len(), 1, "{v}");
+    let tables = src[0]["tables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| {
+            let cols = t["columns"].as_array().unwrap().len();
+            assert_eq!(cols as i64, t["column_count"].as_i64().unwrap(), "{t}");
+            (t["table_name"].as_str().unwrap().to_string(), cols)
+        })
+        .collect();
+    (tables, src[0]["run_id"].as_str().unwrap().to_string())
+}
+
+/// The last of a job's three commits (`sources`) fails, once with the store answering and
+/// once with it gone for good (a kill): readers keep seeing the previous run whole (its
+/// source row, tables and columns), never the new run's `columns`/`tables` with the old
+/// source; a later run replaces it whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_last_commit_leaves_readers_on_the_previous_whole_run() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let Some(blob) = azurite() else { return };
+    let run = uuid::Uuid::new_v4().simple().to_string();
+    put_files(&format!("{blob}/lake/{run}"), SMALL_LAKE).await;
+    let proxy = crate::common::proxy::FaultProxy::start(upstream_of(&blob)).await;
+    let via = format!("http://127.0.0.1:{}/{AZURITE_ACCOUNT}", proxy.port);
+    let (source, warehouse) = (
+        format!("{via}/lake/{run}"),
+        format!("{via}/warehouse/{run}"),
+    );
+    let direct = format!("{blob}/warehouse/{run}");
+    let env = vec![
+        ("NUVYN_STORAGE_BACKOFF_MS", "10".to_string()),
+        ("NUVYN_STORAGE_MAX_RETRIES", "1".to_string()),
+    ];
+    let first = extract_async(source.clone(), warehouse.clone(), env.clone()).await;
+    assert!(
+        first.status.success(),
+        "{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
+    let first_run = stdout_json(&first)["run_id"].as_str().unwrap().to_string();
+    let before = seen(&direct);
+    assert_eq!(before.0, [("orders".to_string(), 2), ("people".into(), 4)]);
+    assert_eq!(before.1, first_run);
+
+    // The lake grows a table; the commit of `sources` is refused.
+    put_files(
+        &format!("{blob}/lake/{run}"),
+        &[("extra.csv", b"a,b,c,d\n1,2,3,4\n")],
+    )
+    .await;
+    proxy.set_plan(|_, line| {
+        if line.starts_with("PUT") && line.contains("/sources/_delta_log/") {
+            crate::common::proxy::Action::Unavailable
+        } else {
+            crate::common::proxy::Action::Forward
+        }
+    });
+    let second = extract_async(source.clone(), warehouse.clone(), env.clone()).await;
+    assert_eq!(
+        second.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&second.stderr)
+    );
+    let report = stdout_json(&second);
+    assert_eq!(report["written"], false, "{report:#}");
+    assert!(
+        report["error"].as_str().unwrap().contains("sources"),
+        "{report:#}"
+    );
+    assert_eq!(
+        seen(&direct),
+        before,
+        "readers still see the first run, whole"
+    );
+    // Its appended rows were taken back: the tables hold the first run only.
+    for table in ["tables", "columns"] {
+        let v = sql_json(
+            &direct,
+            &format!("SELECT DISTINCT run_id FROM {table}"),
+            &[],
+        );
+        assert_eq!(v, serde_json::json!([{"run_id": first_run}]), "{table}");
+    }
+
+    // Now the store goes away at that commit and stays away, as for a killed writer: the
+    // new run's rows stay in `columns` and `tables`, and readers still see the first run.
+    let gone = std::sync::Arc::new(AtomicBool::new(false));
+    let g = gone.clone();
+    proxy.set_plan(move |_, line| {
+        if g.load(Ordering::SeqCst)
+            || (line.starts_with("PUT") && line.contains("/sources/_delta_log/"))
+        {
+            g.store(true, Ordering::SeqCst);
+            crate::common::proxy::Action::Drop
+        } else {
+            crate::common::proxy::Action::Forward
+        }
+    });
+    let third = extract_async(source.clone(), warehouse.clone(), env.clone()).await;
+    assert_eq!(third.status.code(), Some(1));
+    assert!(gone.load(Ordering::SeqCst));
+    let left = sql_json(
+        &direct,
+        "SELECT count(DISTINCT run_id) AS runs FROM columns",
+        &[],
+    );
+    assert_eq!(left[0]["runs"], 2, "the unrecorded run's columns are there");
+    assert_eq!(seen(&direct), before, "and readers do not see them");
+    // The API's view is the same function `query` prints.
+    let w = nuvyn_executor::warehouse::Warehouse::new(location::parse(&direct).unwrap());
+    let api = nuvyn_executor::query::workflow_metadata(&w, "hive_metastore", "wf_faults", None)
+        .await
+        .unwrap();
+    assert_eq!(api["sources"][0]["run_id"], first_run.as_str());
+    assert_eq!(api["sources"][0]["tables"].as_array().unwrap().len(), 2);
+
+    // A clean run replaces it all with its own whole run.
+    proxy.set_plan(|_, _| crate::common::proxy::Action::Forward);
+    let fourth = extract_async(source, warehouse, env).await;
+    assert!(
+        fourth.status.success(),
+        "{}",
+        String::from_utf8_lossy(&fourth.stderr)
+    );
+    let fourth_run = stdout_json(&fourth)["run_id"].as_str().unwrap().to_string();
+    let after = seen(&direct);
+    assert_eq!(
+        after.0,
+        [
+            ("extra".to_string(), 4),
+            ("orders".into(), 2),
+            ("people".into(), 4)
+        ]
+    );
+    assert_eq!(after.1, fourth_run);
+    for table in ["sources", "tables", "columns"] {
+        let v = sql_json(
+            &direct,
+            &format!("SELECT DISTINCT run_id FROM {table}"),
+            &[],
+        );
+        assert_eq!(v, serde_json::json!([{"run_id": fourth_run}]), "{table}");
+    }
+}
+
 /// Eight processes start at once against one fresh Azure warehouse, each writing its own
 /// workflow and source: every commit lands (tables are created once, conflicting commits
 /// retry), row counts are exact, nothing is duplicated.

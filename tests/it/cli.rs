@@ -305,8 +305,9 @@ fn partial_failure_exits_3() {
 }
 
 /// Kills the writer at many points of its run, checking after each kill that every table
-/// is readable and holds, for the source, the rows of exactly one complete run; then a
-/// re-run converges to the same content as a clean run.
+/// is readable and that readers (`query`, and the SQL the README gives: rows of recorded
+/// runs) see, for the source, exactly one complete run; then a re-run converges to one run's
+/// rows in every table.
 #[test]
 fn killing_the_job_mid_write_never_corrupts_the_warehouse() {
     let d = tmp();
@@ -339,7 +340,9 @@ fn killing_the_job_mid_write_never_corrupts_the_warehouse() {
     // A first complete run, so that later kills interrupt a replacement of existing rows.
     assert!(extract().status().unwrap().success());
     let sql = |q: &str| sql_json(&wh, q, &[]);
+    let recorded = "SELECT run_id FROM executor_runs WHERE status IN ('succeeded', 'partial')";
     let mut kills = 0;
+    let mut unrecorded_rows_seen = false;
     for step in 0..12u64 {
         let mut child = extract().spawn().unwrap();
         std::thread::sleep(Duration::from_millis(40 + step * 90));
@@ -348,22 +351,71 @@ fn killing_the_job_mid_write_never_corrupts_the_warehouse() {
             kills += 1;
         }
         child.wait().unwrap();
-        for table in ["sources", "tables", "columns"] {
-            let v = sql(&format!(
-                "SELECT count(DISTINCT run_id) AS runs, count(*) AS n FROM {table} WHERE workflow_id = 'w' AND source_id = 's'"
-            ));
-            assert_eq!(
-                v[0]["runs"], 1,
-                "{table} mixes runs after a kill at step {step}: {v}"
-            );
+        // What `query` (and the API, which shares it) shows: one source of one recorded run,
+        // all seven tables, each with all its columns.
+        let out = bin()
+            .args(["query", "--workflow-id", "w", "--warehouse"])
+            .arg(&wh)
+            .output()
+            .unwrap();
+        let v = stdout_json(&out);
+        let sources = v["sources"].as_array().unwrap();
+        assert_eq!(sources.len(), 1, "after a kill at step {step}: {v}");
+        let tables = sources[0]["tables"].as_array().unwrap();
+        assert_eq!(tables.len(), 7, "after a kill at step {step}: {v}");
+        for t in tables {
+            let n = t["columns"].as_array().unwrap().len() as i64;
+            assert_eq!(n, t["column_count"].as_i64().unwrap(), "step {step}: {t}");
         }
-        let v = sql("SELECT count(*) AS n FROM columns WHERE workflow_id = 'w'");
-        assert_eq!(v[0]["n"], 6 * 4 + 5, "columns after kill at step {step}");
+        // The README's reading, rows of recorded runs only: each recorded run there has all
+        // its tables, each with all its columns. More than one is there only after a kill
+        // between a record and the removal of the earlier rows (parents first: sources,
+        // tables, columns), and `query` then shows the newest.
+        let per_run = |table: &str| -> std::collections::BTreeMap<String, i64> {
+            sql(&format!(
+                "SELECT run_id, count(*) AS n FROM {table} WHERE workflow_id = 'w' \
+                 AND source_id = 's' AND run_id IN ({recorded}) GROUP BY run_id"
+            ))
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| {
+                (
+                    r["run_id"].as_str().unwrap().to_string(),
+                    r["n"].as_i64().unwrap(),
+                )
+            })
+            .collect()
+        };
+        let (srcs, tbls, cols) = (per_run("sources"), per_run("tables"), per_run("columns"));
+        assert!(!srcs.is_empty(), "step {step}");
+        assert!(
+            srcs.keys().all(|r| tbls.get(r) == Some(&7)),
+            "step {step}: {srcs:?} {tbls:?}"
+        );
+        assert!(
+            tbls.keys().all(|r| cols.get(r) == Some(&29)),
+            "step {step}: {tbls:?} {cols:?}"
+        );
+        let all = sql("SELECT count(DISTINCT run_id) AS runs FROM columns WHERE workflow_id = 'w'");
+        unrecorded_rows_seen |= all[0]["runs"].as_u64().unwrap() > cols.len() as u64;
     }
     assert!(kills > 0, "no run was interrupted; the test proved nothing");
+    assert!(
+        unrecorded_rows_seen,
+        "no kill landed between an append and the record; the test proved little"
+    );
     assert!(extract().status().unwrap().success());
+    for table in ["sources", "tables", "columns"] {
+        let v = sql(&format!(
+            "SELECT count(DISTINCT run_id) AS runs FROM {table} WHERE workflow_id = 'w'"
+        ));
+        assert_eq!(v[0]["runs"], 1, "{table} after a clean re-run: {v}");
+    }
     let v = sql("SELECT count(*) AS n FROM tables WHERE workflow_id = 'w' AND source_id = 's'");
     assert_eq!(v[0]["n"], 7);
+    let v = sql("SELECT count(*) AS n FROM columns WHERE workflow_id = 'w'");
+    assert_eq!(v[0]["n"], 6 * 4 + 5);
 }
 
 #[test]
