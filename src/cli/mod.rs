@@ -38,6 +38,9 @@ Environment:
   NUVYN_DBFS_ROOT       where dbfs:/ paths are mounted (default /dbfs)
   NUVYN_MIGRATE_LOCK_WAIT_SECS
                         how long a migration waits for another run's lock (default 300)
+  NUVYN_MIGRATE_LOCK_LEASE_SECS
+                        how long a migration lock stays live unless its holder renews it
+                        (default 30; a dead run's lock is taken over after that)
   NUVYN_NOTEBOOK_MAX_BYTES
                         largest notebook `notebook put` stores (default 52428800)
   NUVYN_MEMORY_LIMIT    --memory-limit: memory every table being profiled may hold together
@@ -608,6 +611,8 @@ pub struct Env {
     pub dbfs_root: Option<String>,
     /// `NUVYN_MIGRATE_LOCK_WAIT_SECS`.
     pub migrate_lock_wait_secs: Option<String>,
+    /// `NUVYN_MIGRATE_LOCK_LEASE_SECS`.
+    pub migrate_lock_lease_secs: Option<String>,
     /// `NUVYN_NOTEBOOK_MAX_BYTES`.
     pub notebook_max_bytes: Option<String>,
     /// `NUVYN_MEMORY_LIMIT`.
@@ -627,6 +632,7 @@ impl std::fmt::Debug for Env {
             .field("api_key", &self.api_key.as_ref().map(|_| "<set>"))
             .field("dbfs_root", &self.dbfs_root)
             .field("migrate_lock_wait_secs", &self.migrate_lock_wait_secs)
+            .field("migrate_lock_lease_secs", &self.migrate_lock_lease_secs)
             .field("notebook_max_bytes", &self.notebook_max_bytes)
             .field("memory_limit", &self.memory_limit)
             .field("max_record_size", &self.max_record_size)
@@ -648,6 +654,7 @@ impl Env {
                 .filter(|s| !s.trim().is_empty()),
             dbfs_root: std::env::var("NUVYN_DBFS_ROOT").ok(),
             migrate_lock_wait_secs: std::env::var("NUVYN_MIGRATE_LOCK_WAIT_SECS").ok(),
+            migrate_lock_lease_secs: std::env::var("NUVYN_MIGRATE_LOCK_LEASE_SECS").ok(),
             notebook_max_bytes: std::env::var("NUVYN_NOTEBOOK_MAX_BYTES").ok(),
             memory_limit: std::env::var("NUVYN_MEMORY_LIMIT").ok(),
             max_record_size: std::env::var("NUVYN_MAX_RECORD_SIZE").ok(),
@@ -697,6 +704,18 @@ impl Env {
         let mut migrate = crate::migrate::MigratePolicy::default();
         if let Some(secs) = number("NUVYN_MIGRATE_LOCK_WAIT_SECS", &self.migrate_lock_wait_secs)? {
             migrate.lock_wait = std::time::Duration::from_secs(secs);
+        }
+        if let Some(secs) = number(
+            "NUVYN_MIGRATE_LOCK_LEASE_SECS",
+            &self.migrate_lock_lease_secs,
+        )? {
+            if secs == 0 {
+                return Err(ConfigError::Setting {
+                    name: "NUVYN_MIGRATE_LOCK_LEASE_SECS".into(),
+                    reason: "a lease must be at least 1 second".into(),
+                });
+            }
+            migrate.lock_lease = std::time::Duration::from_secs(secs);
         }
         let notebook_max_bytes = number("NUVYN_NOTEBOOK_MAX_BYTES", &self.notebook_max_bytes)?
             .map(|n| n as usize)
@@ -1131,16 +1150,48 @@ mod tests {
             e.to_string().starts_with("NUVYN_STORAGE_TIMEOUT_SECS:"),
             "{e}"
         );
+        for (env, name) in [
+            (
+                Env {
+                    migrate_lock_lease_secs: Some("0".into()),
+                    ..Default::default()
+                },
+                "NUVYN_MIGRATE_LOCK_LEASE_SECS: a lease must be at least 1 second",
+            ),
+            (
+                Env {
+                    memory_limit: Some("lots".into()),
+                    ..Default::default()
+                },
+                "NUVYN_MEMORY_LIMIT:",
+            ),
+            (
+                Env {
+                    max_record_size: Some("0".into()),
+                    ..Default::default()
+                },
+                "NUVYN_MAX_RECORD_SIZE:",
+            ),
+        ] {
+            let e = env.settings().unwrap_err().to_string();
+            assert!(e.starts_with(name), "{e}");
+        }
         let env = Env {
             dbfs_root: Some("/mnt/dbfs".into()),
             migrate_lock_wait_secs: Some("7".into()),
+            migrate_lock_lease_secs: Some("9".into()),
             notebook_max_bytes: Some("1000".into()),
+            memory_limit: Some("25%".into()),
+            max_record_size: Some("1M".into()),
             ..Default::default()
         };
         let s = env.settings().unwrap();
         assert_eq!(s.storage.dbfs_root, std::path::PathBuf::from("/mnt/dbfs"));
         assert_eq!(s.migrate.lock_wait, std::time::Duration::from_secs(7));
+        assert_eq!(s.migrate.lock_lease, std::time::Duration::from_secs(9));
         assert_eq!(s.notebook_max_bytes, 1000);
+        assert_eq!(s.memory_limit, MemoryLimit::Percent(25));
+        assert_eq!(s.max_record_bytes, 1 << 20);
         let d = Env::default().settings().unwrap();
         assert_eq!(d.storage, crate::storage::Settings::default());
         assert_eq!(d.notebook_max_bytes, crate::notebook::DEFAULT_MAX_BYTES);

@@ -177,7 +177,7 @@ async fn migrate(
 ) -> anyhow::Result<i32> {
     use crate::cli::MigrateAction as A;
     use crate::migrate::{Migrator, State};
-    let mut m = Migrator::new(Warehouse::new(warehouse)).with_lock_wait(settings.migrate.lock_wait);
+    let mut m = Migrator::new(Warehouse::new(warehouse)).with_policy(settings.migrate);
     if let Some(d) = dir {
         m = m.with_migrations(crate::migrate::read_dir(&d)?);
     }

@@ -46,12 +46,21 @@ pub enum MigrateError {
     )]
     Ahead { warehouse: u32, binary: u32 },
     #[error(
-        "another `migrate apply` holds the lock {lock} (since {since}, by {owner}); if none is running, `migrate repair` removes it"
+        "another `migrate apply` holds the lock {lock} (since {since}, by {owner}, its lease renewed until {expires}); a lock whose holder died is taken over once its lease runs out"
     )]
     Locked {
         lock: String,
         since: String,
         owner: String,
+        expires: String,
+    },
+    #[error(
+        "the migration lock {lock} belongs to a running migration ({owner}: its lease was just renewed, until {expires}); repair changes nothing while it runs"
+    )]
+    LockLive {
+        lock: String,
+        owner: String,
+        expires: String,
     },
     #[error("{script} line {line} failed: {reason}: {statement}")]
     Failed {

@@ -1,6 +1,6 @@
 //! The migrator: status, plan and apply (one step at a time, as delta-rs operations, each
-//! recorded in the history), validate and repair, serialised by a lock object created with a
-//! conditional write.
+//! recorded in the history), validate and repair, serialised by the migration lock
+//! (`lock.rs`).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -12,10 +12,10 @@ use datafusion::catalog::TableProvider;
 use deltalake::kernel::StructField;
 use deltalake::operations::optimize::OptimizeType;
 use deltalake::protocol::SaveMode;
-use object_store::{ObjectStoreExt, PutMode, PutOptions, PutPayload};
 
 use super::MigrateError;
 use super::history::*;
+use super::lock::{DEFAULT_LEASE, Held, MigrationLock};
 use super::model::*;
 use super::parse::*;
 use crate::warehouse::{self, SCHEMA_HISTORY, SCHEMA_NAME, SqlType, Warehouse};
@@ -33,6 +33,8 @@ pub struct Migrator {
     pub migrations: Vec<Migration>,
     /// How long `apply` waits for another run's lock.
     pub lock_wait: Duration,
+    /// How long a lock stays live without renewal.
+    pub lock_lease: Duration,
 }
 
 impl Migrator {
@@ -41,11 +43,19 @@ impl Migrator {
             w,
             migrations: embedded(),
             lock_wait: DEFAULT_LOCK_WAIT,
+            lock_lease: DEFAULT_LEASE,
         }
     }
 
     pub fn with_lock_wait(mut self, lock_wait: Duration) -> Self {
         self.lock_wait = lock_wait;
+        self
+    }
+
+    /// The lock settings of a job or command.
+    pub fn with_policy(mut self, policy: super::MigratePolicy) -> Self {
+        self.lock_wait = policy.lock_wait;
+        self.lock_lease = policy.lock_lease;
         self
     }
 
@@ -201,96 +211,29 @@ impl Migrator {
         self.w.root.prefix.clone().join(SCHEMA_NAME).join(LOCK_NAME)
     }
 
-    async fn lock(&self) -> Result<(), MigrateError> {
+    fn lock(&self) -> MigrationLock {
+        MigrationLock::new(&self.w.root, self.lock_path(), self.lock_lease)
+    }
+
+    async fn take_lock(&self) -> Result<Held, MigrateError> {
         self.w.root.ensure_dir().map_err(MigrateError::other)?;
         if let Some(d) = &self.w.root.local_dir {
             std::fs::create_dir_all(d.join(SCHEMA_NAME)).map_err(MigrateError::other)?;
         }
-        let path = self.lock_path();
         let owner = format!(
             "{}@{} pid {}",
             crate::VERSION,
             hostname(),
             std::process::id()
         );
-        let body = serde_json::json!({"owner": owner, "since": chrono::Utc::now().to_rfc3339()});
-        let started = Instant::now();
-        loop {
-            let put = self
-                .w
-                .root
-                .store
-                .put_opts(
-                    &path,
-                    PutPayload::from(body.to_string().into_bytes()),
-                    PutOptions::from(PutMode::Create),
-                )
-                .await;
-            match put {
-                Ok(_) => return Ok(()),
-                Err(object_store::Error::AlreadyExists { .. }) => {
-                    if started.elapsed() >= self.lock_wait {
-                        let held = self.read_lock().await;
-                        return Err(MigrateError::Locked {
-                            lock: self.w.root.display_of(&path),
-                            since: held["since"].as_str().unwrap_or("?").to_string(),
-                            owner: held["owner"].as_str().unwrap_or("?").to_string(),
-                        });
-                    }
-                    tracing::info!("waiting for another `migrate apply` to finish");
-                    tokio::time::sleep(Duration::from_millis(250)).await;
-                }
-                Err(e) => return Err(MigrateError::Other(self.w.root.explain(&e))),
-            }
-        }
+        self.lock().acquire(&owner, self.lock_wait).await
     }
 
-    /// Waits (up to the lock wait) while another run holds the migration lock; true when
-    /// there was one to wait for. A job that finds a migration in progress waits for it
-    /// instead of calling it unfinished.
+    /// Waits (up to the lock wait) while another live run holds the migration lock; true
+    /// when there was one to wait for. A job that finds a migration in progress waits for it
+    /// instead of calling it unfinished; a dead run's lock holds no one up.
     pub(super) async fn wait_while_locked(&self) -> Result<bool, MigrateError> {
-        let started = Instant::now();
-        let mut waited = false;
-        loop {
-            match self.w.root.store.head(&self.lock_path()).await {
-                Ok(_) if started.elapsed() < self.lock_wait => {
-                    if !waited {
-                        tracing::info!("another run is migrating the warehouse: waiting for it");
-                    }
-                    waited = true;
-                    tokio::time::sleep(Duration::from_millis(250)).await;
-                }
-                Ok(_) => {
-                    let held = self.read_lock().await;
-                    return Err(MigrateError::Locked {
-                        lock: self.w.root.display_of(&self.lock_path()),
-                        since: held["since"].as_str().unwrap_or("?").to_string(),
-                        owner: held["owner"].as_str().unwrap_or("?").to_string(),
-                    });
-                }
-                Err(object_store::Error::NotFound { .. }) => return Ok(waited),
-                Err(e) => return Err(MigrateError::Other(self.w.root.explain(&e))),
-            }
-        }
-    }
-
-    async fn read_lock(&self) -> serde_json::Value {
-        match self.w.root.store.get(&self.lock_path()).await {
-            Ok(r) => match r.bytes().await {
-                Ok(b) => serde_json::from_slice(&b).unwrap_or_default(),
-                Err(_) => serde_json::Value::Null,
-            },
-            Err(_) => serde_json::Value::Null,
-        }
-    }
-
-    async fn unlock(&self) {
-        if let Err(e) = self.w.root.store.delete(&self.lock_path()).await {
-            tracing::warn!(
-                "could not remove the migration lock: {}",
-                self.w.root.explain(&e)
-            );
-        }
+        self.lock().wait_while_held(self.lock_wait).await
     }
 
     async fn record(&self, rows: Vec<HistoryRow>) -> Result<(), MigrateError> {
@@ -348,9 +291,9 @@ impl Migrator {
             // Up to date: no lock taken, so jobs on a current warehouse never wait.
             return Ok(report);
         }
-        self.lock().await?;
+        let held = self.take_lock().await?;
         let result = self.apply_locked(target, &mut report).await;
-        self.unlock().await;
+        held.release().await;
         result.map(|()| report)
     }
 
@@ -649,13 +592,10 @@ impl Migrator {
 
     /// Removes failed and interrupted attempts from the history (so `status` is clean and
     /// `apply` starts them afresh), accepts the current checksums of edited applied files, and
-    /// removes a lock left by a run that died.
+    /// removes a lock left by a run that died. While a live run holds the lock (its lease is
+    /// renewed), it changes nothing: that run's unfinished history rows are its own.
     pub async fn repair(&self) -> Result<serde_json::Value, MigrateError> {
-        let mut removed_lock = false;
-        if self.w.root.store.head(&self.lock_path()).await.is_ok() {
-            self.unlock().await;
-            removed_lock = true;
-        }
+        let removed_lock = self.lock().remove_dead().await?;
         let mut removed_rows = 0;
         let mut realigned = Vec::new();
         if let Some(t) = self.w.open(&SCHEMA_HISTORY).await? {

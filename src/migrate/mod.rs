@@ -17,10 +17,11 @@
 //! that already happened are no-ops; UPDATEs are written to be re-runnable), so a failed or
 //! interrupted migration is resumed by applying again. History is the Delta table
 //! `_executor_metadata/_schema_history` (like Flyway's); a lock object created with a
-//! conditional write serialises concurrent `apply` runs.
+//! conditional write, whose lease its holder renews, serialises concurrent `apply` runs.
 
 mod error;
 mod history;
+mod lock;
 mod migrator;
 mod model;
 mod parse;
@@ -28,6 +29,7 @@ mod readiness;
 
 pub use error::MigrateError;
 pub use history::{Applied, ApplyReport, HistoryRow, MigrationStatus, State, Status};
+pub use lock::{DEFAULT_LEASE, LockBody};
 pub use migrator::Migrator;
 pub use model::ModelTable;
 pub use parse::{

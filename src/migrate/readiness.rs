@@ -68,6 +68,8 @@ pub struct MigratePolicy {
     pub apply_pending: bool,
     /// How long to wait for another run's migration lock.
     pub lock_wait: std::time::Duration,
+    /// How long a migration lock stays live without renewal.
+    pub lock_lease: std::time::Duration,
 }
 
 impl Default for MigratePolicy {
@@ -75,6 +77,7 @@ impl Default for MigratePolicy {
         Self {
             apply_pending: false,
             lock_wait: super::migrator::DEFAULT_LOCK_WAIT,
+            lock_lease: super::lock::DEFAULT_LEASE,
         }
     }
 }
@@ -86,7 +89,7 @@ pub async fn ensure_current(w: &Warehouse, policy: MigratePolicy) -> Result<(), 
     w.root
         .ensure_dir()
         .map_err(warehouse::WarehouseError::from)?;
-    let m = Migrator::new(w.clone()).with_lock_wait(policy.lock_wait);
+    let m = Migrator::new(w.clone()).with_policy(policy);
     let fix = || {
         format!(
             "run `nuvyn-executor migrate apply --warehouse {}`, or pass --migrate",
@@ -148,7 +151,7 @@ pub async fn validate_tables(
         w.root
             .ensure_dir()
             .map_err(warehouse::WarehouseError::from)?;
-        let m = Migrator::new(w.clone()).with_lock_wait(policy.lock_wait);
+        let m = Migrator::new(w.clone()).with_policy(policy);
         if readiness(&m).await? == Readiness::Fresh {
             m.apply(None, false).await?;
         }

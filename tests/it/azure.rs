@@ -775,3 +775,47 @@ async fn sources_on_one_container_keep_their_own_credentials() {
     assert_eq!(report["sources"][0]["tables"][0]["row_count"], 3);
     assert_eq!(report["sources"][1]["status"], "failed");
 }
+
+/// The migration lock on Azure: a dead run's lock is taken over with a conditional update
+/// (If-Match), one that looks live but is not renewed is removed by `repair` after a lease.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_migration_lock_is_taken_over_on_azure() {
+    let Some(blob) = azurite() else { return };
+    let run = uuid::Uuid::new_v4().simple().to_string();
+    let wh = format!("{blob}/warehouse/{run}");
+    let lock = "_executor_metadata/_migrate.lock";
+    let migrate = |args: &[&str], env: &[(&str, &str)]| {
+        let mut c = bin();
+        c.arg("migrate").args(args).args(["--warehouse", &wh]);
+        for (k, v) in env {
+            c.env(k, v);
+        }
+        c.output().unwrap()
+    };
+    let dead = serde_json::json!({"owner": "gone", "token": "x", "since": "2026-01-01T00:00:00Z",
+        "expires": "2026-01-01T00:00:30Z"});
+    put_files(&wh, &[(lock, dead.to_string().as_bytes())]).await;
+    let out = migrate(&["apply"], &[("EXECUTOR_LOG_LEVEL", "warn")]);
+    let e = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{e}");
+    assert!(e.contains("taking over the migration lock of gone"), "{e}");
+    let loc = location::parse(&wh).unwrap();
+    let path = lock.split('/').fold(loc.prefix.clone(), |p, s| p.join(s));
+    assert!(
+        matches!(
+            loc.store.head(&path).await,
+            Err(object_store::Error::NotFound { .. })
+        ),
+        "released"
+    );
+
+    let live = serde_json::json!({"owner": "stuck", "token": "y",
+        "since": chrono::Utc::now().to_rfc3339(),
+        "expires": (chrono::Utc::now() + chrono::Duration::hours(1)).to_rfc3339()});
+    put_files(&wh, &[(lock, live.to_string().as_bytes())]).await;
+    let r = ok(migrate(
+        &["repair"],
+        &[("NUVYN_MIGRATE_LOCK_LEASE_SECS", "1")],
+    ));
+    assert_eq!(r["removed_lock"], true);
+}

@@ -456,8 +456,8 @@ async fn edited_failed_and_interrupted_migrations() {
     assert_eq!(r["realigned_checksums"][0]["version"], 4);
     ok(migrate_with(&wh, &dir, &["validate"]));
 
-    // A run that died leaves its lock: the next apply waits, then names the holder, and
-    // repair removes it. (Nothing pending needs no lock, so V5 gives it work.)
+    // A run that died long ago (an executor before leases) left its lock: the next apply
+    // takes it over at once. (Nothing pending needs no lock, so V5 gives it work.)
     let lock = wh.join("_executor_metadata/_migrate.lock");
     std::fs::write(&lock, r#"{"owner":"test","since":"2026-01-01T00:00:00Z"}"#).unwrap();
     ok(migrate_with(&wh, &dir, &["apply"]));
@@ -471,19 +471,52 @@ async fn edited_failed_and_interrupted_migrations() {
         .arg(&dir)
         .arg("--warehouse")
         .arg(&wh)
+        .env("NUVYN_MIGRATE_LOCK_WAIT_SECS", "30")
+        .output()
+        .unwrap();
+    let e = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{e}");
+    assert!(e.contains("taking over the migration lock of test"), "{e}");
+    assert!(!lock.exists(), "released after the apply");
+
+    // A lock whose lease looks live: apply waits, then names the holder and the lease;
+    // repair watches it for one lease and, as nobody renews it, removes it.
+    let live = serde_json::json!({"owner": "test", "token": "t",
+        "since": chrono::Utc::now().to_rfc3339(),
+        "expires": (chrono::Utc::now() + chrono::Duration::hours(1)).to_rfc3339()});
+    std::fs::write(&lock, live.to_string()).unwrap();
+    std::fs::write(
+        dir.join("V6__more.sql"),
+        "ALTER TABLE hive_metastore._executor_metadata.tables ADD COLUMN note2 STRING;\n",
+    )
+    .unwrap();
+    let out = bin()
+        .args(["migrate", "apply", "--migrations"])
+        .arg(&dir)
+        .arg("--warehouse")
+        .arg(&wh)
         .env("NUVYN_MIGRATE_LOCK_WAIT_SECS", "1")
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
     let e = String::from_utf8_lossy(&out.stderr);
     assert!(
-        e.contains("another `migrate apply` holds the lock") && e.contains("by test"),
+        e.contains("another `migrate apply` holds the lock")
+            && e.contains("by test")
+            && e.contains("lease renewed until"),
         "{e}"
     );
-    let r = ok(migrate_with(&wh, &dir, &["repair"]));
+    let r = ok(bin()
+        .args(["migrate", "repair", "--migrations"])
+        .arg(&dir)
+        .arg("--warehouse")
+        .arg(&wh)
+        .env("NUVYN_MIGRATE_LOCK_LEASE_SECS", "1")
+        .output()
+        .unwrap());
     assert_eq!(r["removed_lock"], true);
     let r = ok(migrate_with(&wh, &dir, &["apply"]));
-    assert_eq!(r["to_version"], 5);
+    assert_eq!(r["to_version"], 6);
 
     // This binary knows V3 only: the warehouse is ahead of it, and jobs refuse to write.
     let out = bin()
@@ -496,7 +529,7 @@ async fn edited_failed_and_interrupted_migrations() {
     let err = stdout_json(&out)["error"].as_str().unwrap().to_string();
     assert!(
         err.contains(
-            "the warehouse schema is at V5, newer than this executor's V3: upgrade nuvyn-executor"
+            "the warehouse schema is at V6, newer than this executor's V3: upgrade nuvyn-executor"
         ),
         "{err}"
     );
@@ -585,8 +618,9 @@ fn a_job_with_migrate_upgrades_the_warehouse_first() {
     );
 }
 
-/// A migration killed mid-way is reported as interrupted, its lock names the dead run, and
-/// after `repair` an apply resumes it to the full schema.
+/// A migration killed mid-way is reported as interrupted; its lock, no longer renewed, holds
+/// the next run up for at most one lease (not the whole lock wait): that run takes it over
+/// and resumes to the full schema. Jobs likewise stop waiting for a dead run's lock.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_migration_is_reported_and_resumed() {
     let d = tmp();
@@ -596,6 +630,7 @@ async fn a_killed_migration_is_reported_and_resumed() {
         let mut child = bin_std()
             .args(["migrate", "apply", "--warehouse"])
             .arg(&wh)
+            .env("NUVYN_MIGRATE_LOCK_LEASE_SECS", "2")
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn()
@@ -640,17 +675,43 @@ async fn a_killed_migration_is_reported_and_resumed() {
             readiness(&m).await.unwrap(),
             Readiness::Unfinished { .. }
         ));
+        assert!(wh.join("_executor_metadata/_migrate.lock").exists());
+        // Once the dead run's lease (2 s) is out, a job does not wait for it (the default
+        // wait is 300 s): it is told at once what to do about the unfinished migration.
+        tokio::time::sleep(std::time::Duration::from_millis(2_500)).await;
+        let lake = d.path().join(format!("lake{attempt}"));
+        write(&lake.join("people.csv"), PEOPLE_CSV);
+        let started = std::time::Instant::now();
+        let job = bin()
+            .args(["extract", "--workflow-id", "w", "--warehouse"])
+            .arg(&wh)
+            .arg(&lake)
+            .output()
+            .unwrap();
+        assert_eq!(job.status.code(), Some(1));
+        let err = stdout_json(&job)["error"].as_str().unwrap().to_string();
+        assert!(!err.contains("holds the lock"), "{err}");
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(60),
+            "{:?}",
+            started.elapsed()
+        );
+        let started = std::time::Instant::now();
         let out = bin()
             .args(["migrate", "apply", "--warehouse"])
             .arg(&wh)
-            .env("NUVYN_MIGRATE_LOCK_WAIT_SECS", "1")
+            .env("NUVYN_MIGRATE_LOCK_LEASE_SECS", "2")
             .output()
             .unwrap();
-        assert_eq!(out.status.code(), Some(1));
-        assert!(String::from_utf8_lossy(&out.stderr).contains("holds the lock"));
-        let r = ok(migrate(&wh, &["repair"]));
-        assert_eq!(r["removed_lock"], true);
-        let r = ok(migrate(&wh, &["apply"]));
+        let e = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "{e}");
+        assert!(e.contains("taking over the migration lock"), "{e}");
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(60),
+            "{:?}",
+            started.elapsed()
+        );
+        let r = stdout_json(&out);
         assert_eq!(r["to_version"], 3);
         let check = ok(bin()
             .args(["schema_validation", "--no-create", "--warehouse"])
