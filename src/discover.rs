@@ -4,7 +4,7 @@
 //! bytes, text sniffing) where the extension says nothing. Nothing here reads more than the
 //! first bytes of a file.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 
 use bytes::Bytes;
 use futures::TryStreamExt;
@@ -18,6 +18,8 @@ use crate::storage::location::{Location, relative};
 
 /// How many leading bytes are read to sniff a format or a CSV dialect.
 const SNIFF_BYTES: u64 = 64 * 1024;
+/// Files sniffed at once: each sniff is one ranged read, mostly waiting on the store.
+const SNIFF_CONCURRENCY: usize = 32;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DiscoverError {
@@ -622,19 +624,31 @@ pub async fn discover(loc: &Location, filters: &Filters) -> Result<Discovery, Di
         });
     }
 
-    // Delta roots first: everything below one belongs to that table.
-    let mut delta_roots: BTreeSet<String> = BTreeSet::new();
+    // Delta roots first: everything below one belongs to that table. Each path is looked
+    // up by its folders (a set lookup per folder), so this stays linear in the objects.
+    let mut found_roots: HashSet<String> = HashSet::new();
     for m in &objects {
         let rel = rel_of(m);
         let segs: Vec<&str> = rel.split('/').collect();
         if let Some(i) = segs.iter().position(|s| *s == "_delta_log") {
-            let root = segs[..i].join("/");
-            if !delta_roots.iter().any(|r| is_under(&root, r)) {
-                delta_roots.retain(|r| !is_under(r, &root));
-                delta_roots.insert(root);
-            }
+            found_roots.insert(segs[..i].join("/"));
         }
     }
+    // A Delta table inside another one's folder is part of it.
+    let delta_roots: BTreeSet<String> = found_roots
+        .iter()
+        .filter(|r| !folders_above(r).any(|a| found_roots.contains(a)))
+        .cloned()
+        .collect();
+    let delta_root_of = |rel: &str| -> Option<String> {
+        if delta_roots.is_empty() {
+            return None;
+        }
+        folders_above(rel)
+            .chain(std::iter::once(rel))
+            .find(|a| delta_roots.contains(*a))
+            .map(str::to_string)
+    };
 
     let mut out = Discovery {
         skipped: escaped,
@@ -648,11 +662,11 @@ pub async fn discover(loc: &Location, filters: &Filters) -> Result<Discovery, Di
     let mut to_sniff: Vec<usize> = Vec::new();
     for m in objects.iter() {
         let rel = rel_of(m);
-        if let Some(root) = delta_roots.iter().find(|r| is_under(&rel, r)) {
+        if let Some(root) = delta_root_of(&rel) {
             let inner = rel[root.len()..].trim_start_matches('/');
             if !inner.starts_with("_delta_log") && !inner.split('/').any(is_system_name) {
                 out.files_found += 1;
-                delta_files.get_mut(root).expect("root").push(m.clone());
+                delta_files.get_mut(&root).expect("root").push(m.clone());
             }
             continue;
         }
@@ -695,7 +709,7 @@ pub async fn discover(loc: &Location, filters: &Filters) -> Result<Discovery, Di
         let named = (None, candidates[i].compression, candidates[i].hint);
         async move { (i, sniff(store, &meta, named).await) }
     }))
-    .buffer_unordered(16)
+    .buffer_unordered(SNIFF_CONCURRENCY)
     .collect()
     .await;
     for (i, s) in sniffed {
@@ -827,9 +841,13 @@ pub async fn discover(loc: &Location, filters: &Filters) -> Result<Discovery, Di
             } else {
                 format!("{}/", key.root)
             };
-            let under = all_rels
+            // The paths under the folder are one run of the sorted list: found by binary
+            // search, not by a scan of every path per table.
+            let from = all_rels.partition_point(|r| r.as_str() < prefix_str.as_str());
+            let under = all_rels[from..]
                 .iter()
-                .filter(|r| r.starts_with(&prefix_str) && r.ends_with(&suffix))
+                .take_while(|r| r.starts_with(&prefix_str))
+                .filter(|r| r.ends_with(&suffix))
                 .count();
             let layout = if (key.partitioned || under == files.len()) && !suffix.is_empty() {
                 Layout::Folder { suffix }
@@ -897,17 +915,31 @@ pub async fn discover(loc: &Location, filters: &Filters) -> Result<Discovery, Di
         });
     }
 
-    // CSV dialect and JSON flavour of tables whose files were named, sniffed once a table.
-    for t in out.tables.iter_mut() {
-        if matches!(t.format, Format::Csv | Format::Json) && t.csv.is_none() && !t.json_array {
-            let hint = format_from_name(t.files[0].location.filename().unwrap_or_default()).2;
-            let s = sniff(store, &t.files[0], (Some(t.format), t.compression, hint)).await;
-            if let Some(r) = s.reason.filter(|_| s.format.is_none()) {
-                t.problem.get_or_insert(r);
-            }
-            t.csv = s.csv;
-            t.json_array = s.json_array;
+    // CSV dialect and JSON flavour of tables whose files were named, sniffed once a table,
+    // many tables at once (each sniff is a round trip to the store).
+    let dialects: Vec<(usize, Sniffed)> = futures::stream::iter(
+        out.tables
+            .iter()
+            .enumerate()
+            .filter(|(_, t)| {
+                matches!(t.format, Format::Csv | Format::Json) && t.csv.is_none() && !t.json_array
+            })
+            .map(|(i, t)| {
+                let hint = format_from_name(t.files[0].location.filename().unwrap_or_default()).2;
+                let (meta, named) = (t.files[0].clone(), (Some(t.format), t.compression, hint));
+                async move { (i, sniff(store, &meta, named).await) }
+            }),
+    )
+    .buffer_unordered(SNIFF_CONCURRENCY)
+    .collect()
+    .await;
+    for (i, s) in dialects {
+        let t = &mut out.tables[i];
+        if let Some(r) = s.reason.filter(|_| s.format.is_none()) {
+            t.problem.get_or_insert(r);
         }
+        t.csv = s.csv;
+        t.json_array = s.json_array;
     }
 
     make_names_unique(&mut out.tables);
@@ -924,8 +956,10 @@ fn list_error(loc: &Location, e: object_store::Error) -> DiscoverError {
     }
 }
 
-fn is_under(path: &str, root: &str) -> bool {
-    root.is_empty() || path == root || path.starts_with(&format!("{root}/"))
+/// The folders above a relative path, outermost first: `a/b/c` -> "", "a", "a/b".
+fn folders_above(rel: &str) -> impl Iterator<Item = &str> {
+    let inner = rel.match_indices('/').map(move |(i, _)| &rel[..i]);
+    (!rel.is_empty()).then_some("").into_iter().chain(inner)
 }
 
 fn join_obj(prefix: &ObjPath, rel: &str) -> ObjPath {
@@ -985,6 +1019,16 @@ fn make_names_unique(tables: &mut [DiscoveredTable]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn folders_above_a_path_outermost_first() {
+        assert_eq!(
+            folders_above("a/b/c.csv").collect::<Vec<_>>(),
+            ["", "a", "a/b"]
+        );
+        assert_eq!(folders_above("c.csv").collect::<Vec<_>>(), [""]);
+        assert_eq!(folders_above("").count(), 0);
+    }
 
     #[test]
     fn names_say_format_and_compression() {

@@ -110,6 +110,41 @@ async fn every_format_is_discovered_and_profiled() {
     }
 }
 
+/// Delta roots are found by folder: a Delta table inside another one's folder is part of
+/// the outer table, a sibling whose name extends the root's (`d2` beside `d`) is not, and
+/// files beside them are grouped as usual.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delta_roots_are_found_by_folder() {
+    let d = tmp();
+    let lake = d.path().join("lake");
+    for rel in [
+        "d/_delta_log/00000000000000000000.json",
+        "d/inner/_delta_log/00000000000000000000.json",
+        "d2/_delta_log/00000000000000000000.json",
+    ] {
+        write(&lake.join(rel), "{}");
+    }
+    write_parquet(&lake.join("d/part-0.parquet"), &people());
+    write_parquet(&lake.join("d/inner/part-0.parquet"), &people());
+    write_parquet(&lake.join("d2/part-0.parquet"), &people());
+    write(&lake.join("d_x/a.csv"), PEOPLE_CSV);
+    let loc = location::parse(&lake.display().to_string()).unwrap();
+    let found = discover::discover(&loc, &Filters::default()).await.unwrap();
+    let tables: Vec<(String, Format, usize)> = found
+        .tables
+        .iter()
+        .map(|t| (t.name.clone(), t.format, t.files.len()))
+        .collect();
+    assert_eq!(
+        tables,
+        [
+            ("d".to_string(), Format::Delta, 2),
+            ("d2".into(), Format::Delta, 1),
+            ("d_x/a".into(), Format::Csv, 1)
+        ]
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn discovery_groups_files_into_tables() {
     let d = tmp();
