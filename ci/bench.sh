@@ -15,6 +15,10 @@
 # said; it prints throughput and p50/p99 latency of the create and status calls.
 # BENCH_API=0 skips it; BENCH_ONLY=api runs only it.
 #
+# The lakes case makes local lakes of 20,000 files in 4,000 folders and 100,000 files in
+# 20,000 folders and prints the job time of each, its peak RSS, discovery time and the ratio
+# of the two times (linear discovery: about 5x). BENCH_ONLY=lakes runs only it.
+#
 # Usage: ci/bench.sh [DATA_DIR]   (default: ./bench-data; generated once, then reused)
 # Not part of ci/test.sh: a release build takes ~16 minutes from scratch on 2 cores.
 set -euo pipefail
@@ -28,6 +32,43 @@ api_case() {
   python3 ci/api-load.py "$BIN" "$work" "${API_LOAD_REQUESTS:-2000}" "${API_LOAD_CLIENTS:-50}"
   rm -rf "$work"
 }
+lakes_case() {  # many small files: discovery must stay linear in the file count
+  echo "==> many small files: 20,000 in 4,000 folders, 100,000 in 20,000 folders (local)" >&2
+  python3 - "$DATA" <<'PYEOF'
+import os, sys
+for files, folders in [(20000, 4000), (100000, 20000)]:
+    root = os.path.join(sys.argv[1], "lakes", f"l{files}")
+    if os.path.isdir(root):
+        continue
+    tmp = root + ".tmp"
+    for f in range(folders):
+        d = os.path.join(tmp, f"t{f:05d}")
+        os.makedirs(d, exist_ok=True)
+        for p in range(files // folders):
+            with open(os.path.join(d, f"part-{p:05d}.csv"), "w") as fh:
+                fh.write("id,name,amount\n%d,n%d,%d.5\n" % (p, f, p))
+    os.rename(tmp, root)
+PYEOF
+  local out; out=$(mktemp)
+  local t20="" t100=""
+  for n in 20000 100000; do
+    /usr/bin/time -f "%e %M" -o "$out.time" "$BIN" extract "$DATA/lakes/l$n" --workflow-id bench \
+      --dry-run --no-progress >"$out.json" 2>"$out.err" || { cat "$out.err" >&2; exit 1; }
+    read -r secs rss_kb < "$out.time"
+    local disc; disc=$(python3 -c 'import json,sys; r=json.load(open(sys.argv[1])); s=r["sources"][0]; print(f"{s[\"discover_ms\"]/1000:.2f} s discovery, {s[\"tables_found\"]} tables")' "$out.json")
+    printf '%-14s %8.2f s   peak RSS %6d MB   (%s)\n' "$n files" "$secs" "$((rss_kb / 1024))" "$disc"
+    if [ "$n" = 20000 ]; then t20=$secs; else t100=$secs; fi
+  done
+  awk "BEGIN{printf \"100,000 / 20,000 files: %.2fx the time for 5x the files (target <= 5.5x)\\n\", $t100/$t20}"
+  rm -f "$out" "$out.time" "$out.err" "$out.json"
+}
+if [ "${BENCH_ONLY:-}" = "lakes" ]; then
+  mkdir -p "$DATA"; DATA="$(cd "$DATA" && pwd)"
+  echo "==> release build" >&2
+  cargo build --release --locked --quiet
+  lakes_case
+  exit 0
+fi
 if [ "${BENCH_ONLY:-}" = "api" ]; then
   echo "==> release build" >&2
   cargo build --release --locked --quiet
@@ -139,6 +180,7 @@ echo "==> nuvyn-executor (best of $RUNS)" >&2
 run "csv 5M rows" "$CSV" "$(stat -c %s "$CSV")" "$D_CSV"
 run "parquet 5M" "$PQ" "$(stat -c %s "$PQ")" "$D_PQ"
 run "2000 files" "$DATA/small_files" "$(du -sb "$DATA/small_files" | cut -f1)"
+lakes_case
 
 [ "${BENCH_API:-1}" = "0" ] || api_case
 

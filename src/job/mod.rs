@@ -210,7 +210,7 @@ async fn run_source(
         requests: RequestCounts::default(),
     };
     let loc = match location::parse_with(&spec.path, &spec.storage_options) {
-        Ok(l) => l,
+        Ok(l) => l.reading_small_objects_once(),
         Err(e) => {
             report.error = Some(e.to_string());
             return report;

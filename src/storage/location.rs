@@ -144,6 +144,21 @@ impl Location {
             .unwrap_or_default()
     }
 
+    /// This location read through a [`crate::storage::small_objects::SmallObjectStore`]: a
+    /// remote lake's small files then cost about one request each (local ones are read as
+    /// they are).
+    pub fn reading_small_objects_once(&self) -> Location {
+        if self.remote.is_none() {
+            return self.clone();
+        }
+        let mut l = self.clone();
+        l.store = Arc::new(crate::storage::small_objects::SmallObjectStore::new(
+            self.store.clone(),
+            crate::storage::small_objects::DEFAULT_CAPACITY,
+        ));
+        l
+    }
+
     /// Explains a storage error to a user: a refused or missing credential names the
     /// account and the method used, once; nothing secret is shown.
     pub fn explain(&self, e: &object_store::Error) -> String {

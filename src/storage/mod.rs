@@ -7,6 +7,7 @@ pub mod azure;
 pub mod counting;
 pub mod line_limit;
 pub mod location;
+pub mod small_objects;
 
 pub use location::{Location, LocationError, LocationKind};
 

@@ -819,3 +819,57 @@ async fn a_dead_migration_lock_is_taken_over_on_azure() {
     ));
     assert_eq!(r["removed_lock"], true);
 }
+
+/// A remote lake of many small files costs about one request per file for the whole job:
+/// the listing answers every HEAD, and each small file is fetched once, whole, and shared by
+/// sniffing, schema inference, the statistics pass and the samples.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_small_file_costs_one_request() {
+    let Some(blob) = azurite() else { return };
+    let run = uuid::Uuid::new_v4().simple().to_string();
+    let root = format!("{blob}/lake/{run}");
+    let files: Vec<(String, Vec<u8>)> = (0..60)
+        .map(|i| {
+            // Letters, not numbers: numbered names would be one table of parts.
+            let word: String = [i / 26, i % 26]
+                .iter()
+                .map(|d| (b'a' + *d as u8) as char)
+                .collect();
+            let name = if i % 3 == 0 {
+                format!("tbl_{word}")
+            } else {
+                format!("tbl_{word}.csv")
+            };
+            (
+                name,
+                format!("id,name,amount\n{i},n{i},{i}.5\n1,x,2\n").into_bytes(),
+            )
+        })
+        .collect();
+    let refs: Vec<(&str, &[u8])> = files
+        .iter()
+        .map(|(n, b)| (n.as_str(), b.as_slice()))
+        .collect();
+    put_files(&root, &refs).await;
+    let out = tokio::task::spawn_blocking(move || {
+        bin()
+            .args(["extract", &root, "--workflow-id", "wf_small", "--dry-run"])
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let report = stdout_json(&out);
+    assert_eq!(out.status.code(), Some(0), "{report:#}");
+    let s = &report["sources"][0];
+    assert_eq!(s["tables_found"], 60);
+    let r = &s["requests"];
+    let (get, head, list) = (
+        r["get"].as_u64().unwrap(),
+        r["head"].as_u64().unwrap_or(0),
+        r["list"].as_u64().unwrap(),
+    );
+    assert_eq!(head, 0, "{r}");
+    assert_eq!(get, 60, "one GET per file: {r}");
+    assert!(list <= 2, "{r}");
+}

@@ -1,0 +1,328 @@
+//! The wrapper that makes a remote lake of many small files cost about one request per file:
+//! the listing's metadata answers HEAD requests (DataFusion asks for each file it was handed),
+//! and a small object is fetched whole on its first read and kept, so sniffing, schema
+//! inference, the statistics pass and the samples all read the same bytes. What is kept is
+//! bounded (`capacity` bytes, oldest first out); a larger object is read as asked.
+
+use std::collections::{HashMap, VecDeque};
+use std::fmt;
+use std::ops::Range;
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use futures::StreamExt;
+use futures::stream::BoxStream;
+use object_store::path::Path;
+use object_store::{
+    Attributes, CopyOptions, GetOptions, GetRange, GetResult, GetResultPayload, ListResult,
+    MultipartUpload, ObjectMeta, ObjectStore, PutMultipartOptions, PutOptions, PutPayload,
+    PutResult, RenameOptions, Result,
+};
+
+/// An object at most this big is fetched whole on its first read.
+pub const SMALL_OBJECT_BYTES: u64 = 8 << 20;
+/// Bytes kept at most per source.
+pub const DEFAULT_CAPACITY: usize = 64 << 20;
+
+#[derive(Default)]
+struct Kept {
+    /// What the listing said of each object.
+    metas: HashMap<Path, ObjectMeta>,
+    bodies: HashMap<Path, Bytes>,
+    order: VecDeque<Path>,
+    bytes: usize,
+}
+
+pub struct SmallObjectStore {
+    inner: Arc<dyn ObjectStore>,
+    capacity: usize,
+    kept: Arc<Mutex<Kept>>,
+}
+
+impl SmallObjectStore {
+    pub fn new(inner: Arc<dyn ObjectStore>, capacity: usize) -> Self {
+        Self {
+            inner,
+            capacity,
+            kept: Arc::default(),
+        }
+    }
+
+    fn meta(&self, location: &Path) -> Option<ObjectMeta> {
+        self.kept
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .metas
+            .get(location)
+            .cloned()
+    }
+
+    fn body(&self, location: &Path) -> Option<Bytes> {
+        self.kept
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .bodies
+            .get(location)
+            .cloned()
+    }
+
+    fn keep(&self, location: &Path, body: Bytes) {
+        let mut k = self.kept.lock().unwrap_or_else(|e| e.into_inner());
+        if body.len() > self.capacity || k.bodies.contains_key(location) {
+            return;
+        }
+        while k.bytes + body.len() > self.capacity {
+            let Some(old) = k.order.pop_front() else {
+                break;
+            };
+            if let Some(b) = k.bodies.remove(&old) {
+                k.bytes -= b.len();
+            }
+        }
+        k.bytes += body.len();
+        k.order.push_back(location.clone());
+        k.bodies.insert(location.clone(), body);
+    }
+
+    fn remember(kept: &Mutex<Kept>, m: &ObjectMeta) {
+        kept.lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .metas
+            .insert(m.location.clone(), m.clone());
+    }
+
+    /// Answers a read from kept bytes, as the store would have.
+    fn serve(meta: ObjectMeta, body: Bytes, options: &GetOptions) -> Result<GetResult> {
+        let size = body.len() as u64;
+        let range = match &options.range {
+            None => 0..size,
+            Some(GetRange::Bounded(r)) => r.start.min(size)..r.end.min(size),
+            Some(GetRange::Offset(o)) => (*o).min(size)..size,
+            Some(GetRange::Suffix(n)) => size.saturating_sub(*n)..size,
+        };
+        if range.start > range.end || (options.range.is_some() && range.start >= size && size > 0) {
+            return Err(object_store::Error::Generic {
+                store: "small objects",
+                source: format!("range {range:?} is outside the object's {size} bytes").into(),
+            });
+        }
+        let part = body.slice(range.start as usize..range.end as usize);
+        let stream = futures::stream::once(async move { Ok(part) }).boxed();
+        Ok(GetResult {
+            payload: GetResultPayload::Stream(stream),
+            meta,
+            range,
+            attributes: Attributes::default(),
+        })
+    }
+
+    /// Whether a read of this object may be answered here: a plain read (no conditions)
+    /// of an object the listing saw as small.
+    fn small(&self, location: &Path, options: &GetOptions) -> Option<ObjectMeta> {
+        let plain = options.if_match.is_none()
+            && options.if_none_match.is_none()
+            && options.if_modified_since.is_none()
+            && options.if_unmodified_since.is_none()
+            && options.version.is_none();
+        self.meta(location)
+            .filter(|m| plain && m.size <= SMALL_OBJECT_BYTES)
+    }
+}
+
+impl fmt::Debug for SmallObjectStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SmallObjectStore")
+            .field("store", &format_args!("{}", self.inner))
+            .field("capacity", &self.capacity)
+            .finish_non_exhaustive()
+    }
+}
+
+impl fmt::Display for SmallObjectStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.inner)
+    }
+}
+
+#[async_trait::async_trait]
+impl ObjectStore for SmallObjectStore {
+    async fn put_opts(
+        &self,
+        location: &Path,
+        payload: PutPayload,
+        opts: PutOptions,
+    ) -> Result<PutResult> {
+        self.inner.put_opts(location, payload, opts).await
+    }
+
+    async fn put_multipart_opts(
+        &self,
+        location: &Path,
+        opts: PutMultipartOptions,
+    ) -> Result<Box<dyn MultipartUpload>> {
+        self.inner.put_multipart_opts(location, opts).await
+    }
+
+    async fn get_opts(&self, location: &Path, options: GetOptions) -> Result<GetResult> {
+        let Some(meta) = self.small(location, &options) else {
+            return self.inner.get_opts(location, options).await;
+        };
+        if options.head {
+            return Self::serve(meta, Bytes::new(), &GetOptions::default()).map(|mut r| {
+                r.range = 0..r.meta.size;
+                r
+            });
+        }
+        let body = match self.body(location) {
+            Some(b) => b,
+            None => {
+                let whole = self.inner.get_opts(location, GetOptions::default()).await?;
+                let meta = whole.meta.clone();
+                let b = whole.bytes().await?;
+                Self::remember(&self.kept, &meta);
+                self.keep(location, b.clone());
+                b
+            }
+        };
+        let meta = self.meta(location).unwrap_or(meta);
+        Self::serve(meta, body, &options)
+    }
+
+    async fn get_ranges(&self, location: &Path, ranges: &[Range<u64>]) -> Result<Vec<Bytes>> {
+        if self.small(location, &GetOptions::default()).is_none() {
+            return self.inner.get_ranges(location, ranges).await;
+        }
+        let mut out = Vec::with_capacity(ranges.len());
+        for r in ranges {
+            let opts = GetOptions {
+                range: Some(r.clone().into()),
+                ..Default::default()
+            };
+            out.push(self.get_opts(location, opts).await?.bytes().await?);
+        }
+        Ok(out)
+    }
+
+    fn delete_stream(
+        &self,
+        locations: BoxStream<'static, Result<Path>>,
+    ) -> BoxStream<'static, Result<Path>> {
+        self.inner.delete_stream(locations)
+    }
+
+    fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, Result<ObjectMeta>> {
+        let kept = self.kept.clone();
+        self.inner
+            .list(prefix)
+            .inspect(move |m| {
+                if let Ok(m) = m {
+                    Self::remember(&kept, m);
+                }
+            })
+            .boxed()
+    }
+
+    fn list_with_offset(
+        &self,
+        prefix: Option<&Path>,
+        offset: &Path,
+    ) -> BoxStream<'static, Result<ObjectMeta>> {
+        let kept = self.kept.clone();
+        self.inner
+            .list_with_offset(prefix, offset)
+            .inspect(move |m| {
+                if let Ok(m) = m {
+                    Self::remember(&kept, m);
+                }
+            })
+            .boxed()
+    }
+
+    async fn list_with_delimiter(&self, prefix: Option<&Path>) -> Result<ListResult> {
+        let r = self.inner.list_with_delimiter(prefix).await?;
+        for m in &r.objects {
+            Self::remember(&self.kept, m);
+        }
+        Ok(r)
+    }
+
+    async fn copy_opts(&self, from: &Path, to: &Path, options: CopyOptions) -> Result<()> {
+        self.inner.copy_opts(from, to, options).await
+    }
+
+    async fn rename_opts(&self, from: &Path, to: &Path, options: RenameOptions) -> Result<()> {
+        self.inner.rename_opts(from, to, options).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::counting::CountingStore;
+    use object_store::ObjectStoreExt;
+    use object_store::memory::InMemory;
+
+    #[tokio::test]
+    async fn a_listed_small_object_costs_one_read_however_often_it_is_read() {
+        let counting = Arc::new(CountingStore::new(Arc::new(InMemory::new()), false));
+        let stats = counting.stats();
+        for (name, size) in [
+            ("a.csv", 1_000),
+            ("big.csv", (SMALL_OBJECT_BYTES + 1) as usize),
+        ] {
+            counting
+                .put(&Path::from(name), PutPayload::from(vec![b'x'; size]))
+                .await
+                .unwrap();
+        }
+        let s = SmallObjectStore::new(counting.clone(), 1 << 30);
+        let listed: Vec<ObjectMeta> = s.list(None).map(|m| m.unwrap()).collect().await;
+        assert_eq!(listed.len(), 2);
+        let before = stats.snapshot();
+        let a = Path::from("a.csv");
+        assert_eq!(s.head(&a).await.unwrap().size, 1_000);
+        assert_eq!(&s.get_range(&a, 10..20).await.unwrap()[..], &[b'x'; 10]);
+        assert_eq!(s.get(&a).await.unwrap().bytes().await.unwrap().len(), 1_000);
+        let r = s
+            .get_opts(
+                &a,
+                GetOptions {
+                    range: Some(GetRange::Suffix(8)),
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap();
+        assert_eq!(r.range, 992..1_000);
+        assert_eq!(s.get_ranges(&a, &[0..2, 5..9]).await.unwrap()[1].len(), 4);
+        let after = stats.snapshot();
+        assert_eq!((after.get - before.get, after.head - before.head), (1, 0));
+        // A big object is read as asked, every time.
+        let big = Path::from("big.csv");
+        s.get_range(&big, 0..10).await.unwrap();
+        s.get_range(&big, 0..10).await.unwrap();
+        assert_eq!(stats.snapshot().get - after.get, 2);
+        assert!(s.kept.lock().unwrap().bytes <= 1_000);
+    }
+
+    #[tokio::test]
+    async fn kept_bytes_stay_within_the_capacity() {
+        let mem = Arc::new(InMemory::new());
+        for i in 0..10 {
+            mem.put(
+                &Path::from(format!("f{i}")),
+                PutPayload::from(vec![0u8; 100]),
+            )
+            .await
+            .unwrap();
+        }
+        let s = SmallObjectStore::new(mem, 350);
+        let _: Vec<_> = s.list(None).collect().await;
+        for i in 0..10 {
+            s.get(&Path::from(format!("f{i}"))).await.unwrap();
+        }
+        let k = s.kept.lock().unwrap();
+        assert_eq!((k.bytes, k.bodies.len()), (300, 3));
+        assert!(k.bodies.contains_key(&Path::from("f9")));
+    }
+}
