@@ -386,6 +386,9 @@ pub struct DiscoveryArgs {
     /// Tables profiled at once within a source.
     #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..=64))]
     pub table_concurrency: u16,
+    /// Remote reads at once within a source (small files fetched ahead of profiling).
+    #[arg(long, default_value_t = crate::job::DEFAULT_IO_CONCURRENCY as u16, value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub io_concurrency: u16,
     /// No progress bar, even on a terminal.
     #[arg(long)]
     pub no_progress: bool,
@@ -818,6 +821,7 @@ fn job_config(env: &Env, settings: &Settings, inputs: JobInputs) -> Result<Task,
             filters,
             source_concurrency: inputs.discovery.source_concurrency as usize,
             table_concurrency: inputs.discovery.table_concurrency as usize,
+            io_concurrency: inputs.discovery.io_concurrency as usize,
             progress: !inputs.discovery.no_progress,
             migrate: crate::migrate::MigratePolicy {
                 apply_pending: inputs.discovery.migrate,
@@ -850,6 +854,7 @@ impl Cli {
                     discovery: DiscoveryArgs {
                         source_concurrency: 4,
                         table_concurrency: 2,
+                        io_concurrency: crate::job::DEFAULT_IO_CONCURRENCY as u16,
                         ..Default::default()
                     },
                     warehouse: Some(warehouse(&WarehouseArg {

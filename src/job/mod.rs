@@ -73,6 +73,9 @@ impl RunStatus {
     }
 }
 
+/// Remote reads at once within a source unless told otherwise (`--io-concurrency`).
+pub const DEFAULT_IO_CONCURRENCY: usize = 64;
+
 /// Everything a job needs, validated.
 #[derive(Debug, Clone)]
 pub struct JobOptions {
@@ -83,6 +86,9 @@ pub struct JobOptions {
     pub filters: Filters,
     pub source_concurrency: usize,
     pub table_concurrency: usize,
+    /// Remote reads at once (small files fetched ahead of profiling), apart from the
+    /// CPU-bound table concurrency.
+    pub io_concurrency: usize,
     pub progress: bool,
     /// Whether pending schema migrations are applied (`--migrate`) or the warehouse refused.
     pub migrate: crate::migrate::MigratePolicy,
@@ -263,7 +269,22 @@ async fn run_source(
     // A session of its own: two sources on one container with different credentials must
     // not replace each other's store.
     let ctx = &profile::session_for(&loc, &opts.limits, &found.tables);
-    let mut tables: Vec<TableProfile> = futures::stream::iter(found.tables.into_iter().map(|t| {
+    // On a remote source, the small files of the next tables are fetched while the current
+    // ones are profiled (up to `io_concurrency` tables ahead): profiling waits on the CPU, not
+    // on a round trip per table.
+    let ahead = opts.io_concurrency.max(1);
+    let prefetched = futures::stream::iter(found.tables.into_iter().map(|t| {
+        let loc = loc.clone();
+        async move {
+            if loc.remote.is_some() {
+                prefetch(&loc, &t).await;
+            }
+            t
+        }
+    }))
+    .buffered(ahead);
+    let mut tables: Vec<TableProfile> = prefetched
+        .map(|t| {
         let (ctx, loc, limits) = (ctx.clone(), loc.clone(), opts.limits.clone());
         async move {
             let started = Instant::now();
@@ -295,7 +316,7 @@ async fn run_source(
             pb.set_message(name);
             p
         }
-    }))
+    })
     .buffer_unordered(opts.table_concurrency.max(1))
     .collect()
     .await;
@@ -318,6 +339,28 @@ async fn run_source(
     report.requests = loc.requests();
     report
 }
+
+/// Reads a table's small files once, so that profiling finds them kept (see
+/// [`crate::storage::small_objects`]); a failure here is left for profiling to report.
+async fn prefetch(loc: &Location, t: &discover::DiscoveredTable) {
+    use object_store::ObjectStoreExt;
+    let small = t
+        .files
+        .iter()
+        .filter(|f| f.size <= PREFETCH_FILE_BYTES)
+        .take(PREFETCH_FILES_PER_TABLE);
+    for f in small {
+        if let Ok(r) = loc.store.get(&f.location).await {
+            let _ = r.bytes().await;
+        }
+    }
+}
+
+/// Files fetched ahead: tiny ones, where a round trip costs more than the bytes, and only a
+/// table's first few (DataFusion reads many-file tables itself, concurrently). With 64
+/// tables ahead that is at most 64 MB, what a source keeps.
+const PREFETCH_FILE_BYTES: u64 = 256 * 1024;
+const PREFETCH_FILES_PER_TABLE: usize = 4;
 
 /// Runs a job. Never panics on bad data; the report carries every failure.
 pub async fn run(opts: JobOptions) -> JobReport {

@@ -394,6 +394,7 @@ pub(super) async fn run_job(s: AppState, id: String, spec: payload::JobSpec, can
             .with_contained(true),
         source_concurrency: 4,
         table_concurrency: 2,
+        io_concurrency: crate::job::DEFAULT_IO_CONCURRENCY,
         progress: false,
         migrate: s.0.cfg.migrate,
         run_id: Some(id.clone()),

@@ -820,18 +820,12 @@ async fn a_dead_migration_lock_is_taken_over_on_azure() {
     assert_eq!(r["removed_lock"], true);
 }
 
-/// A remote lake of many small files costs about one request per file for the whole job:
-/// the listing answers every HEAD, and each small file is fetched once, whole, and shared by
-/// sniffing, schema inference, the statistics pass and the samples.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_small_file_costs_one_request() {
-    let Some(blob) = azurite() else { return };
-    let run = uuid::Uuid::new_v4().simple().to_string();
-    let root = format!("{blob}/lake/{run}");
-    let files: Vec<(String, Vec<u8>)> = (0..60)
+/// `n` single-file CSV tables with distinct names under `root`.
+async fn put_small_tables(root: &str, n: usize) {
+    let files: Vec<(String, Vec<u8>)> = (0..n)
         .map(|i| {
             // Letters, not numbers: numbered names would be one table of parts.
-            let word: String = [i / 26, i % 26]
+            let word: String = [i / 676, (i / 26) % 26, i % 26]
                 .iter()
                 .map(|d| (b'a' + *d as u8) as char)
                 .collect();
@@ -846,23 +840,49 @@ async fn a_small_file_costs_one_request() {
             )
         })
         .collect();
-    let refs: Vec<(&str, &[u8])> = files
-        .iter()
-        .map(|(n, b)| (n.as_str(), b.as_slice()))
-        .collect();
-    put_files(&root, &refs).await;
+    for chunk in files.chunks(64) {
+        let puts = chunk
+            .iter()
+            .map(|(n, b)| async move { put_files(root, &[(n.as_str(), b.as_slice())]).await });
+        futures::future::join_all(puts).await;
+    }
+}
+
+/// Runs `extract --dry-run` on `source`; the report and the wall time.
+async fn dry_run(source: String, extra: &[&str]) -> (serde_json::Value, std::time::Duration) {
+    let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+    let started = std::time::Instant::now();
     let out = tokio::task::spawn_blocking(move || {
         bin()
-            .args(["extract", &root, "--workflow-id", "wf_small", "--dry-run"])
+            .args(["extract", &source, "--workflow-id", "wf_small", "--dry-run"])
+            .args(&extra)
             .output()
             .unwrap()
     })
     .await
     .unwrap();
+    let took = started.elapsed();
     let report = stdout_json(&out);
     assert_eq!(out.status.code(), Some(0), "{report:#}");
+    (report, took)
+}
+
+/// A remote lake of many small files costs about one request per file for the whole job:
+/// the listing answers every HEAD, and each small file is fetched once, whole, and shared by
+/// sniffing, schema inference, the statistics pass and the samples. Behind a proxy that holds
+/// each request 20 ms, as a real store does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_small_file_costs_one_request() {
+    let Some(blob) = azurite() else { return };
+    let run = uuid::Uuid::new_v4().simple().to_string();
+    put_small_tables(&format!("{blob}/lake/{run}"), 60).await;
+    let proxy = crate::common::proxy::FaultProxy::start(upstream_of(&blob)).await;
+    proxy.set_delay(std::time::Duration::from_millis(20));
+    let via = format!("http://127.0.0.1:{}/{AZURITE_ACCOUNT}", proxy.port);
+    let (report, _) = dry_run(format!("{via}/lake/{run}"), &[]).await;
     let s = &report["sources"][0];
     assert_eq!(s["tables_found"], 60);
+    assert_eq!(s["tables_failed"], 0);
     let r = &s["requests"];
     let (get, head, list) = (
         r["get"].as_u64().unwrap(),
@@ -872,4 +892,34 @@ async fn a_small_file_costs_one_request() {
     assert_eq!(head, 0, "{r}");
     assert_eq!(get, 60, "one GET per file: {r}");
     assert!(list <= 2, "{r}");
+}
+
+/// `ci/bench.sh`'s remote small-file case (not a timed test: it prints, the bench compares):
+/// BENCH_SMALL_TABLES single-file tables (default 2,000) behind a proxy holding each request
+/// 20 ms; job time, discovery time and requests per file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a benchmark: ci/bench.sh runs it"]
+async fn bench_small_tables_at_20ms() {
+    let Some(blob) = azurite() else { return };
+    let n: usize = std::env::var("BENCH_SMALL_TABLES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2_000);
+    let run = uuid::Uuid::new_v4().simple().to_string();
+    put_small_tables(&format!("{blob}/lake/{run}"), n).await;
+    let proxy = crate::common::proxy::FaultProxy::start(upstream_of(&blob)).await;
+    proxy.set_delay(std::time::Duration::from_millis(20));
+    let via = format!("http://127.0.0.1:{}/{AZURITE_ACCOUNT}", proxy.port);
+    let (report, took) = dry_run(format!("{via}/lake/{run}"), &[]).await;
+    let s = &report["sources"][0];
+    assert_eq!(s["tables_found"].as_u64(), Some(n as u64));
+    let r = &s["requests"];
+    let total =
+        r["get"].as_u64().unwrap() + r["head"].as_u64().unwrap_or(0) + r["list"].as_u64().unwrap();
+    println!(
+        "BENCH remote small tables: {n} tables at 20 ms/request: job {:.2} s, discovery {:.2} s, {:.2} requests per file ({r})",
+        took.as_secs_f64(),
+        s["discover_ms"].as_f64().unwrap() / 1000.0,
+        total as f64 / n as f64
+    );
 }

@@ -156,6 +156,7 @@ pub async fn run_job_at(
         filters: Filters::default(),
         source_concurrency: 2,
         table_concurrency: 2,
+        io_concurrency: 16,
         progress: false,
         migrate: Default::default(),
         run_id: None,

@@ -1,9 +1,10 @@
 //! A small HTTP/1.1 fault proxy for the Azure tests: it sits between the executor and
 //! Azurite and, per request, forwards it, answers 503, drops the connection before
-//! forwarding, or plays dead. Each forwarded request is sent with `Connection: close`, so
+//! forwarding, or plays dead; it can also hold every request for a fixed time first, as a
+//! store in another building would (`set_delay`). Each forwarded request is sent with `Connection: close`, so
 //! every request opens its own connection and the plan decides about each one.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -25,6 +26,7 @@ pub struct FaultProxy {
     plan: Arc<Mutex<Plan>>,
     /// Request lines (`PUT /devstoreaccount1/...`) that were not forwarded.
     pub faulted: Arc<Mutex<Vec<String>>>,
+    delay_ms: Arc<AtomicU64>,
 }
 
 impl FaultProxy {
@@ -35,12 +37,14 @@ impl FaultProxy {
         let plan: Arc<Mutex<Plan>> = Arc::new(Mutex::new(Box::new(|_, _| Action::Forward)));
         let requests = Arc::new(AtomicUsize::new(0));
         let faulted = Arc::new(Mutex::new(Vec::new()));
-        let (p, r, f) = (plan.clone(), requests, faulted.clone());
+        let delay_ms = Arc::new(AtomicU64::new(0));
+        let (p, r, f, d) = (plan.clone(), requests, faulted.clone(), delay_ms.clone());
         tokio::spawn(async move {
             while let Ok((client, _)) = listener.accept().await {
                 let (p, r, f, up) = (p.clone(), r.clone(), f.clone(), upstream.clone());
+                let delay = std::time::Duration::from_millis(d.load(Ordering::SeqCst));
                 tokio::spawn(async move {
-                    let _ = serve(client, up, p, r, f).await;
+                    let _ = serve(client, up, p, r, f, delay).await;
                 });
             }
         });
@@ -48,12 +52,19 @@ impl FaultProxy {
             port,
             plan,
             faulted,
+            delay_ms,
         }
     }
 
     /// Replaces the plan: called with the request's number (from 0) and its request line.
     pub fn set_plan(&self, plan: impl FnMut(usize, &str) -> Action + Send + 'static) {
         *self.plan.lock().unwrap() = Box::new(plan);
+    }
+
+    /// Holds every later request this long before acting on it (latency of a real store).
+    pub fn set_delay(&self, delay: std::time::Duration) {
+        self.delay_ms
+            .store(delay.as_millis() as u64, Ordering::SeqCst);
     }
 
     pub fn faulted(&self) -> Vec<String> {
@@ -67,6 +78,7 @@ async fn serve(
     plan: Arc<Mutex<Plan>>,
     requests: Arc<AtomicUsize>,
     faulted: Arc<Mutex<Vec<String>>>,
+    delay: std::time::Duration,
 ) -> std::io::Result<()> {
     // The request head, up to the blank line.
     let mut buf = Vec::new();
@@ -83,6 +95,9 @@ async fn serve(
     };
     let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
     let request_line = head.lines().next().unwrap_or_default().to_string();
+    if !delay.is_zero() {
+        tokio::time::sleep(delay).await;
+    }
     let n = requests.fetch_add(1, Ordering::SeqCst);
     let action = (plan.lock().unwrap())(n, &request_line);
     if action != Action::Forward {
