@@ -57,7 +57,7 @@ PYEOF
     /usr/bin/time -f "%e %M" -o "$out.time" "$BIN" extract "$DATA/lakes/l$n" --workflow-id bench \
       --dry-run --no-progress >"$out.json" 2>"$out.err" || { cat "$out.err" >&2; exit 1; }
     read -r secs rss_kb < "$out.time"
-    local disc; disc=$(python3 -c 'import json,sys; r=json.load(open(sys.argv[1])); s=r["sources"][0]; print(f"{s[\"discover_ms\"]/1000:.2f} s discovery, {s[\"tables_found\"]} tables")' "$out.json")
+    local disc; disc=$(python3 -c 'import json,sys; s=json.load(open(sys.argv[1]))["sources"][0]; print("%.2f s discovery, %d tables" % (s["discover_ms"] / 1000, s["tables_found"]))' "$out.json")
     printf '%-14s %8.2f s   peak RSS %6d MB   (%s)\n' "$n files" "$secs" "$((rss_kb / 1024))" "$disc"
     if [ "$n" = 20000 ]; then t20=$secs; else t100=$secs; fi
   done

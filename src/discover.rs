@@ -18,8 +18,9 @@ use crate::storage::location::{Location, relative};
 
 /// How many leading bytes are read to sniff a format or a CSV dialect.
 const SNIFF_BYTES: u64 = 64 * 1024;
-/// Files sniffed at once: each sniff is one ranged read, mostly waiting on the store.
-const SNIFF_CONCURRENCY: usize = 32;
+/// Files sniffed at once unless told otherwise: each sniff is one read, mostly waiting on
+/// the store.
+const SNIFF_CONCURRENCY: usize = 64;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DiscoverError {
@@ -158,6 +159,7 @@ pub struct Filters {
     exclude: Option<GlobSet>,
     max_files: Option<usize>,
     contained: bool,
+    reads_at_once: Option<usize>,
 }
 
 impl Filters {
@@ -186,6 +188,7 @@ impl Filters {
             exclude: build("--exclude", exclude)?,
             max_files: None,
             contained: false,
+            reads_at_once: None,
         })
     }
 
@@ -193,6 +196,12 @@ impl Filters {
     /// source (the HTTP API's jobs: a link must not take a caller past its allowed root).
     pub fn with_contained(mut self, contained: bool) -> Self {
         self.contained = contained;
+        self
+    }
+
+    /// Files sniffed at once (each sniff is a round trip to the store); default 64.
+    pub fn with_reads_at_once(mut self, n: usize) -> Self {
+        self.reads_at_once = Some(n.max(1));
         self
     }
 
@@ -569,6 +578,7 @@ fn location_name(loc: &Location) -> String {
 /// Lists `loc` and groups what it finds into tables.
 pub async fn discover(loc: &Location, filters: &Filters) -> Result<Discovery, DiscoverError> {
     let store = loc.store.as_ref();
+    let reads_at_once = filters.reads_at_once.unwrap_or(SNIFF_CONCURRENCY);
     let mut objects: Vec<ObjectMeta> = Vec::new();
     if !loc.single_object {
         let mut listing = store.list(Some(&loc.prefix));
@@ -709,7 +719,7 @@ pub async fn discover(loc: &Location, filters: &Filters) -> Result<Discovery, Di
         let named = (None, candidates[i].compression, candidates[i].hint);
         async move { (i, sniff(store, &meta, named).await) }
     }))
-    .buffer_unordered(SNIFF_CONCURRENCY)
+    .buffer_unordered(reads_at_once)
     .collect()
     .await;
     for (i, s) in sniffed {
@@ -930,7 +940,7 @@ pub async fn discover(loc: &Location, filters: &Filters) -> Result<Discovery, Di
                 async move { (i, sniff(store, &meta, named).await) }
             }),
     )
-    .buffer_unordered(SNIFF_CONCURRENCY)
+    .buffer_unordered(reads_at_once)
     .collect()
     .await;
     for (i, s) in dialects {

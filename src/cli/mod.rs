@@ -386,7 +386,8 @@ pub struct DiscoveryArgs {
     /// Tables profiled at once within a source.
     #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..=64))]
     pub table_concurrency: u16,
-    /// Remote reads at once within a source (small files fetched ahead of profiling).
+    /// Remote reads at once within a source (files sniffed while discovering, small files
+    /// fetched ahead of profiling).
     #[arg(long, default_value_t = crate::job::DEFAULT_IO_CONCURRENCY as u16, value_parser = clap::value_parser!(u16).range(1..=1024))]
     pub io_concurrency: u16,
     /// No progress bar, even on a terminal.

@@ -228,8 +228,9 @@ async fn run_source(
     }
     tracing::info!(source = %loc.display, "discovering");
     let discovering = Instant::now();
+    let filters = opts.filters.clone().with_reads_at_once(opts.io_concurrency);
     let found = tokio::select! {
-        found = discover::discover(&loc, &opts.filters) => found,
+        found = discover::discover(&loc, &filters) => found,
         () = opts.cancel.cancelled() => {
             report.error = Some("cancelled while listing the source".into());
             report.requests = loc.requests();
