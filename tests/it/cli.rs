@@ -304,8 +304,10 @@ fn partial_failure_exits_3() {
     assert_eq!(v["sources"][0]["tables_failed"], 1);
 }
 
-/// Kills the writer at many points of its run, checking after each kill that every table
-/// is readable and that readers (`query`, and the SQL the README gives: rows of recorded
+/// Kills the writer at many points of its run (where each kill lands depends on timing; the
+/// window between an append and the record is hit deterministically by
+/// `azure::a_failed_last_commit_leaves_readers_on_the_previous_whole_run`), checking after
+/// each kill that every table is readable and that readers (`query`, and the SQL the README gives: rows of recorded
 /// runs) see, for the source, exactly one complete run; then a re-run converges to one run's
 /// rows in every table.
 #[test]
@@ -342,7 +344,6 @@ fn killing_the_job_mid_write_never_corrupts_the_warehouse() {
     let sql = |q: &str| sql_json(&wh, q, &[]);
     let recorded = "SELECT run_id FROM executor_runs WHERE status IN ('succeeded', 'partial')";
     let mut kills = 0;
-    let mut unrecorded_rows_seen = false;
     for step in 0..12u64 {
         let mut child = extract().spawn().unwrap();
         std::thread::sleep(Duration::from_millis(40 + step * 90));
@@ -397,14 +398,8 @@ fn killing_the_job_mid_write_never_corrupts_the_warehouse() {
             tbls.keys().all(|r| cols.get(r) == Some(&29)),
             "step {step}: {tbls:?} {cols:?}"
         );
-        let all = sql("SELECT count(DISTINCT run_id) AS runs FROM columns WHERE workflow_id = 'w'");
-        unrecorded_rows_seen |= all[0]["runs"].as_u64().unwrap() > cols.len() as u64;
     }
     assert!(kills > 0, "no run was interrupted; the test proved nothing");
-    assert!(
-        unrecorded_rows_seen,
-        "no kill landed between an append and the record; the test proved little"
-    );
     assert!(extract().status().unwrap().success());
     for table in ["sources", "tables", "columns"] {
         let v = sql(&format!(
