@@ -157,18 +157,7 @@ impl ObjectStore for CountingStore {
 
     async fn get_ranges(&self, location: &Path, ranges: &[Range<u64>]) -> Result<Vec<Bytes>> {
         // What the Azure client does itself, but through `get_opts` so each request counts.
-        object_store::coalesce_ranges(
-            ranges,
-            |r| async move {
-                let opts = GetOptions {
-                    range: Some(r.into()),
-                    ..Default::default()
-                };
-                self.get_opts(location, opts).await?.bytes().await
-            },
-            object_store::OBJECT_STORE_COALESCE_DEFAULT,
-        )
-        .await
+        super::ranges_via_get_opts(self, location, ranges).await
     }
 
     fn delete_stream(

@@ -233,19 +233,11 @@ impl ObjectStore for LineLimitStore {
     }
 
     async fn get_ranges(&self, location: &Path, ranges: &[Range<u64>]) -> Result<Vec<Bytes>> {
-        // Range reads of text files come through `get_opts` (and its meter) one by one.
+        // Range reads of text files come through `get_opts`, and its meter.
         if (self.classify)(location).is_none() {
             return self.inner.get_ranges(location, ranges).await;
         }
-        let mut out = Vec::with_capacity(ranges.len());
-        for r in ranges {
-            let opts = GetOptions {
-                range: Some(r.clone().into()),
-                ..Default::default()
-            };
-            out.push(self.get_opts(location, opts).await?.bytes().await?);
-        }
-        Ok(out)
+        super::ranges_via_get_opts(self, location, ranges).await
     }
 
     fn delete_stream(

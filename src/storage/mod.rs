@@ -44,3 +44,24 @@ pub fn configure(settings: Settings) {
 pub fn settings() -> Settings {
     SETTINGS.read().unwrap_or_else(|e| e.into_inner()).clone()
 }
+
+/// `get_ranges` for a store wrapper: each (coalesced) range through the wrapper's own
+/// `get_opts`, so the wrapper sees every read it makes.
+pub(crate) async fn ranges_via_get_opts(
+    store: &dyn object_store::ObjectStore,
+    location: &object_store::path::Path,
+    ranges: &[std::ops::Range<u64>],
+) -> object_store::Result<Vec<bytes::Bytes>> {
+    object_store::coalesce_ranges(
+        ranges,
+        |r| async move {
+            let opts = object_store::GetOptions {
+                range: Some(r.into()),
+                ..Default::default()
+            };
+            store.get_opts(location, opts).await?.bytes().await
+        },
+        object_store::OBJECT_STORE_COALESCE_DEFAULT,
+    )
+    .await
+}

@@ -192,15 +192,7 @@ impl ObjectStore for SmallObjectStore {
         if self.small(location, &GetOptions::default()).is_none() {
             return self.inner.get_ranges(location, ranges).await;
         }
-        let mut out = Vec::with_capacity(ranges.len());
-        for r in ranges {
-            let opts = GetOptions {
-                range: Some(r.clone().into()),
-                ..Default::default()
-            };
-            out.push(self.get_opts(location, opts).await?.bytes().await?);
-        }
-        Ok(out)
+        super::ranges_via_get_opts(self, location, ranges).await
     }
 
     fn delete_stream(

@@ -356,39 +356,17 @@ impl Warehouse {
         predicate: String,
         run_id: &str,
     ) -> Result<DeltaTable, WarehouseError> {
-        let mut table = table;
-        let mut attempt = 0u32;
-        loop {
-            let written = table
-                .clone()
-                .write(vec![batch.clone()])
+        // delta-rs judges conflicts by file statistics, conservatively: a concurrent writer's
+        // rows of other sources or shards can look like ours. The replace is re-run against
+        // the new snapshot, which is what a conflict asks for.
+        self.retrying_conflicts(def, "replace", table, |t| {
+            t.write(vec![batch.clone()])
                 .with_save_mode(SaveMode::Overwrite)
                 .with_replace_where(predicate.clone())
                 .with_commit_properties(commit_properties(run_id))
-                .await;
-            match written {
-                Ok(t) => return Ok(t),
-                // delta-rs judges conflicts by file statistics, conservatively: a concurrent
-                // writer's rows of other sources or shards can look like ours. The replace is
-                // re-run against the new snapshot, which is what a conflict asks for.
-                Err(DeltaTableError::Transaction {
-                    source: deltalake::kernel::transaction::TransactionError::CommitConflict(e),
-                }) if attempt < 20 => {
-                    attempt += 1;
-                    tracing::info!(
-                        table = def.name,
-                        attempt,
-                        "concurrent commit, re-running the replace: {e}"
-                    );
-                    conflict_pause(attempt).await;
-                    table = self
-                        .open(def)
-                        .await?
-                        .ok_or_else(|| self.err(def, "table disappeared"))?;
-                }
-                Err(e) => return Err(self.err(def, e)),
-            }
-        }
+                .into_future()
+        })
+        .await
     }
 
     /// Deletes the rows matching `predicate` in one commit (re-run on a concurrent commit,
@@ -399,32 +377,18 @@ impl Warehouse {
         predicate: &str,
         run_id: &str,
     ) -> Result<(), WarehouseError> {
-        let mut attempt = 0u32;
-        loop {
-            let Some(table) = self.open(def).await? else {
-                return Ok(());
-            };
-            let deleted = table
-                .delete()
+        let Some(table) = self.open(def).await? else {
+            return Ok(());
+        };
+        self.retrying_conflicts(def, "delete", table, |t| async move {
+            t.delete()
                 .with_predicate(predicate.to_string())
                 .with_commit_properties(commit_properties(run_id))
-                .await;
-            match deleted {
-                Ok(_) => return Ok(()),
-                Err(DeltaTableError::Transaction {
-                    source: deltalake::kernel::transaction::TransactionError::CommitConflict(e),
-                }) if attempt < 20 => {
-                    attempt += 1;
-                    tracing::info!(
-                        table = def.name,
-                        attempt,
-                        "concurrent commit, re-running the delete: {e}"
-                    );
-                    conflict_pause(attempt).await;
-                }
-                Err(e) => return Err(self.err(def, e)),
-            }
-        }
+                .await
+                .map(|(t, _)| t)
+        })
+        .await
+        .map(|_| ())
     }
 
     /// Appends `batch` in one commit (re-run on a concurrent commit: delta-rs counts an
@@ -436,16 +400,32 @@ impl Warehouse {
         batch: RecordBatch,
         run_id: &str,
     ) -> Result<DeltaTable, WarehouseError> {
+        self.retrying_conflicts(def, "append", table, |t| {
+            t.write(vec![batch.clone()])
+                .with_save_mode(SaveMode::Append)
+                .with_commit_properties(commit_properties(run_id))
+                .into_future()
+        })
+        .await
+    }
+
+    /// Runs a commit `op` on the table, and again on a fresh snapshot while it meets a
+    /// concurrent commit (up to 20 times, with growing, jittered pauses).
+    async fn retrying_conflicts<F, Fut>(
+        &self,
+        def: &TableDef,
+        what: &str,
+        table: DeltaTable,
+        op: F,
+    ) -> Result<DeltaTable, WarehouseError>
+    where
+        F: Fn(DeltaTable) -> Fut,
+        Fut: std::future::Future<Output = Result<DeltaTable, DeltaTableError>>,
+    {
         let mut table = table;
         let mut attempt = 0u32;
         loop {
-            let written = table
-                .clone()
-                .write(vec![batch.clone()])
-                .with_save_mode(SaveMode::Append)
-                .with_commit_properties(commit_properties(run_id))
-                .await;
-            match written {
+            match op(table.clone()).await {
                 Ok(t) => return Ok(t),
                 Err(DeltaTableError::Transaction {
                     source: deltalake::kernel::transaction::TransactionError::CommitConflict(e),
@@ -454,7 +434,7 @@ impl Warehouse {
                     tracing::info!(
                         table = def.name,
                         attempt,
-                        "concurrent commit, re-running the append: {e}"
+                        "concurrent commit, re-running the {what}: {e}"
                     );
                     conflict_pause(attempt).await;
                     table = self

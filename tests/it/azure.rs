@@ -201,6 +201,19 @@ async fn extract_async(
     .unwrap()
 }
 
+/// The report of a job that failed and wrote nothing (exit 1, `written: false`).
+fn not_written(out: &std::process::Output) -> serde_json::Value {
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report = stdout_json(out);
+    assert_eq!(report["written"], false, "{report:#}");
+    report
+}
+
 fn table_rows(report: &serde_json::Value) -> Vec<(String, i64)> {
     report["sources"][0]["tables"]
         .as_array()
@@ -312,14 +325,7 @@ async fn a_store_gone_mid_job_leaves_every_table_whole_and_a_rerun_succeeds() {
         }
     });
     let second = extract_async(source.clone(), warehouse.clone(), env.clone()).await;
-    assert_eq!(
-        second.status.code(),
-        Some(1),
-        "{}",
-        String::from_utf8_lossy(&second.stderr)
-    );
-    let report = stdout_json(&second);
-    assert_eq!(report["written"], false, "{report:#}");
+    let report = not_written(&second);
     let error = report["error"].as_str().unwrap();
     assert!(
         error.contains("_executor_metadata"),
@@ -430,14 +436,7 @@ async fn a_failed_last_commit_leaves_readers_on_the_previous_whole_run() {
         }
     });
     let second = extract_async(source.clone(), warehouse.clone(), env.clone()).await;
-    assert_eq!(
-        second.status.code(),
-        Some(1),
-        "{}",
-        String::from_utf8_lossy(&second.stderr)
-    );
-    let report = stdout_json(&second);
-    assert_eq!(report["written"], false, "{report:#}");
+    let report = not_written(&second);
     assert!(
         report["error"].as_str().unwrap().contains("sources"),
         "{report:#}"
@@ -472,7 +471,7 @@ async fn a_failed_last_commit_leaves_readers_on_the_previous_whole_run() {
         }
     });
     let third = extract_async(source.clone(), warehouse.clone(), env.clone()).await;
-    assert_eq!(third.status.code(), Some(1));
+    not_written(&third);
     assert!(gone.load(Ordering::SeqCst));
     let left = sql_json(
         &direct,

@@ -349,6 +349,22 @@ async fn endpoints_and_their_errors() {
     assert_eq!(list["jobs"][0]["status"], "succeeded");
     let (s, _, _) = call(&router, "DELETE", &format!("/jobs/{id}"), None, Some(KEY)).await;
     assert_eq!(s, StatusCode::CONFLICT);
+
+    // A re-run through the API: once its final state is recorded, the first run's rows go
+    // (the clean-up follows the record, so it is waited for, not raced).
+    let (_, v, _) = call(&router, "POST", "/jobs/create", Some(&body), Some(KEY)).await;
+    let again = v["job_id"].as_str().unwrap().to_string();
+    assert_eq!(wait_done(&router, &again).await["status"], "succeeded");
+    let q = "SELECT DISTINCT run_id FROM tables WHERE workflow_id = 'api_wf'";
+    let mut runs = sql_json(&wh, q, &[]);
+    for _ in 0..120 {
+        if runs.as_array().unwrap().len() == 1 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+        runs = sql_json(&wh, q, &[]);
+    }
+    assert_eq!(runs, serde_json::json!([{"run_id": again}]));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
