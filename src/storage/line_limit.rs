@@ -182,6 +182,39 @@ fn guarded(
     .boxed()
 }
 
+/// A local file's range as a stream of 1 MiB blocking reads.
+fn file_stream(file: std::fs::File, range: Range<u64>) -> BoxStream<'static, Result<Bytes>> {
+    const CHUNK: u64 = 1 << 20;
+    futures::stream::try_unfold((file, range), |(mut file, range)| async move {
+        if range.start >= range.end {
+            return Ok(None);
+        }
+        let len = (range.end - range.start).min(CHUNK) as usize;
+        let start = range.start;
+        let read = tokio::task::spawn_blocking(move || {
+            use std::io::{Read, Seek, SeekFrom};
+            file.seek(SeekFrom::Start(start))?;
+            let mut buf = vec![0u8; len];
+            file.read_exact(&mut buf)?;
+            Ok::<_, io::Error>((file, buf))
+        })
+        .await
+        .map_err(|e| io::Error::other(e.to_string()))
+        .and_then(|r| r);
+        match read {
+            Ok((file, buf)) => Ok(Some((
+                Bytes::from(buf),
+                (file, start + len as u64..range.end),
+            ))),
+            Err(e) => Err(object_store::Error::Generic {
+                store: "line limit",
+                source: Box::new(e),
+            }),
+        }
+    })
+    .boxed()
+}
+
 #[async_trait::async_trait]
 impl ObjectStore for LineLimitStore {
     async fn put_opts(
@@ -218,12 +251,13 @@ impl ObjectStore for LineLimitStore {
         }
         let r = self.inner.get_opts(location, options).await?;
         let (meta, range, attributes) = (r.meta.clone(), r.range.clone(), r.attributes.clone());
-        let body = guarded(
-            r.into_stream(),
-            Meter::new(codec, self.limit),
-            location,
-            self.limit,
-        );
+        let stream = match r.payload {
+            // object_store would read a local file in 8 KiB blocking reads, which halves
+            // the speed of a large CSV; 1 MiB reads keep it.
+            GetResultPayload::File(file, _) => file_stream(file, range.clone()),
+            GetResultPayload::Stream(s) => s,
+        };
+        let body = guarded(stream, Meter::new(codec, self.limit), location, self.limit);
         Ok(GetResult {
             payload: GetResultPayload::Stream(body),
             meta,
