@@ -54,8 +54,8 @@ def key(row):
 # Our registration DDL, table -> [(column, spark type)], partition column.
 ddl = open(ddl_path).read()
 registered = {}
-for m in re.finditer(r"CREATE TABLE IF NOT EXISTS \S+\.(\w+) \((.*?)\) USING DELTA PARTITIONED BY \((\w+)\)", ddl, re.S):
-    cols = [tuple(c.strip().split()[:2]) for c in m.group(2).strip().split(",\n")]
+for m in re.finditer(r"CREATE TABLE IF NOT EXISTS \S+\.`(\w+)` \((.*?)\) USING DELTA PARTITIONED BY \(`(\w+)`\)", ddl, re.S):
+    cols = [tuple(c.strip().replace("`", "").split()[:2]) for c in m.group(2).strip().split(",\n")]
     registered[m.group(1)] = (cols, m.group(3))
 delta_of_spark = {"STRING": "string", "BIGINT": "long", "INT": "integer", "BOOLEAN": "boolean", "TIMESTAMP": "timestamp"}
 
@@ -85,6 +85,8 @@ for t in sorted(os.listdir(root)):
             failures.append(f"{t}: partitioned by {dt.metadata().partition_columns}, DDL says {part}")
     print(f"{t}: {len(theirs)} rows, {len(fields)} columns, version {dt.version()}", file=sys.stderr)
     checked += 1
+if len(registered) != 6:
+    failures.append(f"the registration DDL parsed into {len(registered)} tables, not 6")
 if checked < 7:
     failures.append(f"only {checked} tables found")
 if failures:

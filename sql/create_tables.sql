@@ -1,82 +1,82 @@
 -- Registers the nuvyn-executor metadata and notebook tables as external Delta tables.
 -- Generated from src/warehouse/catalog.rs (tests keep this file in step); replace ${warehouse}
 -- with the warehouse location, e.g. abfss://lake@account.dfs.core.windows.net/warehouse.
-CREATE SCHEMA IF NOT EXISTS hive_metastore._executor_metadata;
+CREATE SCHEMA IF NOT EXISTS `hive_metastore`.`_executor_metadata`;
 
-CREATE TABLE IF NOT EXISTS hive_metastore._executor_metadata.sources (
-  id BIGINT,
-  workflow_id STRING,
-  source_id STRING,
-  source_path STRING,
-  source_type STRING,
-  extraction_timestamp TIMESTAMP,
-  files_found INT,
-  total_size_bytes BIGINT,
-  run_id STRING
-) USING DELTA PARTITIONED BY (workflow_id) LOCATION '${warehouse}/_executor_metadata/sources';
+CREATE TABLE IF NOT EXISTS `hive_metastore`.`_executor_metadata`.`sources` (
+  `id` BIGINT,
+  `workflow_id` STRING,
+  `source_id` STRING,
+  `source_path` STRING,
+  `source_type` STRING,
+  `extraction_timestamp` TIMESTAMP,
+  `files_found` INT,
+  `total_size_bytes` BIGINT,
+  `run_id` STRING
+) USING DELTA PARTITIONED BY (`workflow_id`) LOCATION '${warehouse}/_executor_metadata/sources';
 
-CREATE TABLE IF NOT EXISTS hive_metastore._executor_metadata.tables (
-  id BIGINT,
-  workflow_id STRING,
-  source_id STRING,
-  table_name STRING,
-  file_path STRING,
-  file_type STRING,
-  row_count BIGINT,
-  column_count INT,
-  size_bytes BIGINT,
-  run_id STRING,
-  status STRING,
-  error_message STRING
-) USING DELTA PARTITIONED BY (workflow_id) LOCATION '${warehouse}/_executor_metadata/tables';
+CREATE TABLE IF NOT EXISTS `hive_metastore`.`_executor_metadata`.`tables` (
+  `id` BIGINT,
+  `workflow_id` STRING,
+  `source_id` STRING,
+  `table_name` STRING,
+  `file_path` STRING,
+  `file_type` STRING,
+  `row_count` BIGINT,
+  `column_count` INT,
+  `size_bytes` BIGINT,
+  `run_id` STRING,
+  `status` STRING,
+  `error_message` STRING
+) USING DELTA PARTITIONED BY (`workflow_id`) LOCATION '${warehouse}/_executor_metadata/tables';
 
-CREATE TABLE IF NOT EXISTS hive_metastore._executor_metadata.columns (
-  id BIGINT,
-  workflow_id STRING,
-  source_id STRING,
-  table_name STRING,
-  column_name STRING,
-  data_type STRING,
-  position INT,
-  is_nullable BOOLEAN,
-  sample_values STRING,
-  run_id STRING,
-  null_count BIGINT,
-  distinct_count BIGINT,
-  min_value STRING,
-  max_value STRING
-) USING DELTA PARTITIONED BY (workflow_id) LOCATION '${warehouse}/_executor_metadata/columns';
+CREATE TABLE IF NOT EXISTS `hive_metastore`.`_executor_metadata`.`columns` (
+  `id` BIGINT,
+  `workflow_id` STRING,
+  `source_id` STRING,
+  `table_name` STRING,
+  `column_name` STRING,
+  `data_type` STRING,
+  `position` INT,
+  `is_nullable` BOOLEAN,
+  `sample_values` STRING,
+  `run_id` STRING,
+  `null_count` BIGINT,
+  `distinct_count` BIGINT,
+  `min_value` STRING,
+  `max_value` STRING
+) USING DELTA PARTITIONED BY (`workflow_id`) LOCATION '${warehouse}/_executor_metadata/columns';
 
-CREATE TABLE IF NOT EXISTS hive_metastore._executor_metadata.executor_runs (
-  id BIGINT,
-  run_id STRING,
-  executor_version STRING,
-  workflow_id STRING,
-  source_id STRING,
-  run_mode STRING,
-  status STRING,
-  error_message STRING,
-  started_at TIMESTAMP,
-  finished_at TIMESTAMP
-) USING DELTA PARTITIONED BY (workflow_id) LOCATION '${warehouse}/_executor_metadata/executor_runs';
+CREATE TABLE IF NOT EXISTS `hive_metastore`.`_executor_metadata`.`executor_runs` (
+  `id` BIGINT,
+  `run_id` STRING,
+  `executor_version` STRING,
+  `workflow_id` STRING,
+  `source_id` STRING,
+  `run_mode` STRING,
+  `status` STRING,
+  `error_message` STRING,
+  `started_at` TIMESTAMP,
+  `finished_at` TIMESTAMP
+) USING DELTA PARTITIONED BY (`workflow_id`) LOCATION '${warehouse}/_executor_metadata/executor_runs';
 
-CREATE TABLE IF NOT EXISTS hive_metastore._executor_metadata.workflow_notebook_source (
-  workflow_id STRING,
-  notebook_version INT,
-  notebook STRING,
-  notebook_sha256 STRING,
-  cell_count INT,
-  created_at TIMESTAMP,
-  created_by STRING
-) USING DELTA PARTITIONED BY (workflow_id) LOCATION '${warehouse}/_executor_metadata/workflow_notebook_source';
+CREATE TABLE IF NOT EXISTS `hive_metastore`.`_executor_metadata`.`workflow_notebook_source` (
+  `workflow_id` STRING,
+  `notebook_version` INT,
+  `notebook` STRING,
+  `notebook_sha256` STRING,
+  `cell_count` INT,
+  `created_at` TIMESTAMP,
+  `created_by` STRING
+) USING DELTA PARTITIONED BY (`workflow_id`) LOCATION '${warehouse}/_executor_metadata/workflow_notebook_source';
 
-CREATE TABLE IF NOT EXISTS hive_metastore._executor_metadata.workflow_notebook_mapping (
-  workflow_id STRING,
-  workflow_version INT,
-  notebook_version INT,
-  mapping STRING,
-  status STRING,
-  stale_cells STRING,
-  stale_operators STRING,
-  created_at TIMESTAMP
-) USING DELTA PARTITIONED BY (workflow_id) LOCATION '${warehouse}/_executor_metadata/workflow_notebook_mapping';
+CREATE TABLE IF NOT EXISTS `hive_metastore`.`_executor_metadata`.`workflow_notebook_mapping` (
+  `workflow_id` STRING,
+  `workflow_version` INT,
+  `notebook_version` INT,
+  `mapping` STRING,
+  `status` STRING,
+  `stale_cells` STRING,
+  `stale_operators` STRING,
+  `created_at` TIMESTAMP
+) USING DELTA PARTITIONED BY (`workflow_id`) LOCATION '${warehouse}/_executor_metadata/workflow_notebook_mapping';

@@ -1,6 +1,11 @@
 -- V2: the v2.0 change (WORKFLOW_ID_MIGRATION.md): workflow_id becomes the primary identifier
 -- and the partition column; source_id becomes optional. Existing rows get
 -- workflow_id = source_id. Every step is idempotent, so an interrupted run can be resumed.
+--
+-- Edited after release: `ADD COLUMN a, ADD COLUMN b` (which Spark's parser rejects) became
+-- Spark's `ADD COLUMNS (a, b)`; the effect is the same, so a warehouse that applied the
+-- earlier text is still in step with this one:
+-- accepts-checksum: 94e372df856594d9f012e3dfa26b227d0e82877f8d6a38a96510798d165237a0
 
 ALTER TABLE hive_metastore._executor_metadata.sources ADD COLUMN workflow_id STRING;
 ALTER TABLE hive_metastore._executor_metadata.tables ADD COLUMN workflow_id STRING;
@@ -15,10 +20,10 @@ UPDATE hive_metastore._executor_metadata.executor_runs SET workflow_id = source_
 -- The v2.0 extras: the run that wrote each row, per-table status, column statistics.
 ALTER TABLE hive_metastore._executor_metadata.sources ADD COLUMN run_id STRING;
 ALTER TABLE hive_metastore._executor_metadata.tables
-  ADD COLUMN run_id STRING, ADD COLUMN status STRING, ADD COLUMN error_message STRING;
+  ADD COLUMNS (run_id STRING, status STRING, error_message STRING);
 ALTER TABLE hive_metastore._executor_metadata.columns
-  ADD COLUMN run_id STRING, ADD COLUMN null_count BIGINT, ADD COLUMN distinct_count BIGINT,
-  ADD COLUMN min_value STRING, ADD COLUMN max_value STRING;
+  ADD COLUMNS (run_id STRING, null_count BIGINT, distinct_count BIGINT,
+               min_value STRING, max_value STRING);
 
 -- Re-partition by workflow_id: a full rewrite of each table (its earlier versions stay
 -- reachable by time travel). The column order is the v2.0 one; source_id is now nullable.

@@ -182,11 +182,15 @@ pub struct ServeArgs {
 
 #[derive(Debug, Args)]
 pub struct DdlArgs {
-    /// Catalog to register under (Unity Catalog users: their catalog).
+    /// Catalog to register under: `<catalog>._executor_metadata.<table>`. Unity Catalog
+    /// users pass their catalog; the default, hive_metastore, is the name the migration
+    /// document's queries use (workspaces without Unity Catalog have only it).
     #[arg(long, default_value = DEFAULT_CATALOG)]
     pub catalog: String,
-    /// The warehouse location the tables live in (its query, if any, is not printed).
-    #[arg(long, env = "NUVYN_WAREHOUSE", default_value = "./warehouse")]
+    /// The warehouse as the cluster reaches it: any Azure URL form (written as abfss://, in
+    /// the account's own cloud) or dbfs:/ (/dbfs/... is written as dbfs:/...). A local path
+    /// or an emulator URL is refused: Spark cannot reach it. A SAS query is never printed.
+    #[arg(long, env = "NUVYN_WAREHOUSE")]
     pub warehouse: String,
 }
 
@@ -625,6 +629,8 @@ pub struct Env {
     pub max_record_size: Option<String>,
     /// The `NUVYN_STORAGE_*` variables that are set.
     pub storage_requests: Vec<(String, String)>,
+    /// `AZURE_STORAGE_ACCOUNT_NAME`: the account `ddl` writes for an `az://` warehouse.
+    pub azure_account_name: Option<String>,
 }
 
 impl std::fmt::Debug for Env {
@@ -641,6 +647,7 @@ impl std::fmt::Debug for Env {
             .field("memory_limit", &self.memory_limit)
             .field("max_record_size", &self.max_record_size)
             .field("storage_requests", &self.storage_requests)
+            .field("azure_account_name", &self.azure_account_name)
             .finish()
     }
 }
@@ -666,6 +673,7 @@ impl Env {
                 .iter()
                 .filter_map(|(k, _)| std::env::var(k).ok().map(|v| (k.to_string(), v)))
                 .collect(),
+            azure_account_name: std::env::var("AZURE_STORAGE_ACCOUNT_NAME").ok(),
         }
     }
 
@@ -966,22 +974,24 @@ impl Cli {
                 })
             }
             Some(Command::Ddl(a)) => {
+                // Unity Catalog names take letters, digits, '_' and '-' (backticks quote them).
                 if a.catalog.is_empty()
                     || !a
                         .catalog
                         .chars()
-                        .all(|c| c.is_ascii_alphanumeric() || c == '_')
+                        .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
                 {
                     return Err(ConfigError::Usage(format!(
-                        "invalid --catalog {:?}: use letters, digits and '_'",
+                        "invalid --catalog {:?}: use letters, digits, '_' and '-'",
                         a.catalog
                     )));
                 }
-                location::check(&a.warehouse).map_err(ConfigError::Warehouse)?;
-                let loc = crate::redact::url(a.warehouse.trim());
+                let location =
+                    location::spark_location(&a.warehouse, env.azure_account_name.as_deref())
+                        .map_err(ConfigError::Warehouse)?;
                 Ok(Task::Ddl {
                     catalog: a.catalog,
-                    location: loc.trim_end_matches('/').to_string(),
+                    location,
                 })
             }
             Some(Command::Notebook(a)) => {

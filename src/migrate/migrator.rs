@@ -103,7 +103,7 @@ impl Migrator {
                 None => State::Pending,
                 Some(None) => State::Interrupted,
                 Some(Some(false)) => State::Failed,
-                Some(Some(true)) if r.and_then(|r| r.checksum.as_deref()) != Some(&m.checksum) => {
+                Some(Some(true)) if !m.matches(r.and_then(|r| r.checksum.as_deref())) => {
                     State::ChecksumMismatch
                 }
                 Some(Some(true)) => State::Applied,
@@ -152,7 +152,7 @@ impl Migrator {
         for m in &self.migrations {
             if let Some(r) = last.get(&m.version)
                 && r.success == Some(true)
-                && r.checksum.as_deref() != Some(m.checksum.as_str())
+                && !m.matches(r.checksum.as_deref())
             {
                 return Err(MigrateError::Checksum {
                     version: m.version,
@@ -611,7 +611,7 @@ impl Migrator {
             let mut t = t;
             for m in &self.migrations {
                 if let Some(r) = last.get(&m.version)
-                    && r.checksum.as_deref() != Some(m.checksum.as_str())
+                    && !m.matches(r.checksum.as_deref())
                 {
                     let (nt, _) = t
                         .update()

@@ -103,7 +103,41 @@ pub struct Migration {
     pub description: String,
     pub script: String,
     pub checksum: String,
+    /// Checksums of earlier texts of this file that are the same migration (an edit that
+    /// changed its syntax, not its effect), from `-- accepts-checksum: <sha256>` lines: a
+    /// warehouse that applied an earlier text is not told the file changed.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub accepts: Vec<String>,
     pub steps: Vec<Step>,
+}
+
+impl Migration {
+    /// Whether `applied` (a checksum in the history) is this file's, now or before an
+    /// accepted edit.
+    pub fn matches(&self, applied: Option<&str>) -> bool {
+        applied.is_some_and(|a| a == self.checksum || self.accepts.iter().any(|c| c == a))
+    }
+}
+
+/// The `-- accepts-checksum: <sha256>` lines of a script.
+fn accepted_checksums(script: &str, text: &str) -> Result<Vec<String>, MigrateError> {
+    let mut out = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let Some(rest) = line.trim().strip_prefix("-- accepts-checksum:") else {
+            continue;
+        };
+        let c = rest.trim().to_ascii_lowercase();
+        if c.len() != 64 || !c.chars().all(|ch| ch.is_ascii_hexdigit()) {
+            return Err(MigrateError::Invalid {
+                script: script.to_string(),
+                line: i as u64 + 1,
+                statement: line.trim().to_string(),
+                reason: "accepts-checksum takes the 64 hex digits of a SHA-256".into(),
+            });
+        }
+        out.push(c);
+    }
+    Ok(out)
 }
 
 pub(super) fn checksum(text: &str) -> String {
@@ -493,18 +527,68 @@ pub(super) fn strip_using_delta(dialect: &DatabricksDialect, sql: &str) -> Resul
         .collect())
 }
 
+/// Spark's `ALTER TABLE t ADD COLUMNS (a STRING, b INT)` (the form Spark and Databricks
+/// accept for several columns) as `ADD COLUMN a STRING, ADD COLUMN b INT`, the form sqlparser
+/// reads; whitespace is kept, so lines still count as in the file.
+pub(super) fn spark_add_columns(dialect: &DatabricksDialect, sql: &str) -> String {
+    use datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer};
+    let Ok(tokens) = Tokenizer::new(dialect, sql).tokenize() else {
+        return sql.to_string();
+    };
+    let word = |t: &Token, w: &str| matches!(t, Token::Word(x) if x.value.eq_ignore_ascii_case(w) && x.quote_style.is_none());
+    let significant: Vec<usize> = (0..tokens.len())
+        .filter(|i| !matches!(tokens[*i], Token::Whitespace(_)))
+        .collect();
+    let starts = |k: usize, w: &str| significant.get(k).is_some_and(|i| word(&tokens[*i], w));
+    if !(starts(0, "ALTER") && starts(1, "TABLE")) {
+        return sql.to_string();
+    }
+    let mut out: Vec<String> = tokens.iter().map(|t| t.to_string()).collect();
+    let mut k = 0;
+    while k + 2 < significant.len() {
+        let (add, columns, open) = (significant[k], significant[k + 1], significant[k + 2]);
+        if word(&tokens[add], "ADD")
+            && word(&tokens[columns], "COLUMNS")
+            && tokens[open] == Token::LParen
+        {
+            out[columns] = "COLUMN".into();
+            out[open] = String::new();
+            let mut depth = 1;
+            for &i in &significant[k + 3..] {
+                match &tokens[i] {
+                    Token::LParen => depth += 1,
+                    Token::RParen => {
+                        depth -= 1;
+                        if depth == 0 {
+                            out[i] = String::new();
+                            break;
+                        }
+                    }
+                    Token::Comma if depth == 1 => out[i] = ", ADD COLUMN".into(),
+                    _ => {}
+                }
+            }
+        }
+        k += 1;
+    }
+    out.concat()
+}
+
 /// Parses one migration script into steps. Errors name the file and line.
 pub fn parse_script(script: &str, text: &str) -> Result<Vec<Step>, MigrateError> {
     let dialect = DatabricksDialect {};
     let mut steps = Vec::new();
     for (line, sql) in split_statements(text) {
         let shown = shorten(&sql);
-        let sql = strip_using_delta(&dialect, &sql).map_err(|reason| MigrateError::Invalid {
-            script: script.to_string(),
-            line,
-            statement: shown.clone(),
-            reason,
-        })?;
+        let sql =
+            strip_using_delta(&dialect, &spark_add_columns(&dialect, &sql)).map_err(|reason| {
+                MigrateError::Invalid {
+                    script: script.to_string(),
+                    line,
+                    statement: shown.clone(),
+                    reason,
+                }
+            })?;
         let stmts = Parser::parse_sql(&dialect, &sql).map_err(|e| {
             // sqlparser counts lines within the statement: make them the file's.
             let msg = e.to_string();
@@ -575,6 +659,7 @@ pub fn load(files: &[(String, String)]) -> Result<Vec<Migration>, MigrateError> 
             description: description.replace('_', " "),
             script: script.clone(),
             checksum: checksum(text),
+            accepts: accepted_checksums(script, text)?,
             steps: parse_script(script, text)?,
         };
         if let Some(first) = out.get(&version) {
@@ -700,6 +785,52 @@ mod tests {
             one("DELETE FROM tables WHERE row_count < 0").unwrap(),
             Op::Delete { .. }
         ));
+    }
+
+    #[test]
+    fn spark_add_columns_is_several_columns() {
+        let col = |n: &str, ty| Col {
+            name: n.into(),
+            ty,
+            nullable: true,
+        };
+        assert_eq!(
+            one("ALTER TABLE t ADD COLUMNS (a STRING, b INT,\n c BIGINT)").unwrap(),
+            Op::AddColumns {
+                table: "t".into(),
+                columns: vec![
+                    col("a", SqlType::String),
+                    col("b", SqlType::Int),
+                    col("c", SqlType::BigInt)
+                ]
+            }
+        );
+        // A syntax error after the rewrite still names the file's line.
+        let e = parse_script(
+            "V4__x.sql",
+            "-- intro\nALTER TABLE t ADD COLUMNS (a STRING,\n b STRIN G);\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.starts_with("V4__x.sql line 3:"), "{e}");
+    }
+
+    #[test]
+    fn an_edit_that_names_the_earlier_checksum_is_the_same_migration() {
+        let v2 = &embedded()[1];
+        let before = "94e372df856594d9f012e3dfa26b227d0e82877f8d6a38a96510798d165237a0";
+        assert!(v2.matches(Some(before)) && v2.matches(Some(&v2.checksum)));
+        assert!(!v2.matches(Some(&"0".repeat(64))) && !v2.matches(None));
+        let e = load(&[(
+            "V1__a.sql".into(),
+            "-- accepts-checksum: xyz\nSELECT 1;".into(),
+        )])
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("V1__a.sql line 1") && e.contains("64 hex digits"),
+            "{e}"
+        );
     }
 
     #[test]

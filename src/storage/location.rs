@@ -452,6 +452,68 @@ pub fn azure_url(input: &str) -> Result<Option<AzureUrl>, LocationError> {
     }
 }
 
+/// The location as Spark on Databricks addresses it, for `LOCATION` clauses: every Azure
+/// form as `abfss://<container>@<account>.dfs.<suffix>/<path>` (the cloud's own suffix),
+/// `/dbfs/...` and `dbfs:/...` as `dbfs:/...`. What a cluster cannot reach is refused with
+/// the reason: a local path, an emulator URL, a volume (Unity Catalog keeps tables out of
+/// volumes). `account` names the account of an `az://` URL (`AZURE_STORAGE_ACCOUNT_NAME`).
+/// A SAS query is never part of the answer.
+pub fn spark_location(input: &str, account: Option<&str>) -> Result<String, LocationError> {
+    let s = input.trim().trim_end_matches('/');
+    if s.is_empty() {
+        return Err(LocationError::Empty);
+    }
+    let refuse = |reason: &str| LocationError::Invalid {
+        shown: crate::redact::url(s),
+        reason: reason.to_string(),
+    };
+    if let Some(a) = azure_url(s)? {
+        if a.endpoint.is_some() {
+            return Err(refuse(
+                "an emulator or private endpoint URL, which a Databricks cluster cannot reach: register a warehouse in a real storage account (abfss://<container>@<account>.dfs.core.windows.net/<path>)",
+            ));
+        }
+        let account = match (&a.account, account) {
+            (Some(acct), _) => acct.clone(),
+            (None, Some(acct)) if !acct.trim().is_empty() => acct.trim().to_string(),
+            (None, _) => {
+                return Err(refuse(
+                    "az:// names no storage account: set AZURE_STORAGE_ACCOUNT_NAME, or pass abfss://<container>@<account>.dfs.core.windows.net/<path>",
+                ));
+            }
+        };
+        let path = if a.path.is_empty() {
+            String::new()
+        } else {
+            format!("/{}", a.path)
+        };
+        return Ok(format!(
+            "abfss://{}@{account}.dfs.{}{path}",
+            a.container, a.suffix
+        ));
+    }
+    let dbfs = s
+        .strip_prefix("dbfs:")
+        .or_else(|| s.strip_prefix("/dbfs/").map(|_| &s["/dbfs".len()..]))
+        .map(|rest| format!("/{}", rest.trim_start_matches('/')));
+    if let Some(rest) = dbfs {
+        if rest.starts_with("/Volumes/") {
+            return Err(refuse(
+                "a Unity Catalog volume: tables cannot live inside a volume (and delta-rs cannot commit there); use an external location (abfss://...)",
+            ));
+        }
+        return Ok(format!("dbfs:{rest}"));
+    }
+    if s.starts_with("/Volumes/") {
+        return Err(refuse(
+            "a Unity Catalog volume: tables cannot live inside a volume (and delta-rs cannot commit there); use an external location (abfss://...)",
+        ));
+    }
+    Err(refuse(
+        "a path on this machine, which Spark on a Databricks cluster cannot read: register a warehouse on abfss://... or dbfs:/...",
+    ))
+}
+
 /// Parses a location string. No I/O happens here.
 pub fn parse(input: &str) -> Result<Location, LocationError> {
     parse_with(input, &StorageOptions::default())
@@ -541,6 +603,51 @@ pub fn parse_with(input: &str, opts: &StorageOptions) -> Result<Location, Locati
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn spark_locations() {
+        let ok = |s: &str, acct: Option<&str>| spark_location(s, acct).unwrap();
+        let abfss = "abfss://lake@acct.dfs.core.windows.net/wh";
+        assert_eq!(
+            ok("abfss://lake@acct.dfs.core.windows.net/wh/", None),
+            abfss
+        );
+        assert_eq!(
+            ok("https://acct.blob.core.windows.net/lake/wh", None),
+            abfss
+        );
+        assert_eq!(ok("https://acct.dfs.core.windows.net/lake/wh", None), abfss);
+        assert_eq!(
+            ok("wasbs://lake@acct.blob.core.windows.net/wh", None),
+            abfss
+        );
+        assert_eq!(ok("az://lake/wh", Some("acct")), abfss);
+        // A SAS query never reaches the DDL.
+        assert_eq!(
+            ok(
+                "https://acct.blob.core.windows.net/lake/wh?sv=1&sig=SECRET",
+                None
+            ),
+            abfss
+        );
+        // Sovereign clouds keep their suffix.
+        assert_eq!(
+            ok("https://acct.blob.core.chinacloudapi.cn/lake/wh", None),
+            "abfss://lake@acct.dfs.core.chinacloudapi.cn/wh"
+        );
+        assert_eq!(ok("/dbfs/mnt/wh", None), "dbfs:/mnt/wh");
+        assert_eq!(ok("dbfs:/mnt/wh", None), "dbfs:/mnt/wh");
+        assert_eq!(ok("dbfs:mnt/wh", None), "dbfs:/mnt/wh");
+        let no = |s: &str| spark_location(s, None).unwrap_err().to_string();
+        assert!(no("az://lake/wh").contains("AZURE_STORAGE_ACCOUNT_NAME"));
+        assert!(no("/tmp/wh").contains("cannot read"), "{}", no("/tmp/wh"));
+        assert!(no("./warehouse").contains("cannot read"));
+        assert!(no("file:///tmp/wh").contains("cannot read"));
+        assert!(no("/Volumes/main/raw/vol/wh").contains("volume"));
+        assert!(no("dbfs:/Volumes/main/raw/vol/wh").contains("volume"));
+        let e = no("http://127.0.0.1:10000/devstoreaccount1/lake/wh");
+        assert!(e.contains("emulator"), "{e}");
+    }
 
     #[test]
     fn local_forms() {

@@ -200,14 +200,24 @@ impl TableDef {
         let cols: Vec<String> = self
             .columns
             .iter()
-            .map(|c| format!("  {} {}", c.name, c.ty.spark_name()))
+            .map(|c| format!("  {} {}", quote(c.name), c.ty.spark_name()))
             .collect();
         format!(
             "CREATE TABLE IF NOT EXISTS {full_name} (\n{}\n) USING DELTA PARTITIONED BY ({}) LOCATION '{location}'",
             cols.join(",\n"),
-            self.partition_by.join(", ")
+            self.partition_by
+                .iter()
+                .map(|p| quote(p))
+                .collect::<Vec<_>>()
+                .join(", ")
         )
     }
+}
+
+/// A Spark identifier in backticks (a backtick inside is doubled), so that catalog names
+/// with hyphens and column names that are keywords (`position`) need no care.
+pub fn quote(ident: &str) -> String {
+    format!("`{}`", ident.replace('`', "``"))
 }
 
 /// Spark DDL registering every table as an external Delta table under `catalog`, with
@@ -218,13 +228,12 @@ pub fn registration_ddl(catalog: &str) -> String {
          -- Generated from src/warehouse/catalog.rs (tests keep this file in step); replace ${warehouse}\n\
          -- with the warehouse location, e.g. abfss://lake@account.dfs.core.windows.net/warehouse.\n",
     );
-    out.push_str(&format!(
-        "CREATE SCHEMA IF NOT EXISTS {catalog}.{SCHEMA_NAME};\n"
-    ));
+    let schema = format!("{}.{}", quote(catalog), quote(SCHEMA_NAME));
+    out.push_str(&format!("CREATE SCHEMA IF NOT EXISTS {schema};\n"));
     for def in JOB_TABLES.iter().chain(&NOTEBOOK_TABLES) {
         out.push('\n');
         out.push_str(&def.create_ddl(
-            &format!("{catalog}.{SCHEMA_NAME}.{}", def.name),
+            &format!("{schema}.{}", quote(def.name)),
             &format!("${{warehouse}}/{SCHEMA_NAME}/{}", def.name),
         ));
         out.push_str(";\n");

@@ -56,22 +56,31 @@ fn sql_notebooks_parse_with_the_databricks_dialect() {
     assert!(parsed >= 4, "{parsed} statements parsed");
 }
 
-/// `query_metadata` holds the migration document's four queries (the ones the tests run),
-/// with the literal ids replaced by the widgets: the notebook cannot drift from them.
+/// `query_metadata` holds the migration document's four queries (the ones the tests run) and
+/// the corrected versions of queries 1 and 4, with the literal ids replaced by the widgets
+/// and the tables named in the `catalog` widget's catalog: the notebook cannot drift from them.
 #[test]
 fn the_query_notebook_carries_the_documents_queries() {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
     let notebook = std::fs::read_to_string(dir.join("notebooks/query_metadata.sql")).unwrap();
-    for i in 1..=4 {
-        let q = std::fs::read_to_string(dir.join(format!("tests/fixtures/doc_queries/q{i}.sql")))
+    let names = ["q1", "q2", "q3", "q4", "q1_corrected", "q4_corrected"];
+    for name in names {
+        let q = std::fs::read_to_string(dir.join(format!("tests/fixtures/doc_queries/{name}.sql")))
             .unwrap();
-        let q = q
+        let mut q = q
             .trim()
             .replace("'workflow_abc123'", ":workflow_id")
             .replace("'source_xyz789'", ":source_id");
+        for t in ["sources", "tables", "columns"] {
+            q = q.replace(
+                &format!("hive_metastore._executor_metadata.{t}"),
+                &format!("IDENTIFIER(:catalog || '._executor_metadata.{t}')"),
+            );
+        }
         assert!(
             notebook.contains(&q),
-            "query {i} is not in notebooks/query_metadata.sql as written"
+            "{name} is not in notebooks/query_metadata.sql as written"
         );
     }
+    assert!(!notebook.contains("hive_metastore._executor_metadata"));
 }

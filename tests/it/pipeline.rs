@@ -604,4 +604,39 @@ async fn the_documents_four_queries_return_correct_results() {
     // The document's join is on workflow_id only, so it counts the workflow's tables.
     assert_eq!(r["table_count"], 3);
     assert_eq!(r["total_columns"], 6);
+
+    // The corrected versions join on source_id and run_id too: each column once, under its
+    // own source, and the latest source's own tables.
+    let [(1, q1_fixed), (4, q4_fixed)] = DOC_QUERIES_CORRECTED else {
+        unreachable!()
+    };
+    let q1c = ctx.select(q1_fixed).await.unwrap();
+    let got: Vec<(&str, &str, &str)> = q1c
+        .iter()
+        .map(|r| {
+            (
+                r["source_id"].as_str().unwrap(),
+                r["table_name"].as_str().unwrap(),
+                r["column_name"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("source_xyz789", "customers", "id"),
+            ("source_xyz789", "customers", "name"),
+            ("source_xyz789", "customers", "city"),
+            ("source_xyz789", "orders", "order_id"),
+            ("source_xyz789", "orders", "customer_id"),
+            ("source_zzz", "misc", "k"),
+        ],
+        "query 1 gave {} rows, 2 per column; the corrected one gives each column once",
+        q1.len()
+    );
+    let q4c = ctx.select(q4_fixed).await.unwrap();
+    assert_eq!(q4c.len(), 1);
+    assert_eq!(q4c[0]["source_id"], "source_zzz");
+    assert_eq!(q4c[0]["table_count"], 1, "source_zzz's own table only");
+    assert_eq!(q4c[0]["total_columns"], 1);
 }

@@ -281,6 +281,19 @@ pub const DOC_QUERIES: [&str; 4] = [
     include_str!("../../fixtures/doc_queries/q4.sql"),
 ];
 
+/// Queries 1 and 4 joined also on `source_id` and `run_id` (the versions next to the
+/// document's in notebooks/query_metadata.sql).
+pub const DOC_QUERIES_CORRECTED: [(usize, &str); 2] = [
+    (
+        1,
+        include_str!("../../fixtures/doc_queries/q1_corrected.sql"),
+    ),
+    (
+        4,
+        include_str!("../../fixtures/doc_queries/q4_corrected.sql"),
+    ),
+];
+
 /// The JSON a successful command printed; fails the test with its stderr otherwise.
 pub fn ok(out: std::process::Output) -> serde_json::Value {
     assert!(
