@@ -348,6 +348,10 @@ pub enum MigrateAction {
     Validate,
     /// Remove failed/interrupted history rows and a dead run's lock; accept edited files.
     Repair,
+    /// Every migration's statements and checksum and the history table's DDL, as JSON: what
+    /// the apply_migrations notebook runs through spark.sql where this binary cannot write
+    /// (the Databricks route). Reads no warehouse.
+    Export,
 }
 
 #[derive(Debug, Args, Clone)]

@@ -207,6 +207,10 @@ async fn migrate(
             print(serde_json::to_value(&r)?)?;
             Ok(0)
         }
+        A::Export => {
+            print(crate::migrate::export(&m.migrations))?;
+            Ok(0)
+        }
         A::Validate => {
             let s = m.validate().await?;
             print(serde_json::to_value(&s)?)?;

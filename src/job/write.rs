@@ -17,6 +17,14 @@ pub(super) async fn prepare_warehouse(
     w: &Warehouse,
     migrate: crate::migrate::MigratePolicy,
 ) -> Result<(), crate::migrate::MigrateError> {
+    // Every table's features first: a table this binary cannot write stops the job before
+    // anything is created or written.
+    for def in warehouse::JOB_TABLES {
+        match w.open(def).await? {
+            Some(t) => w.ensure_writable(def.name, &t)?,
+            None => w.refuse_managed_layout(def.name).await?,
+        }
+    }
     crate::migrate::ensure_current(w, migrate).await?;
     for def in warehouse::JOB_TABLES {
         w.ensure_valid(def).await?;

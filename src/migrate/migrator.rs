@@ -194,9 +194,13 @@ impl Migrator {
         let mut model = BTreeMap::new();
         for n in names {
             if let Some(t) = self.w.open_named(&n).await? {
+                // Refused before any step runs: nothing half-migrated.
+                self.w.ensure_writable(&n, &t)?;
                 let mt = ModelTable::of_table(&t)
                     .map_err(|e| MigrateError::Other(format!("table {n}: {e}")))?;
                 model.insert(n, mt);
+            } else {
+                self.w.refuse_managed_layout(&n).await?;
             }
         }
         for m in &pending {

@@ -33,6 +33,7 @@ pub use lock::{DEFAULT_LEASE, LockBody};
 pub use migrator::Migrator;
 pub use model::ModelTable;
 pub use parse::{
-    Col, EMBEDDED, Migration, Op, Step, binary_version, embedded, load, parse_script, read_dir,
+    Col, EMBEDDED, Migration, Op, Step, binary_version, embedded, export, load, parse_script,
+    read_dir,
 };
 pub use readiness::{MigratePolicy, Readiness, ensure_current, readiness, validate_tables};

@@ -93,6 +93,9 @@ pub struct Step {
     pub line: u64,
     /// The statement as written (one line, shortened), for messages.
     pub sql: String,
+    /// The statement as written in the file, whole (what Spark runs on the Databricks route).
+    #[serde(skip)]
+    pub text: String,
     #[serde(skip)]
     pub op: Op,
 }
@@ -578,17 +581,16 @@ pub(super) fn spark_add_columns(dialect: &DatabricksDialect, sql: &str) -> Strin
 pub fn parse_script(script: &str, text: &str) -> Result<Vec<Step>, MigrateError> {
     let dialect = DatabricksDialect {};
     let mut steps = Vec::new();
-    for (line, sql) in split_statements(text) {
-        let shown = shorten(&sql);
-        let sql =
-            strip_using_delta(&dialect, &spark_add_columns(&dialect, &sql)).map_err(|reason| {
-                MigrateError::Invalid {
-                    script: script.to_string(),
-                    line,
-                    statement: shown.clone(),
-                    reason,
-                }
-            })?;
+    for (line, original) in split_statements(text) {
+        let shown = shorten(&original);
+        let sql = strip_using_delta(&dialect, &spark_add_columns(&dialect, &original)).map_err(
+            |reason| MigrateError::Invalid {
+                script: script.to_string(),
+                line,
+                statement: shown.clone(),
+                reason,
+            },
+        )?;
         let stmts = Parser::parse_sql(&dialect, &sql).map_err(|e| {
             // sqlparser counts lines within the statement: make them the file's.
             let msg = e.to_string();
@@ -627,6 +629,7 @@ pub fn parse_script(script: &str, text: &str) -> Result<Vec<Step>, MigrateError>
         steps.push(Step {
             line,
             sql: shown,
+            text: original.trim().to_string(),
             op,
         });
     }
@@ -711,6 +714,34 @@ pub fn read_dir(dir: &std::path::Path) -> Result<Vec<Migration>, MigrateError> {
     }
     files.sort();
     load(&files)
+}
+
+/// The migrations as the Databricks route runs them (`migrate export`): each with its
+/// checksum and whole statements, and the DDL of the history table (`${history_table}` and
+/// `${warehouse}` to fill in), so that the notebook applies the very statements this binary
+/// would and records them where this binary reads its history.
+pub fn export(migrations: &[Migration]) -> serde_json::Value {
+    use crate::warehouse::{SCHEMA_HISTORY, SCHEMA_NAME};
+    serde_json::json!({
+        "binary_version": migrations.last().map(|m| m.version).unwrap_or(0),
+        "executor_version": env!("CARGO_PKG_VERSION"),
+        "history_table": SCHEMA_HISTORY.name,
+        "history_ddl": SCHEMA_HISTORY.create_ddl(
+            "${history_table}",
+            &format!("${{warehouse}}/{SCHEMA_NAME}/{}", SCHEMA_HISTORY.name),
+        ),
+        "migrations": migrations.iter().map(|m| serde_json::json!({
+            "version": m.version,
+            "description": m.description,
+            "script": m.script,
+            "checksum": m.checksum,
+            "accepts": m.accepts,
+            "statements": m.steps.iter().map(|s| serde_json::json!({
+                "line": s.line,
+                "sql": s.text,
+            })).collect::<Vec<_>>(),
+        })).collect::<Vec<_>>(),
+    })
 }
 
 /// The schema version this binary writes: the last embedded migration.
@@ -813,6 +844,27 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(e.starts_with("V4__x.sql line 3:"), "{e}");
+    }
+
+    #[test]
+    fn export_carries_whole_statements() {
+        let e = export(&embedded());
+        assert_eq!(e["binary_version"], 3);
+        let v2 = &e["migrations"][1];
+        let stmts = v2["statements"].as_array().unwrap();
+        assert_eq!(stmts.len(), embedded()[1].steps.len());
+        let cols = stmts
+            .iter()
+            .find(|s| s["sql"].as_str().unwrap().contains("null_count BIGINT"))
+            .unwrap();
+        assert_eq!(cols["line"], 24);
+        assert!(cols["sql"].as_str().unwrap().ends_with("max_value STRING)"));
+        assert!(
+            e["history_ddl"]
+                .as_str()
+                .unwrap()
+                .starts_with("CREATE TABLE IF NOT EXISTS ${history_table} (\n  `version` INT,")
+        );
     }
 
     #[test]

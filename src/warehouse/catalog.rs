@@ -202,14 +202,15 @@ impl TableDef {
             .iter()
             .map(|c| format!("  {} {}", quote(c.name), c.ty.spark_name()))
             .collect();
+        let partitioned = if self.partition_by.is_empty() {
+            String::new()
+        } else {
+            let cols: Vec<String> = self.partition_by.iter().map(|p| quote(p)).collect();
+            format!(" PARTITIONED BY ({})", cols.join(", "))
+        };
         format!(
-            "CREATE TABLE IF NOT EXISTS {full_name} (\n{}\n) USING DELTA PARTITIONED BY ({}) LOCATION '{location}'",
+            "CREATE TABLE IF NOT EXISTS {full_name} (\n{}\n) USING DELTA{partitioned} LOCATION '{location}'",
             cols.join(",\n"),
-            self.partition_by
-                .iter()
-                .map(|p| quote(p))
-                .collect::<Vec<_>>()
-                .join(", ")
         )
     }
 }

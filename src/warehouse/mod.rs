@@ -7,6 +7,7 @@
 //! touched.
 
 pub mod catalog;
+pub mod features;
 pub mod maintain;
 pub mod rows;
 
@@ -61,6 +62,25 @@ pub enum WarehouseError {
     Batch {
         table: &'static str,
         message: String,
+    },
+    #[error(
+        "warehouse table {table} at {location} uses the Delta feature `{feature}`{detail}, which delta-rs cannot write; nothing was written. On Databricks: {way_out}"
+    )]
+    UnsupportedFeature {
+        table: String,
+        location: String,
+        feature: String,
+        /// ` (what uses it)`, or empty.
+        detail: String,
+        way_out: String,
+    },
+    #[error(
+        "warehouse table {table} is a managed table at {managed} (the v1.0 layout), not at {location}; nothing was created. Migrate through the Databricks route (apply_migrations, route=spark), or copy the tables there (`CREATE TABLE delta.`<location>` DEEP CLONE ...`)"
+    )]
+    ManagedLayout {
+        table: String,
+        managed: String,
+        location: String,
     },
     #[error("SQL error: {0}")]
     Sql(String),
@@ -175,6 +195,7 @@ impl Warehouse {
         if let Some(t) = self.open(def).await? {
             return Ok((t, false));
         }
+        self.refuse_managed_layout(def.name).await?;
         self.table_location(def).ensure_dir()?;
         let table = self.builder(def)?.build().map_err(|e| self.err(def, e))?;
         let created = table
@@ -336,6 +357,7 @@ impl Warehouse {
     /// write can never half-succeed against a foreign table.
     pub async fn ensure_valid(&self, def: &TableDef) -> Result<DeltaTable, WarehouseError> {
         let (t, _) = self.ensure(def).await?;
+        self.ensure_writable(def.name, &t)?;
         let problems = Self::schema_problems(def, &t);
         if !problems.is_empty() {
             return Err(WarehouseError::SchemaMismatch {
@@ -345,6 +367,56 @@ impl Warehouse {
             });
         }
         Ok(t)
+    }
+
+    /// A warehouse created the v1.0 document's way holds managed tables at
+    /// `<root>/_executor_metadata.db/<table>`: creating ours beside them would split the
+    /// warehouse in two without a word, so the first table creation refuses it.
+    pub async fn refuse_managed_layout(&self, name: &str) -> Result<(), WarehouseError> {
+        let managed = self
+            .root
+            .child(&format!("{SCHEMA_NAME}.db"))
+            .child(name)
+            .child("_delta_log");
+        let found = match &managed.local_dir {
+            Some(dir) => dir.is_dir(),
+            None => {
+                use futures::TryStreamExt;
+                managed
+                    .store
+                    .list(Some(&managed.prefix))
+                    .try_next()
+                    .await
+                    .map_err(|e| self.err_named(name, e))?
+                    .is_some()
+            }
+        };
+        if found {
+            return Err(WarehouseError::ManagedLayout {
+                table: name.to_string(),
+                managed: managed.display.trim_end_matches("/_delta_log").to_string(),
+                location: self.location_of(name).display,
+            });
+        }
+        Ok(())
+    }
+
+    /// Refuses `table` (called `name`) when it uses a Delta feature this binary cannot write.
+    pub fn ensure_writable(&self, name: &str, table: &DeltaTable) -> Result<(), WarehouseError> {
+        match features::unwritable(table).into_iter().next() {
+            None => Ok(()),
+            Some(u) => Err(WarehouseError::UnsupportedFeature {
+                table: name.to_string(),
+                location: self.location_of(name).display,
+                detail: u
+                    .detail
+                    .as_ref()
+                    .map(|d| format!(" ({d})"))
+                    .unwrap_or_default(),
+                way_out: u.way_out(&format!("hive_metastore.{SCHEMA_NAME}.{name}")),
+                feature: u.feature,
+            }),
+        }
     }
 
     /// Replaces the rows matching `predicate` with `batch` in one commit.
@@ -422,6 +494,7 @@ impl Warehouse {
         F: Fn(DeltaTable) -> Fut,
         Fut: std::future::Future<Output = Result<DeltaTable, DeltaTableError>>,
     {
+        self.ensure_writable(def.name, &table)?;
         let mut table = table;
         let mut attempt = 0u32;
         loop {
