@@ -2,8 +2,9 @@
 # The README's test command: formatting, every test (Azure ones against Azurite), the schema
 # migration run, the interop check with an independent Delta reader, and lints. `.ci/run`
 # calls it. Set-up is part of it: on a fresh machine it needs the Rust toolchain, Node.js/npm
-# (Azurite, pinned in ci/azurite/package-lock.json, started on 127.0.0.1) and python3 with
-# venv (the `deltalake` reader, pinned, from PyPI).
+# (Azurite, pinned in ci/azurite/package-lock.json, started on 127.0.0.1), python3 with
+# venv (the `deltalake` reader, pyspark, databricks-bundles, databricks-sdk, pinned, from
+# PyPI) and Java 17 for pyspark (installed from Debian's packages when missing and root).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -38,8 +39,15 @@ bash ci/migration-check.sh
 step "interop: an independent Delta reader (ci/interop-check.sh)"
 bash ci/interop-check.sh
 
-step "Databricks notebooks and job definition (ci/databricks-check.py)"
-python3 ci/databricks-check.py "${CARGO_TARGET_DIR:-target}/debug/nuvyn-executor"
+step "Databricks: pyspark, databricks-bundles, databricks-sdk (pinned, ci/databricks-venv.sh)"
+dbx_python="$(bash ci/databricks-venv.sh)"
+export SPARK_LOCAL_IP=127.0.0.1
+
+step "Spark's own SQL parser on every statement we ship or generate (ci/spark-sql-check.py)"
+"$dbx_python" ci/spark-sql-check.py "${CARGO_TARGET_DIR:-target}/debug/nuvyn-executor"
+
+step "Databricks notebooks, bundle and job settings (ci/databricks-check.py)"
+"$dbx_python" ci/databricks-check.py "${CARGO_TARGET_DIR:-target}/debug/nuvyn-executor"
 
 step "packaging: the maturin wheel (ci/wheel-check.sh)"
 bash ci/wheel-check.sh

@@ -6,8 +6,19 @@
 # MAGIC `data_source_path`, `data_source_type`; `warehouse` (an `abfss://` URL: a warehouse on
 # MAGIC `/Volumes` cannot take Delta commits from delta-rs); `shard` (`I/N`, for fan-out);
 # MAGIC `executor` (the binary; the `nuvyn-executor` wheel puts it on the PATH).
-# MAGIC The executor's log lines stream into this task's output; a non-zero exit fails the task
-# MAGIC with the executor's error, and the result JSON is the notebook's exit value.
+# MAGIC
+# MAGIC Credentials: `secret_scope` and `secret_keys` (`ENV_NAME=secret-key,...`, e.g.
+# MAGIC `AZURE_CLIENT_ID=sp-id,AZURE_CLIENT_SECRET=sp-secret,AZURE_TENANT_ID=sp-tenant` for a
+# MAGIC service principal, or `AZURE_STORAGE_SAS_TOKEN=sas`) read the secrets with
+# MAGIC `dbutils.secrets.get` and hand them to the executor's process environment only: never to
+# MAGIC the notebook's output, its logs, its exit value or its task values.
+# MAGIC
+# MAGIC The executor's log lines stream into this task's output. Exit 1 or 2 fails the task with
+# MAGIC the executor's error (task value `status` = `failed`). Exit 3 (some tables or sources
+# MAGIC failed, the rest was written) is not a failed task: the task ends with a warning. The
+# MAGIC task values `status`, `tables`, `failed_tables` (the first 100 names) and `run_id` are
+# MAGIC set for the tasks after it, and the exit value is a short summary (the full result is in
+# MAGIC the warehouse).
 
 # COMMAND ----------
 
@@ -20,76 +31,21 @@ PARAMETERS = {
     "warehouse": "Warehouse (abfss://...)",
     "shard": "Shard I/N (optional)",
     "executor": "Executor binary",
+    "secret_scope": "Secret scope with the storage credentials (optional)",
+    "secret_keys": "ENV_NAME=secret-key,... read from the scope (optional)",
 }
 for name, label in PARAMETERS.items():
     dbutils.widgets.text(name, "nuvyn-executor" if name == "executor" else "", label)
 
 # COMMAND ----------
 
-import json
-import os
-import subprocess
-import sys
-import threading
-
-
-class ExecutorFailed(Exception):
-    """The executor exited non-zero; the message is its error."""
-
-
-def build_payload(get):
-    """The job payload: the `payload` parameter, or one built from the single fields."""
-    raw = get("payload").strip()
-    if raw:
-        payload = json.loads(raw)
-        if not isinstance(payload, dict):
-            raise ValueError("the payload parameter must be a JSON object")
-    else:
-        payload = {"job_type": "metadata_extraction"}
-        for field in ("workflow_id", "source_id", "data_source_path", "data_source_type"):
-            value = get(field).strip()
-            if value:
-                payload[field] = value
-    shard = get("shard").strip()
-    if shard:
-        payload["shard"] = shard
-    return payload
-
-
-def run_executor(get, environ=None, popen=subprocess.Popen, log=sys.stderr):
-    """Runs the executor, streams its log lines, returns the result JSON or raises."""
-    env = dict(os.environ if environ is None else environ)
-    env["NUVYN_JOB_PAYLOAD"] = json.dumps(build_payload(get))
-    env.setdefault("NUVYN_LOG_FORMAT", "json")
-    warehouse = get("warehouse").strip()
-    if warehouse:
-        env["NUVYN_WAREHOUSE"] = warehouse
-    proc = popen([get("executor").strip() or "nuvyn-executor"], env=env,
-                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    # The result JSON is read on its own thread, so a large one cannot block the log stream.
-    stdout = []
-    reader = threading.Thread(target=lambda: stdout.append(proc.stdout.read()))
-    reader.start()
-    errors = []
-    for line in proc.stderr:
-        log.write(line)
-        try:
-            record = json.loads(line)
-            if record.get("level") == "ERROR":
-                errors.append(record.get("message", line.strip()))
-        except ValueError:
-            if line.startswith("error:"):
-                errors.append(line[len("error:"):].strip())
-    reader.join()
-    out = stdout[0] if stdout else ""
-    code = proc.wait()
-    result = json.loads(out) if out.strip() else {}
-    if code != 0:
-        message = result.get("error") or "; ".join(errors) or f"exit code {code}"
-        raise ExecutorFailed(f"nuvyn-executor exited {code}: {message}")
-    return result
+# MAGIC %run ./executor_lib
 
 # COMMAND ----------
 
-result = run_executor(dbutils.widgets.get)
-dbutils.notebook.exit(json.dumps(result))
+try:
+    code, result = run_executor(dbutils.widgets.get, secrets=dbutils.secrets)
+except ExecutorFailed:
+    dbutils.jobs.taskValues.set(key="status", value="failed")
+    raise
+dbutils.notebook.exit(finish(code, result, dbutils.jobs.taskValues))

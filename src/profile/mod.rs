@@ -555,37 +555,44 @@ async fn aggregate_pass(
     Ok(Stats { rows, per_column })
 }
 
-/// Up to [`SAMPLE_VALUES`] distinct non-null values per column from the first rows.
+/// Up to [`SAMPLE_VALUES`] distinct non-null values per column from the first rows, in file
+/// order: the scan's partitions hold contiguous runs of the files sorted by path (or of one
+/// file's byte ranges), so reading them one after the other gives the same values on every
+/// run and every machine, whatever the number of cores or shards.
 async fn samples(
     ctx: &SessionContext,
     provider: Arc<dyn TableProvider>,
 ) -> datafusion::error::Result<Vec<Vec<String>>> {
     let n = provider.schema().fields().len();
     let mut out: Vec<Vec<String>> = vec![Vec::new(); n];
-    let mut stream = ctx
-        .read_table(provider)?
-        .limit(0, Some(SAMPLE_ROWS))?
-        .execute_stream()
-        .await?;
-    while let Some(batch) = stream.next().await {
-        let batch: RecordBatch = batch?;
-        for (i, col) in batch.columns().iter().enumerate() {
-            if out[i].len() >= SAMPLE_VALUES {
-                continue;
-            }
-            for row in 0..batch.num_rows() {
-                if let Some(v) = cell_to_string(col, row)
-                    && !out[i].contains(&v)
-                {
-                    out[i].push(v);
-                    if out[i].len() >= SAMPLE_VALUES {
-                        break;
+    use datafusion::physical_plan::ExecutionPlanProperties;
+    let plan = ctx.read_table(provider)?.create_physical_plan().await?;
+    let task = ctx.task_ctx();
+    let mut rows = 0;
+    'partitions: for partition in 0..plan.output_partitioning().partition_count() {
+        let mut stream = plan.execute(partition, task.clone())?;
+        while let Some(batch) = stream.next().await {
+            let batch: RecordBatch = batch?;
+            let take = batch.num_rows().min(SAMPLE_ROWS - rows);
+            for (i, col) in batch.columns().iter().enumerate() {
+                if out[i].len() >= SAMPLE_VALUES {
+                    continue;
+                }
+                for row in 0..take {
+                    if let Some(v) = cell_to_string(col, row)
+                        && !out[i].contains(&v)
+                    {
+                        out[i].push(v);
+                        if out[i].len() >= SAMPLE_VALUES {
+                            break;
+                        }
                     }
                 }
             }
-        }
-        if out.iter().all(|v| v.len() >= SAMPLE_VALUES) {
-            break;
+            rows += take;
+            if rows >= SAMPLE_ROWS || out.iter().all(|v| v.len() >= SAMPLE_VALUES) {
+                break 'partitions;
+            }
         }
     }
     Ok(out)

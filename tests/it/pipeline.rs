@@ -640,3 +640,37 @@ async fn the_documents_four_queries_return_correct_results() {
     assert_eq!(q4c[0]["table_count"], 1, "source_zzz's own table only");
     assert_eq!(q4c[0]["total_columns"], 1);
 }
+
+/// Sample values are the first ones in file order, whatever the scan's partitioning: a
+/// table profiled twice, or by a sharded run, gets the same samples.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sample_values_follow_file_order() {
+    let d = tmp();
+    let lake = d.path().join("lake");
+    for (i, vals) in [["1", "2"], ["3", "4"], ["5", "6"], ["7", "8"]]
+        .iter()
+        .enumerate()
+    {
+        write(
+            &lake.join(format!("t/part-{i:05}.csv")),
+            format!("v,w\n{},a{i}\n{},b{i}\n", vals[0], vals[1]),
+        );
+    }
+    let wh = d.path().join("wh");
+    for run in 0..3 {
+        run_job(&[&lake], "wf_samples", None, Some(&wh)).await;
+        let rows = sql_json(
+            &wh,
+            "SELECT column_name, sample_values FROM columns WHERE workflow_id = 'wf_samples' ORDER BY position",
+            &[],
+        );
+        assert_eq!(
+            rows[0]["sample_values"], r#"["1","2","3","4","5"]"#,
+            "run {run}"
+        );
+        assert_eq!(
+            rows[1]["sample_values"], r#"["a0","b0","a1","b1","a2"]"#,
+            "run {run}"
+        );
+    }
+}
