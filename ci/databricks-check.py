@@ -2,13 +2,14 @@
 
 1. every notebook in notebooks/ is a Databricks source notebook whose Python cells parse
    (SQL cells are parsed with sqlparser's Databricks dialect by tests/it/databricks.rs);
-2. the job definition (databricks/nuvyn-executor.job.json, Jobs API 2.1) has its required
-   keys, its task references and notebook paths resolve, and every parameter it passes is a
-   widget of that notebook;
-3. run_executor's logic runs locally, with a stub dbutils, against a real local warehouse:
-   a good payload returns the result JSON, a bad one fails the task with the executor's error.
+2. the Asset Bundle (databricks.yml): each job validates with the databricks-bundles
+   package and the Databricks SDK's typed job settings, and its notebooks, widgets, job
+   parameters, wheel artifact, retries, run_if, access modes, schedule and targets check out;
+3. the notebooks' logic runs locally, with a stub dbutils, against a real local warehouse:
+   run_executor (payloads, secrets, exit 3, the summary), the spark route of apply_migrations
+   (a stub spark.sql), and run_executor_distributed on a local[2] SparkSession.
 
-Usage: python3 ci/databricks-check.py EXECUTOR_BINARY
+Usage: ci/databricks-venv.sh's python ci/databricks-check.py EXECUTOR_BINARY
 """
 import ast
 import json
@@ -57,57 +58,132 @@ for required in ("run_executor.py", "register_tables.py", "query_metadata.sql", 
     if not os.path.exists(os.path.join(NOTEBOOKS, required)):
         failures.append(f"notebooks/{required} is missing")
 
-# 2. the job definition
-job = json.load(open(os.path.join(ROOT, "databricks", "nuvyn-executor.job.json")))
-for key in ("name", "tasks", "parameters"):
-    if key not in job:
-        failures.append(f"job: `{key}` is missing")
-params = {p["name"] for p in job.get("parameters", [])}
-clusters = {c["job_cluster_key"] for c in job.get("job_clusters", [])}
-keys = {t["task_key"] for t in job["tasks"]}
-if len(keys) != len(job["tasks"]):
-    failures.append("job: task keys are not unique")
+# 2. the bundle (databricks.yml): every job through the databricks-bundles package's Job and
+# the Databricks SDK's typed JobSettings (both refuse unknown fields or wrong types), then what
+# those cannot know: notebooks and their widgets, job parameters, the wheel artifact, retries,
+# run_if, Unity Catalog access modes, the schedule, the targets.
+import yaml  # noqa: E402
+from databricks.bundles.jobs import Job  # noqa: E402
+from databricks.sdk.service.jobs import JobSettings, RunIf  # noqa: E402
+
+bundle = yaml.safe_load(open(os.path.join(ROOT, "databricks.yml")))
+variables = {k: v.get("default") for k, v in bundle.get("variables", {}).items()}
 
 
-def check_task(t, where, inputs=False):
-    if "task_key" not in t:
-        failures.append(f"{where}: no task_key")
-    for d in t.get("depends_on", []):
-        if d["task_key"] not in keys:
-            failures.append(f"{where}: depends on unknown task {d['task_key']}")
-    if "job_cluster_key" in t and t["job_cluster_key"] not in clusters:
-        failures.append(f"{where}: unknown job cluster {t['job_cluster_key']}")
-    if "for_each_task" in t:
-        fe = t["for_each_task"]
-        shards = json.loads(fe["inputs"])
-        n = len(shards)
-        if shards != [f"{i}/{n}" for i in range(n)]:
-            failures.append(f"{where}: for_each inputs {shards} are not the shards 0/N .. N-1/N")
-        check_task(fe["task"], f"{where}.for_each_task.task", inputs=True)
-        return
-    nb = t.get("notebook_task")
-    if not nb:
-        failures.append(f"{where}: neither notebook_task nor for_each_task")
-        return
-    rel = nb["notebook_path"].split("/notebooks/", 1)[-1]
-    local = [os.path.join(NOTEBOOKS, rel + ext) for ext in (".py", ".sql")]
-    local = [p for p in local if os.path.exists(p)]
-    if not local:
-        failures.append(f"{where}: notebook {nb['notebook_path']} is not in notebooks/")
-        return
-    declared = widgets(local[0])
-    for name, value in nb.get("base_parameters", {}).items():
-        if name not in declared:
-            failures.append(f"{where}: parameter {name} is not a widget of {rel}")
-        for ref in re.findall(r"\{\{job\.parameters\.(\w+)\}\}", value):
-            if ref not in params:
-                failures.append(f"{where}: {{{{job.parameters.{ref}}}}} is not a job parameter")
-        if "{{input}}" in value and not inputs:
-            failures.append(f"{where}: {{{{input}}}} outside a for_each task")
+def resolve(value):
+    """`${var.x}` as the variable's default (what `bundle validate` substitutes)."""
+    if isinstance(value, dict):
+        return {k: resolve(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [resolve(v) for v in value]
+    if isinstance(value, str):
+        for name in re.findall(r"\$\{var\.(\w+)\}", value):
+            if name not in variables:
+                failures.append(f"databricks.yml: ${{var.{name}}} is not a declared variable")
+                continue
+            value = value.replace(f"${{var.{name}}}", str(variables[name]))
+    return value
 
 
-for t in job["tasks"]:
-    check_task(t, f"task {t.get('task_key')}")
+artifacts = bundle.get("artifacts", {})
+wheel_build = [a for a in artifacts.values() if a.get("type") == "whl"]
+if len(wheel_build) != 1:
+    failures.append("databricks.yml: one whl artifact expected")
+else:
+    build = wheel_build[0].get("build", "")
+    if "maturin build" not in build or "--compatibility manylinux_" not in build or '"maturin==' not in build:
+        failures.append(f"databricks.yml: the wheel is not built by a pinned maturin for a manylinux target: {build}")
+    maturin_pin = re.search(r'MATURIN_VERSION=(\S+)', open(os.path.join(ROOT, "ci", "wheel-check.sh")).read()).group(1)
+    if f'"maturin=={maturin_pin}"' not in build:
+        failures.append(f"databricks.yml: maturin is not pinned to ci/wheel-check.sh's {maturin_pin}")
+    out_dir = re.search(r"--out (\S+)", build).group(1)
+targets = bundle.get("targets", {})
+if set(targets) != {"dev", "prod"} or targets["dev"].get("mode") != "development" \
+        or targets["prod"].get("mode") != "production":
+    failures.append(f"databricks.yml: targets {sorted(targets)} are not dev (development) and prod (production)")
+if "service_principal_name" not in targets.get("prod", {}).get("run_as", {}):
+    failures.append("databricks.yml: prod does not run as a service principal")
+if "notebooks/*.py" not in bundle.get("sync", {}).get("include", []):
+    failures.append("databricks.yml: the notebooks are not synced")
+
+jobs = bundle["resources"]["jobs"]
+used_notebooks = set()
+for key, raw in jobs.items():
+    where = f"job {key}"
+    job_dict = resolve(raw)
+    try:
+        Job.from_dict(raw)  # with ${var.x} references, as the bundle holds them
+        settings = JobSettings.from_dict(job_dict)
+    except Exception as e:  # an unknown field, a wrong type
+        failures.append(f"{where}: {type(e).__name__}: {e}")
+        continue
+    params = {p.name for p in settings.parameters or []}
+    clusters = {c.job_cluster_key: c for c in settings.job_clusters or []}
+    for c in clusters.values():
+        if c.new_cluster.data_security_mode is None:
+            failures.append(f"{where}: cluster {c.job_cluster_key} has no explicit data_security_mode")
+    keys = {t.task_key for t in settings.tasks}
+    if len(keys) != len(settings.tasks):
+        failures.append(f"{where}: task keys are not unique")
+
+    def check_task(t, where, inputs=False):
+        for d in t.depends_on or []:
+            if d.task_key not in keys:
+                failures.append(f"{where}: depends on unknown task {d.task_key}")
+        if t.job_cluster_key and t.job_cluster_key not in clusters:
+            failures.append(f"{where}: unknown job cluster {t.job_cluster_key}")
+        if t.for_each_task:
+            shards = json.loads(t.for_each_task.inputs)
+            n = len(shards)
+            if shards != [f"{i}/{n}" for i in range(n)]:
+                failures.append(f"{where}: for_each inputs {shards} are not the shards 0/N .. N-1/N")
+            inner = t.for_each_task.task
+            if not inner.max_retries:
+                failures.append(f"{where}: the idempotent shard task has no retries")
+            check_task(inner, f"{where}.for_each_task.task", inputs=True)
+            return
+        nb = t.notebook_task
+        if not nb:
+            failures.append(f"{where}: neither notebook_task nor for_each_task")
+            return
+        local = os.path.normpath(os.path.join(ROOT, nb.notebook_path))
+        if not os.path.exists(local):
+            failures.append(f"{where}: notebook {nb.notebook_path} is not in notebooks/")
+            return
+        used_notebooks.add(os.path.basename(local))
+        for lib in t.libraries or []:
+            if not lib.whl or not lib.whl.startswith(f"./{out_dir}/") or not lib.whl.endswith("*.whl"):
+                failures.append(f"{where}: library {lib.whl} is not the wheel artifact's {out_dir}/*.whl")
+        if not t.libraries:
+            failures.append(f"{where}: the task does not install the wheel")
+        declared = widgets(local)
+        for name, value in (nb.base_parameters or {}).items():
+            if name not in declared:
+                failures.append(f"{where}: parameter {name} is not a widget of {os.path.basename(local)}")
+            for ref in re.findall(r"\{\{job\.parameters\.(\w+)\}\}", value):
+                if ref not in params:
+                    failures.append(f"{where}: {{{{job.parameters.{ref}}}}} is not a job parameter")
+            if "{{input}}" in value and not inputs:
+                failures.append(f"{where}: {{{{input}}}} outside a for_each task")
+            if "secret" in name and value and "${" in value:
+                failures.append(f"{where}: {name} is unresolved")
+        if "secret_scope" in declared and "secret_scope" not in (nb.base_parameters or {}) \
+                and os.path.basename(local) != "register_tables.py":
+            failures.append(f"{where}: {os.path.basename(local)} gets no secret scope")
+
+    for t in settings.tasks:
+        check_task(t, f"{where} task {t.task_key}")
+        if t.task_key == "register_tables" and t.run_if != RunIf.ALL_DONE:
+            failures.append(f"{where}: register_tables does not run when a shard failed (run_if ALL_DONE)")
+    if key.endswith("maintain") and not (settings.schedule and settings.schedule.quartz_cron_expression):
+        failures.append(f"{where}: maintain is not scheduled")
+for required in ("run_executor.py", "run_executor_distributed.py", "apply_migrations.py", "register_tables.py",
+                 "maintain.py"):
+    if required not in used_notebooks:
+        failures.append(f"databricks.yml: no job runs notebooks/{required}")
+if not any(k.endswith("maintain") for k in jobs):
+    failures.append("databricks.yml: no scheduled maintain job")
+keys = {k for k in jobs}
 
 # 3. the notebooks' logic with a stub dbutils, against a real warehouse
 executor = os.path.abspath(sys.argv[1])
@@ -234,7 +310,7 @@ class StubSpark:
 
 def check_spark_route(tmp):
     scope = {}
-    exec(compile(cells(os.path.join(NOTEBOOKS, "apply_migrations.py"))[2], "apply_migrations", "exec"), scope)
+    exec(compile(cells(os.path.join(NOTEBOOKS, "apply_migrations.py"))[3], "apply_migrations", "exec"), scope)
     export = scope["exported_migrations"](executor)
     wh = os.path.join(tmp, "route_wh")
     ms = export["migrations"]

@@ -74,7 +74,7 @@ def collect(executor):
     # The Databricks route of apply_migrations: the statements it gives spark.sql.
     scope = {}
     nb = open(os.path.join(ROOT, "notebooks", "apply_migrations.py")).read()
-    code = nb.split("\n# COMMAND ----------\n")[2]
+    code = nb.split("\n# COMMAND ----------\n")[3]
     exec(compile(code, "apply_migrations", "exec"), scope)
     export = scope["exported_migrations"](executor)
     for catalog in ("hive_metastore", "main", "my-catalog"):

@@ -19,10 +19,17 @@ dbutils.widgets.dropdown("dry_run", "false", ["false", "true"], "Dry run")
 dbutils.widgets.dropdown("route", "binary", ["binary", "spark"], "Route")
 dbutils.widgets.text("catalog", "hive_metastore", "Catalog (the spark route's table names)")
 dbutils.widgets.text("executor", "nuvyn-executor", "Executor binary")
+dbutils.widgets.text("secret_scope", "", "Secret scope with the storage credentials (optional)")
+dbutils.widgets.text("secret_keys", "", "ENV_NAME=secret-key,... read from the scope (optional)")
+
+# COMMAND ----------
+
+# MAGIC %run ./executor_lib
 
 # COMMAND ----------
 
 import json
+import os
 import re
 import subprocess
 
@@ -35,12 +42,12 @@ class BinaryCannotWrite(MigrationFailed):
     """The binary refused a table whose Delta features it cannot write."""
 
 
-def apply_migrations(executor, warehouse, dry_run):
-    """The binary route: `migrate apply`; its JSON report."""
+def apply_migrations(executor, warehouse, dry_run, env=None):
+    """The binary route: `migrate apply` (credentials in `env`); its JSON report."""
     args = [executor, "migrate", "apply", "--warehouse", warehouse]
     if dry_run:
         args.append("--dry-run")
-    done = subprocess.run(args, capture_output=True, text=True)
+    done = subprocess.run(args, capture_output=True, text=True, env=env)
     print(done.stderr)
     if done.returncode != 0:
         lines = done.stderr.strip().splitlines() or [f"exit code {done.returncode}"]
@@ -132,12 +139,13 @@ def apply_with_spark(sql, export, catalog, warehouse, dry_run):
 executor = dbutils.widgets.get("executor")
 warehouse = dbutils.widgets.get("warehouse")
 dry_run = dbutils.widgets.get("dry_run") == "true"
+credentials = dict(os.environ, **secret_environment(dbutils.widgets.get, dbutils.secrets))
 if dbutils.widgets.get("route") == "spark":
     report = apply_with_spark(spark.sql, exported_migrations(executor), dbutils.widgets.get("catalog"),
                               warehouse, dry_run)
 else:
     try:
-        report = apply_migrations(executor, warehouse, dry_run)
+        report = apply_migrations(executor, warehouse, dry_run, env=credentials)
     except BinaryCannotWrite as e:
         print(f"{e}: applying through spark.sql instead")
         report = apply_with_spark(spark.sql, exported_migrations(executor), dbutils.widgets.get("catalog"),

@@ -557,8 +557,9 @@ async fn aggregate_pass(
 
 /// Up to [`SAMPLE_VALUES`] distinct non-null values per column from the first rows, in file
 /// order: the scan's partitions hold contiguous runs of the files sorted by path (or of one
-/// file's byte ranges), so reading them one after the other gives the same values on every
-/// run and every machine, whatever the number of cores or shards.
+/// file's byte ranges), and none steals another's files ([`session_for`]), so reading them
+/// one after the other gives the same values on every run and every machine, whatever the
+/// number of cores or shards.
 async fn samples(
     ctx: &SessionContext,
     provider: Arc<dyn TableProvider>,
@@ -876,10 +877,16 @@ pub fn session_for(loc: &Location, limits: &Limits, tables: &[DiscoveredTable]) 
     let cores = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(2);
-    let config = datafusion::prelude::SessionConfig::new()
+    let mut config = datafusion::prelude::SessionConfig::new()
         .with_target_partitions(cores)
         .with_batch_size(8192)
         .with_information_schema(true);
+    // Each scan partition reads its own run of files: a partition read alone (the samples)
+    // must not steal its siblings' files in whatever order they come.
+    config
+        .options_mut()
+        .execution
+        .enable_file_stream_work_stealing = false;
     let ctx = SessionContext::new_with_config_rt(config, limits.runtime());
     let store = LineLimitStore::new(
         loc.store.clone(),
