@@ -10,7 +10,8 @@ notebook runs through spark.sql on the Databricks route.
 
 Delta's own statements (OPTIMIZE, VACUUM, ... ZORDER BY) are not in vanilla Spark's grammar
 and notebook syntax (CREATE WIDGET) is not SQL: they are listed apart; sqlparser's Databricks
-dialect parses them in the cargo tests (migrate::parse, it::databricks).
+dialect parses them in the cargo tests (migrate::parse, it::databricks). The README's Unity
+Catalog set-up (CREATE EXTERNAL LOCATION, GRANT) is listed apart and not checked.
 
 Usage: ci/databricks-venv.sh's python ci/spark-sql-check.py EXECUTOR_BINARY
 """
@@ -26,6 +27,9 @@ from sql_split import split_statements  # noqa: E402
 
 DELTA_ONLY = ("OPTIMIZE", "VACUUM", "RESTORE", "DESCRIBE HISTORY", "FSCK")
 NOTEBOOK_ONLY = ("CREATE WIDGET",)
+# Unity Catalog's own statements (the README's set-up): no parser outside Databricks knows
+# them; listed apart and not checked.
+UNITY_CATALOG = ("CREATE EXTERNAL LOCATION", "CREATE STORAGE CREDENTIAL", "GRANT ")
 
 
 def statements_of(path, text=None, strip_magic=False):
@@ -92,11 +96,14 @@ def main():
              .config("spark.ui.enabled", "false").getOrCreate())
     spark.sparkContext.setLogLevel("ERROR")
     parser = spark._jsparkSession.sessionState().sqlParser()
-    failures, apart, parsed = [], [], 0
+    failures, apart, unity, parsed = [], [], [], 0
     for where, sql in statements:
         head = " ".join(sql.split()).upper()
         if head.startswith(NOTEBOOK_ONLY) or head.startswith(DELTA_ONLY):
             apart.append((where, " ".join(sql.split())[:90]))
+            continue
+        if head.startswith(UNITY_CATALOG) and where.startswith("README.md"):
+            unity.append((where, " ".join(sql.split())[:90]))
             continue
         try:
             parser.parsePlan(sql)
@@ -108,6 +115,10 @@ def main():
     print(f"Delta's own and notebook statements, parsed by sqlparser's Databricks dialect in the cargo tests ({len(apart)}):",
           file=sys.stderr)
     for where, s in apart:
+        print(f"  {where}: {s}", file=sys.stderr)
+    print(f"Unity Catalog set-up statements, not checked (no parser outside Databricks) ({len(unity)}):",
+          file=sys.stderr)
+    for where, s in unity:
         print(f"  {where}: {s}", file=sys.stderr)
     if failures:
         print("spark SQL check FAILED:\n  " + "\n  ".join(failures), file=sys.stderr)
