@@ -97,6 +97,9 @@ else:
     if f'"maturin=={maturin_pin}"' not in build:
         failures.append(f"databricks.yml: maturin is not pinned to ci/wheel-check.sh's {maturin_pin}")
     out_dir = re.search(r"--out (\S+)", build).group(1)
+    compat = re.search(r'COMPATIBILITY=(\S+)', open(os.path.join(ROOT, "ci", "wheel-check.sh")).read()).group(1)
+    if f"--compatibility {compat}" not in build:
+        failures.append(f"databricks.yml: the wheel's compatibility is not ci/wheel-check.sh's {compat}")
 targets = bundle.get("targets", {})
 if set(targets) != {"dev", "prod"} or targets["dev"].get("mode") != "development" \
         or targets["prod"].get("mode") != "production":

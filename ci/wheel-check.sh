@@ -10,7 +10,10 @@ TOOLS="${HOME}/.cache/nuvyn-executor/interop-venv"
 [ -x "$TOOLS/bin/python" ] || python3 -m venv "$TOOLS"
 "$TOOLS/bin/pip" install --quiet --disable-pip-version-check "maturin==${MATURIN_VERSION}"
 tmp="$(mktemp -d)"; trap 'rm -rf "$tmp"' EXIT
-"$TOOLS/bin/maturin" build --profile dev --locked --quiet --out "$tmp/dist" >&2
+# The compatibility the bundle (databricks.yml) builds: maturin refuses a binary needing a
+# newer glibc than Databricks Runtime 13+'s (Ubuntu 22.04, glibc 2.35).
+COMPATIBILITY=manylinux_2_35
+"$TOOLS/bin/maturin" build --profile dev --locked --quiet --compatibility "$COMPATIBILITY" --out "$tmp/dist" >&2
 wheel="$(ls "$tmp"/dist/nuvyn_executor-*.whl)"
 python3 -m venv "$tmp/venv"
 "$tmp/venv/bin/pip" install --quiet --disable-pip-version-check "$wheel"

@@ -613,3 +613,62 @@ fn a_warehouse_on_a_volume_is_refused_with_the_reason() {
     );
     assert!(!std::path::Path::new("/Volumes/main/lake/vol/wh").exists());
 }
+
+/// `ddl` writes what Spark on a cluster can use: backticked names, any Azure form as
+/// `abfss://` (no SAS), `/dbfs` as `dbfs:/`; what a cluster cannot reach is a usage error.
+#[test]
+fn ddl_writes_locations_spark_can_reach() {
+    let ddl = |catalog: &str, wh: &str| {
+        bin()
+            .args(["ddl", "--catalog", catalog, "--warehouse", wh])
+            .env("AZURE_STORAGE_ACCOUNT_NAME", "acct")
+            .output()
+            .unwrap()
+    };
+    let out = ddl(
+        "my-catalog",
+        "https://acct.blob.core.windows.net/lake/wh?sv=2022-11-02&sig=SECRET",
+    );
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.starts_with("CREATE SCHEMA IF NOT EXISTS `my-catalog`.`_executor_metadata`;"));
+    assert_eq!(
+        text.matches("LOCATION 'abfss://lake@acct.dfs.core.windows.net/wh/_executor_metadata/")
+            .count(),
+        6,
+        "{text}"
+    );
+    assert!(
+        text.contains("CREATE TABLE IF NOT EXISTS `my-catalog`.`_executor_metadata`.`columns`")
+    );
+    assert!(!text.contains("SECRET") && !text.contains("sig="));
+    let az = String::from_utf8(ddl("main", "az://lake/wh").stdout).unwrap();
+    assert!(az.contains(
+        "LOCATION 'abfss://lake@acct.dfs.core.windows.net/wh/_executor_metadata/sources'"
+    ));
+    let dbfs = String::from_utf8(ddl("main", "/dbfs/mnt/wh/").stdout).unwrap();
+    assert!(dbfs.contains("LOCATION 'dbfs:/mnt/wh/_executor_metadata/sources'"));
+    for (catalog, wh, reason) in [
+        (
+            "main",
+            "./warehouse",
+            "Spark on a Databricks cluster cannot read",
+        ),
+        (
+            "main",
+            "http://127.0.0.1:10000/devstoreaccount1/lake/wh",
+            "emulator",
+        ),
+        ("main", "/Volumes/main/raw/vol/wh", "volume"),
+        (
+            "bad name",
+            "abfss://lake@acct.dfs.core.windows.net/wh",
+            "invalid --catalog",
+        ),
+    ] {
+        let out = ddl(catalog, wh);
+        assert_eq!(out.status.code(), Some(2), "{wh}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(reason), "{wh}: {err}");
+    }
+}
