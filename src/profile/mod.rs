@@ -386,6 +386,10 @@ async fn listing_table(
     }
     let config =
         ListingTableConfig::new_with_multi_paths(urls.clone()).with_listing_options(opts.clone());
+    let file_schema = match file_schema {
+        None if t.format == Format::Arrow => arrow_ipc_schema(loc, t).await?,
+        other => other,
+    };
     let config = match file_schema {
         Some(s) => config.with_schema(s),
         None => match config.clone().infer_schema(&ctx.state()).await {
@@ -405,6 +409,54 @@ async fn listing_table(
     Ok(Arc::new(
         ListingTable::try_new(config).map_err(ProfileError::read)?,
     ))
+}
+
+/// The schema of an Arrow IPC file table from its files' footers (two ranged reads each), or
+/// `None` for the stream format (no footer; DataFusion reads its first message). DataFusion
+/// infers a file's schema from its first message too when a store answers with a byte
+/// stream (every remote store, and the small-object reader), which fails on files whose
+/// schema message is not right after the magic (arrow-rs pads it): the footer names it.
+async fn arrow_ipc_schema(
+    loc: &Location,
+    t: &DiscoveredTable,
+) -> Result<Option<SchemaRef>, ProfileError> {
+    use datafusion::arrow::ipc;
+    let mut schemas = Vec::new();
+    for f in &t.files {
+        let bad = |why: String| {
+            ProfileError::Read(format!("{}: not an Arrow IPC file: {why}", f.location))
+        };
+        let size = f.size;
+        if size < 16 {
+            return Err(bad(format!("{size} bytes")));
+        }
+        let read = |r: std::ops::Range<u64>| async move {
+            loc.store
+                .get_range(&f.location, r)
+                .await
+                .map_err(|e| ProfileError::Read(redact::text(&e.to_string())))
+        };
+        let tail = read(size - 10..size).await?;
+        let tail: [u8; 10] = tail[..]
+            .try_into()
+            .map_err(|_| bad("short footer".into()))?;
+        if &tail[4..] != b"ARROW1" {
+            return Ok(None);
+        }
+        let len = ipc::reader::read_footer_length(tail).map_err(|e| bad(e.to_string()))? as u64;
+        if len + 10 > size {
+            return Err(bad(format!("footer of {len} bytes in {size}")));
+        }
+        let footer = read(size - 10 - len..size - 10).await?;
+        let footer = ipc::root_as_footer(&footer).map_err(|e| bad(e.to_string()))?;
+        let schema = footer
+            .schema()
+            .ok_or_else(|| bad("the footer has no schema".into()))?;
+        schemas.push(ipc::convert::fb_to_schema(schema));
+    }
+    Ok(Some(Arc::new(
+        Schema::try_merge(schemas).map_err(|e| ProfileError::Read(e.to_string()))?,
+    )))
 }
 
 /// The type two files' inferred types widen to.

@@ -19,6 +19,21 @@ fn parquet_bytes(batch: &RecordBatch) -> Vec<u8> {
     buf
 }
 
+/// An Arrow IPC file as arrow-rs writes it (its schema message is padded away from the magic:
+/// DataFusion's stream-based schema inference misread it on remote stores).
+fn ipc_bytes(batch: &RecordBatch) -> Vec<u8> {
+    let mut buf = Vec::new();
+    let mut w = nuvyn_executor::deltalake::arrow::ipc::writer::FileWriter::try_new(
+        &mut buf,
+        &batch.schema(),
+    )
+    .unwrap();
+    w.write(batch).unwrap();
+    w.finish().unwrap();
+    drop(w);
+    buf
+}
+
 /// Writes the lake under `root` through the location's own store.
 async fn put_lake(root: &str) {
     let loc = location::parse(root).unwrap();
@@ -38,6 +53,7 @@ async fn put_lake(root: &str) {
             PEOPLE_NDJSON.as_bytes().to_vec(),
         ),
         ("facts/part-0.parquet", parquet_bytes(&people())),
+        ("frames/part-0.arrow", ipc_bytes(&people())),
         ("_SUCCESS", Vec::new()),
     ];
     for (rel, data) in files {
@@ -69,11 +85,12 @@ async fn conformance(source_root: String, warehouse: String) {
         [
             ("events", Some(6)),
             ("facts", Some(5)),
+            ("frames", Some(5)),
             ("orders", Some(3)),
             ("people", Some(5))
         ]
     );
-    assert_eq!(s.files_found, 6);
+    assert_eq!(s.files_found, 7);
     // `10.5` in one part file and `30` in the other: the column widens to DOUBLE.
     let orders = s.tables.iter().find(|t| t.table_name == "orders").unwrap();
     let amount = orders
@@ -109,13 +126,13 @@ async fn conformance(source_root: String, warehouse: String) {
         )
         .await
         .unwrap();
-    assert_eq!(rows[0]["n"], 4);
+    assert_eq!(rows[0]["n"], 5);
     assert_eq!(rows[0]["runs"], 1);
-    assert_eq!(rows[0]["total"], 19);
+    assert_eq!(rows[0]["total"], 24);
     let nested = query::workflow_metadata(&ctx, "hive_metastore", "wf_conf", Some("s1"))
         .await
         .unwrap();
-    assert_eq!(nested["sources"][0]["tables"].as_array().unwrap().len(), 4);
+    assert_eq!(nested["sources"][0]["tables"].as_array().unwrap().len(), 5);
     assert_eq!(nested["latest_run"]["run_id"], r2.run_id.as_str());
     // The second job appended once per table and, once recorded, removed the first run's
     // rows of its source in one more commit (executor_runs is only appended to).
@@ -168,7 +185,7 @@ fn extract(source: &str, warehouse: &str, wf: &str, env: &[(&str, &str)]) -> std
         .unwrap()
 }
 
-/// The pipeline through the binary: the lake's four tables land in the warehouse and are read
+/// The pipeline through the binary: the lake's five tables land in the warehouse and are read
 /// back through the same URL form and credential.
 fn expect_lake(case: &str, source: &str, warehouse: &str, env: &[(&str, &str)]) {
     let out = extract(source, warehouse, "wf_forms", env);
@@ -194,6 +211,7 @@ fn expect_lake(case: &str, source: &str, warehouse: &str, env: &[(&str, &str)]) 
         [
             ("events".to_string(), 6),
             ("facts".into(), 5),
+            ("frames".into(), 5),
             ("orders".into(), 3),
             ("people".into(), 5)
         ],
@@ -205,8 +223,8 @@ fn expect_lake(case: &str, source: &str, warehouse: &str, env: &[(&str, &str)]) 
         &[],
         env,
     );
-    assert_eq!(back[0]["n"], 4, "{case}");
-    assert_eq!(back[0]["total"], 19, "{case}");
+    assert_eq!(back[0]["n"], 5, "{case}");
+    assert_eq!(back[0]["total"], 24, "{case}");
 }
 
 /// Every URL form users paste and every credential Azurite supports, for sources and
