@@ -13,18 +13,21 @@ use nuvyn_executor::cli::{logging, run};
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-/// mimalloc keeps freed memory for a while and commits arenas eagerly: fast, but a 100,000-file
-/// run peaked at 270-290 MB instead of ~210 MB. Freed pages go back at once and arenas are
-/// committed as used. The options must be set before the first allocation reserves an arena,
-/// so this runs as an ELF constructor, before Rust's runtime allocates anything. Indices of
-/// `mi_option_e` in the mimalloc 3 header the pinned libmimalloc-sys builds (`mimalloc.h`).
+/// mimalloc keeps freed memory for a second and commits arenas eagerly: a 100,000-file run
+/// peaked at 270-315 MB. Freed pages go back after 100 ms and arenas are committed as used:
+/// 100,000 files peak at ~280 MB, 20,000 at ~130 MB. Returning them at once (0 ms) gets the
+/// first to 210 MB but makes a 500 MB Parquet scan 45% slower (its buffers are freed and
+/// faulted in again); 10 ms still costs it 20% (measured with ci/bench.sh's files). The
+/// options must be set before the first allocation reserves an arena, so this runs as an ELF
+/// constructor, before Rust's runtime allocates anything. Indices of `mi_option_e` in the
+/// mimalloc 3 header the pinned libmimalloc-sys builds (`mimalloc.h`).
 #[cfg(target_os = "linux")]
 extern "C" fn tune_allocator() {
     const MI_OPTION_ARENA_EAGER_COMMIT: i32 = 4;
     const MI_OPTION_PURGE_DELAY: i32 = 15;
     // SAFETY: plain option setters of the allocator, before any thread starts.
     unsafe {
-        libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, 0);
+        libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, 100);
         libmimalloc_sys::mi_option_set(MI_OPTION_ARENA_EAGER_COMMIT, 0);
     }
 }
