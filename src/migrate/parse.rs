@@ -26,6 +26,10 @@ pub const EMBEDDED: &[(&str, &str)] = &[
         "V3__notebook_tables.sql",
         include_str!("../../sql/migrations/V3__notebook_tables.sql"),
     ),
+    (
+        "V4__statistics_without_values.sql",
+        include_str!("../../sql/migrations/V4__statistics_without_values.sql"),
+    ),
 ];
 
 /// A column in a table model.
@@ -760,8 +764,8 @@ mod tests {
     #[test]
     fn embedded_migrations_parse_and_match_the_directory() {
         let ms = embedded();
-        assert_eq!(ms.len(), 3);
-        assert_eq!(binary_version(), 3);
+        assert_eq!(ms.len(), 4);
+        assert_eq!(binary_version(), 4);
         let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("sql/migrations");
         let from_disk = read_dir(&dir).unwrap();
         let names: Vec<_> = from_disk
@@ -846,10 +850,47 @@ mod tests {
         assert!(e.starts_with("V4__x.sql line 3:"), "{e}");
     }
 
+    /// V4 gives every table the statistics columns of the catalogue, and those columns exist.
+    #[test]
+    fn v4_sets_the_catalogues_statistics_columns() {
+        use crate::warehouse::catalog::by_name;
+        use crate::warehouse::{JOB_TABLES, NOTEBOOK_TABLES};
+        let v4 = &embedded()[3];
+        let mut set = Vec::new();
+        for step in &v4.steps {
+            let Op::SetProperties { table, properties } = &step.op else {
+                panic!("V4 only sets properties: {}", step.sql);
+            };
+            let def = by_name(table).unwrap();
+            assert_eq!(
+                properties,
+                &[(
+                    "delta.dataSkippingStatsColumns".to_string(),
+                    def.stats_columns_property()
+                )],
+                "{table}"
+            );
+            set.push(def.name);
+        }
+        for def in JOB_TABLES.iter().chain(&NOTEBOOK_TABLES) {
+            assert!(set.contains(&def.name), "V4 does not cover {}", def.name);
+        }
+        for def in crate::warehouse::ALL_TABLES {
+            for c in def.stats_columns {
+                assert!(def.columns.iter().any(|d| d.name == *c), "{}.{c}", def.name);
+                assert!(
+                    !def.partition_by.contains(c),
+                    "{}.{c} is a partition column",
+                    def.name
+                );
+            }
+        }
+    }
+
     #[test]
     fn export_carries_whole_statements() {
         let e = export(&embedded());
-        assert_eq!(e["binary_version"], 3);
+        assert_eq!(e["binary_version"], 4);
         let v2 = &e["migrations"][1];
         let stmts = v2["statements"].as_array().unwrap();
         assert_eq!(stmts.len(), embedded()[1].steps.len());

@@ -70,6 +70,11 @@ pub struct TableDef {
     pub name: &'static str,
     pub columns: &'static [ColumnDef],
     pub partition_by: &'static [&'static str],
+    /// The columns Delta keeps file statistics (min/max/null count) for in its log
+    /// (`delta.dataSkippingStatsColumns`): ids, names, counts and times, which queries filter
+    /// on. Never a profiled value (samples, min/max, error text, notebook content): the log is
+    /// read by everyone who can list the table, and statistics there would copy raw data.
+    pub stats_columns: &'static [&'static str],
 }
 
 macro_rules! cols {
@@ -87,6 +92,15 @@ pub const SOURCES: TableDef = TableDef {
         total_size_bytes: BigInt, run_id: String,
     ),
     partition_by: &[PARTITION_COLUMN],
+    stats_columns: &[
+        "id",
+        "source_id",
+        "run_id",
+        "source_type",
+        "extraction_timestamp",
+        "files_found",
+        "total_size_bytes",
+    ],
 };
 
 /// v2.0 `tables`, plus `run_id` and the table's own status.
@@ -98,6 +112,17 @@ pub const TABLES: TableDef = TableDef {
         size_bytes: BigInt, run_id: String, status: String, error_message: String,
     ),
     partition_by: &[PARTITION_COLUMN],
+    stats_columns: &[
+        "id",
+        "source_id",
+        "run_id",
+        "table_name",
+        "file_type",
+        "row_count",
+        "column_count",
+        "size_bytes",
+        "status",
+    ],
 };
 
 /// v2.0 `columns`, plus `run_id` and the statistics columns.
@@ -110,6 +135,18 @@ pub const COLUMNS: TableDef = TableDef {
         min_value: String, max_value: String,
     ),
     partition_by: &[PARTITION_COLUMN],
+    stats_columns: &[
+        "id",
+        "source_id",
+        "run_id",
+        "table_name",
+        "column_name",
+        "data_type",
+        "position",
+        "is_nullable",
+        "null_count",
+        "distinct_count",
+    ],
 };
 
 /// v2.0 `executor_runs`.
@@ -121,6 +158,16 @@ pub const EXECUTOR_RUNS: TableDef = TableDef {
         started_at: Timestamp, finished_at: Timestamp,
     ),
     partition_by: &[PARTITION_COLUMN],
+    stats_columns: &[
+        "id",
+        "run_id",
+        "executor_version",
+        "source_id",
+        "run_mode",
+        "status",
+        "started_at",
+        "finished_at",
+    ],
 };
 
 /// Versioned notebooks per workflow (migration V3).
@@ -131,6 +178,12 @@ pub const NOTEBOOK_SOURCE: TableDef = TableDef {
         cell_count: Int, created_at: Timestamp, created_by: String,
     ),
     partition_by: &[PARTITION_COLUMN],
+    stats_columns: &[
+        "notebook_version",
+        "notebook_sha256",
+        "cell_count",
+        "created_at",
+    ],
 };
 
 /// Cell <-> operator mappings per (workflow version, notebook version) (migration V3).
@@ -141,6 +194,12 @@ pub const NOTEBOOK_MAPPING: TableDef = TableDef {
         status: String, stale_cells: String, stale_operators: String, created_at: Timestamp,
     ),
     partition_by: &[PARTITION_COLUMN],
+    stats_columns: &[
+        "workflow_version",
+        "notebook_version",
+        "status",
+        "created_at",
+    ],
 };
 
 /// The migration history: one row per run of a migration (not made by a migration itself).
@@ -152,6 +211,13 @@ pub const SCHEMA_HISTORY: TableDef = TableDef {
         table_versions: String, error_message: String, executor_version: String,
     ),
     partition_by: &[],
+    stats_columns: &[
+        "version",
+        "success",
+        "applied_at",
+        "execution_ms",
+        "steps_done",
+    ],
 };
 
 /// The four `_executor_metadata` tables a job writes.
@@ -186,6 +252,11 @@ impl TableDef {
                 .map(|c| Field::new(c.name, c.ty.arrow(), true))
                 .collect::<Vec<_>>(),
         ))
+    }
+
+    /// The value of `delta.dataSkippingStatsColumns` (see [`TableDef::stats_columns`]).
+    pub fn stats_columns_property(&self) -> String {
+        self.stats_columns.join(",")
     }
 
     pub fn delta_fields(&self) -> Vec<StructField> {

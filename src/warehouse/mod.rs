@@ -207,6 +207,11 @@ impl Warehouse {
             .with_save_mode(SaveMode::Ignore)
             // Log cleanup lists the whole `_delta_log` after every commit; `maintain` runs it.
             .with_configuration_property(TableProperty::EnableExpiredLogCleanup, Some("false"))
+            // File statistics only of ids, names and counts: never a profiled value.
+            .with_configuration_property(
+                TableProperty::DataSkippingStatsColumns,
+                Some(def.stats_columns_property()),
+            )
             // A creation is version 0 or nothing: a job that loses the race to create the
             // table must not commit a second CREATE TABLE on top of the winner's (delta-rs
             // would otherwise retry it at version 1); it opens the winner's table instead.

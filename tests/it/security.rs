@@ -911,3 +911,73 @@ async fn health_answers_while_a_big_notebook_is_stored() {
     );
     let _ = stop.send(());
 }
+
+/// No profiled value reaches the Delta log: samples and min/max are in the tables' data
+/// files, but the log's file statistics (JSON commits and checkpoints) cover only ids, names,
+/// counts and times (`delta.dataSkippingStatsColumns`, migration V4).
+#[test]
+fn no_profiled_value_reaches_the_delta_log() {
+    fn files(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
+        for e in std::fs::read_dir(dir).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                files(&p, out);
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    let d = tmp();
+    let lake = d.path().join("lake");
+    write(
+        &lake.join("secrets.csv"),
+        "id,token\n1,ZZMARKER4711a\n2,ZZMARKER4711b\n",
+    );
+    let wh = d.path().join("wh");
+    ok(bin()
+        .arg("extract")
+        .arg(&lake)
+        .args(["--workflow-id", "wf_marker", "--warehouse"])
+        .arg(&wh)
+        .output()
+        .unwrap());
+    ok(bin()
+        .args(["maintain", "--warehouse"])
+        .arg(&wh)
+        .output()
+        .unwrap());
+    // The values are profiled...
+    let rows = sql_json(
+        &wh,
+        "SELECT sample_values, min_value, max_value FROM columns WHERE column_name = 'token'",
+        &[],
+    );
+    assert!(
+        rows[0]["sample_values"]
+            .as_str()
+            .unwrap()
+            .contains("ZZMARKER4711a")
+    );
+    assert_eq!(rows[0]["max_value"], "ZZMARKER4711b");
+    // ...and no file of any table's log holds one.
+    let mut all = Vec::new();
+    files(&wh, &mut all);
+    let logs: Vec<_> = all
+        .iter()
+        .filter(|p| p.components().any(|c| c.as_os_str() == "_delta_log"))
+        .collect();
+    assert!(logs.len() > 10, "{logs:?}");
+    assert!(
+        logs.iter()
+            .any(|p| p.to_string_lossy().ends_with(".checkpoint.parquet")),
+        "maintain wrote no checkpoint: {logs:?}"
+    );
+    for p in logs {
+        let bytes = std::fs::read(p).unwrap();
+        assert!(
+            !bytes.windows(12).any(|w| w == b"ZZMARKER4711"),
+            "a profiled value is in {}",
+            p.display()
+        );
+    }
+}
