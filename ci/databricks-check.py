@@ -186,7 +186,6 @@ for required in ("run_executor.py", "run_executor_distributed.py", "apply_migrat
         failures.append(f"databricks.yml: no job runs notebooks/{required}")
 if not any(k.endswith("maintain") for k in jobs):
     failures.append("databricks.yml: no scheduled maintain job")
-keys = {k for k in jobs}
 
 # 3. the notebooks' logic with a stub dbutils, against a real warehouse
 executor = os.path.abspath(sys.argv[1])
@@ -367,7 +366,7 @@ def check_spark_route(tmp):
     status = json.loads(subprocess.run([executor, "migrate", "status", "--warehouse", wh],
                                        capture_output=True, text=True).stdout)
     states = [m["state"] for m in status["migrations"]]
-    if states != ["applied"] * len(ms) or status.get("warehouse_version", status.get("version")) not in (None, len(ms)):
+    if states != ["applied"] * len(ms) or status.get("schema_version") != len(ms):
         failures.append(f"spark route: the binary sees {states} after the route recorded V2 onwards")
     evidence.append(f"spark route: {want} statements; the binary then sees {states}")
 
@@ -399,6 +398,12 @@ def check_distributed(tmp, lake):
                 diff = [(x, y) for x, y in zip(a, b) if x != y][:2]
                 failures.append(f"distributed: {len(a)} rows differ from the unsharded run's {len(b)}: {q[:60]}: {diff}")
             evidence.append(f"3 shards on local[2] = one run: {len(a)} {q.split(' FROM ')[1].split()[0]} rows")
+        try:
+            run_notebook(dist, dict(common, warehouse=wh_a, shards="four"), extra={"spark": spark})
+            failures.append("distributed: shards 'four' was accepted")
+        except ValueError as e:
+            if "shards must be a whole number of shards, not 'four'" not in str(e):
+                failures.append(f"distributed: bad shards: {e}")
         # One failing shard fails the task, naming it, after every shard ran.
         wrapper = os.path.join(tmp, "failing-shard")
         open(wrapper, "w").write(f"""#!/bin/sh
@@ -509,6 +514,21 @@ with tempfile.TemporaryDirectory() as tmp:
         except ValueError as e:
             if why not in str(e) or SECRET in str(e):
                 failures.append(f"secret_keys {spec!r}: {e}")
+
+    # maintain: the scheduled job's notebook, against the same warehouse; bad input names its field.
+    maint = os.path.join(NOTEBOOKS, "maintain.py")
+    out, _, _ = run_notebook(maint, {"warehouse": wh, "executor": executor, "vacuum_hours": "",
+                                     "secret_scope": "", "secret_keys": ""})
+    maintained = json.loads(out)
+    if sorted(maintained.get("tables", [])) != sorted(["sources", "tables", "columns", "executor_runs"]):
+        failures.append(f"maintain: {maintained}")
+    try:
+        run_notebook(maint, {"warehouse": wh, "executor": executor, "vacuum_hours": "a week",
+                             "secret_scope": "", "secret_keys": ""})
+        failures.append("maintain: vacuum_hours 'a week' was accepted")
+    except ValueError as e:
+        if "vacuum_hours must be a whole number" not in str(e):
+            failures.append(f"maintain: bad vacuum_hours: {e}")
 
     # register_tables' statements come from the executor and name the warehouse.
     scope = {}

@@ -27,7 +27,7 @@ fi
 if ! command -v java > /dev/null; then
   if [ "$(id -u)" = 0 ] && command -v apt-get > /dev/null; then
     echo "installing Java 17 (openjdk-17-jre-headless) for pyspark" >&2
-    apt-get install -y -qq openjdk-17-jre-headless >&2
+    apt-get update -qq >&2 && apt-get install -y -qq openjdk-17-jre-headless >&2
   else
     echo "error: pyspark needs Java 17 and none is on PATH: install openjdk-17-jre-headless" >&2
     exit 1

@@ -24,7 +24,9 @@ dbutils.widgets.text("secret_keys", "", "ENV_NAME=secret-key,... read from the s
 def maintain_args(executor, warehouse, vacuum_hours):
     args = [executor, "maintain", "--warehouse", warehouse]
     if vacuum_hours.strip():
-        args += ["--vacuum-hours", str(int(vacuum_hours))]
+        if not vacuum_hours.strip().isdigit():
+            raise ValueError(f"vacuum_hours must be a whole number of hours or empty, not {vacuum_hours!r}")
+        args += ["--vacuum-hours", vacuum_hours.strip()]
     return args
 
 

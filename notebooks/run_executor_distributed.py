@@ -67,9 +67,13 @@ def run_distributed(spark_context, get, secrets=None, log=sys.stderr):
     """Runs every shard as a Spark task; returns (exit code, merged result) or raises."""
     # The shard is this notebook's to set, per Spark task.
     payload = build_payload(lambda name: "" if name == "shard" else get(name))
-    count = int(get("shards").strip() or spark_context.defaultParallelism)
+    raw = get("shards").strip()
+    try:
+        count = int(raw) if raw else spark_context.defaultParallelism
+    except ValueError:
+        raise ValueError(f"shards must be a whole number of shards, not {raw!r}") from None
     if count < 1:
-        raise ValueError("shards must be at least 1")
+        raise ValueError(f"shards must be at least 1, not {count}")
     executor = get("executor").strip() or "nuvyn-executor"
     warehouse = get("warehouse").strip()
     env = secret_environment(get, secrets) if secrets is not None else {}
