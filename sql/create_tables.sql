@@ -27,7 +27,12 @@ CREATE TABLE IF NOT EXISTS `hive_metastore`.`_executor_metadata`.`tables` (
   `size_bytes` BIGINT,
   `run_id` STRING,
   `status` STRING,
-  `error_message` STRING
+  `error_message` STRING,
+  `quality_score` DOUBLE,
+  `quality` STRING,
+  `candidate_keys` STRING,
+  `duplicate_rows` BIGINT,
+  `widened_columns` STRING
 ) USING DELTA PARTITIONED BY (`workflow_id`) LOCATION '${warehouse}/_executor_metadata/tables';
 
 CREATE TABLE IF NOT EXISTS `hive_metastore`.`_executor_metadata`.`columns` (
@@ -44,7 +49,29 @@ CREATE TABLE IF NOT EXISTS `hive_metastore`.`_executor_metadata`.`columns` (
   `null_count` BIGINT,
   `distinct_count` BIGINT,
   `min_value` STRING,
-  `max_value` STRING
+  `max_value` STRING,
+  `null_fraction` DOUBLE,
+  `distinct_fraction` DOUBLE,
+  `mean` DOUBLE,
+  `stddev` DOUBLE,
+  `min_double` DOUBLE,
+  `max_double` DOUBLE,
+  `min_timestamp` TIMESTAMP,
+  `max_timestamp` TIMESTAMP,
+  `quantiles` STRING,
+  `histogram` STRING,
+  `zero_count` BIGINT,
+  `negative_count` BIGINT,
+  `min_length` BIGINT,
+  `avg_length` DOUBLE,
+  `max_length` BIGINT,
+  `blank_count` BIGINT,
+  `top_values` STRING,
+  `top_values_error` BIGINT,
+  `semantic_type` STRING,
+  `semantic_fraction` DOUBLE,
+  `pii` BOOLEAN,
+  `profiled_fraction` DOUBLE
 ) USING DELTA PARTITIONED BY (`workflow_id`) LOCATION '${warehouse}/_executor_metadata/columns';
 
 CREATE TABLE IF NOT EXISTS `hive_metastore`.`_executor_metadata`.`executor_runs` (

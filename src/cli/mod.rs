@@ -409,6 +409,12 @@ pub struct DiscoveryArgs {
     /// 0/N .. N-1/N together equal one run. Also the payload's `shard`.
     #[arg(long, value_name = "I/N")]
     pub shard: Option<String>,
+    /// What is kept of profiled values (sample values, top values, text min/max): `masked`
+    /// masks those of personal columns (e-mail, phone, card, IBAN, national id, IP),
+    /// `none` keeps no sample or top values at all, `raw` keeps them as read. Also the
+    /// payload's `profile.samples`. [default: masked]
+    #[arg(long, value_parser = ["none", "masked", "raw"])]
+    pub samples: Option<String>,
     #[command(flatten)]
     pub limits: LimitArgs,
 }
@@ -886,6 +892,7 @@ impl Cli {
                 JobInputs {
                     cli: CliJobArgs {
                         shard: a.discovery.shard.clone(),
+                        samples: a.discovery.samples.clone(),
                         paths: a.paths,
                         workflow_id: a.workflow_id,
                         source_id: a.source_id,
@@ -909,6 +916,7 @@ impl Cli {
                     JobInputs {
                         cli: CliJobArgs {
                             shard: a.discovery.shard.clone(),
+                            samples: a.discovery.samples.clone(),
                             paths: a.data_source_path.into_iter().collect(),
                             workflow_id: a.workflow_id,
                             source_id: a.source_id,

@@ -124,6 +124,8 @@ pub struct RawPayload {
     /// Where `sources` came from, for error messages.
     pub sources_field: &'static str,
     pub shard: Option<String>,
+    /// `profile.samples`.
+    pub samples: Option<String>,
     /// Storage settings (credentials) for the top-level `data_source_path` only.
     pub storage_options: StorageOptions,
 }
@@ -140,6 +142,7 @@ pub struct RawSource {
 #[derive(Debug, Default, Clone)]
 pub struct CliJobArgs {
     pub shard: Option<String>,
+    pub samples: Option<String>,
     pub paths: Vec<String>,
     pub workflow_id: Option<String>,
     pub source_id: Option<String>,
@@ -170,6 +173,8 @@ pub struct JobSpec {
     /// This run's share of each source's tables (`--shard I/N` or the payload's `shard`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub shard: Option<Shard>,
+    /// What is kept of profiled values (`--samples` or the payload's `profile.samples`).
+    pub samples: crate::profile::SampleMode,
 }
 
 /// Shard `index` of `count` (0 <= index < count): the tables of a source are split by a stable
@@ -330,6 +335,26 @@ impl RawPayload {
             storage_options: storage_options(obj, "")?,
             ..Default::default()
         };
+        match obj.get("profile") {
+            None | Some(Value::Null) => {}
+            Some(Value::Object(profile)) => {
+                if let Some(k) = profile.keys().find(|k| k.as_str() != "samples") {
+                    return Err(PayloadError::WrongType {
+                        field: format!("profile.{k}"),
+                        expected: "absent (profile takes `samples`)",
+                        got: "a value",
+                    });
+                }
+                raw.samples = opt_string(profile, "samples", "profile.")?;
+            }
+            Some(other) => {
+                return Err(PayloadError::WrongType {
+                    field: "profile".into(),
+                    expected: "an object",
+                    got: type_name(other),
+                });
+            }
+        }
         if let Some(s) = obj.get("sources").filter(|v| !v.is_null()) {
             raw.sources = Some(parse_sources(s, "sources")?);
             raw.sources_field = "sources";
@@ -574,6 +599,34 @@ pub fn resolve(
         (None, Some(p)) => Some(Shard::parse("shard", p)?),
         (None, None) => None,
     };
+    let parse_samples = |field: &str, v: &str| {
+        v.parse::<crate::profile::SampleMode>()
+            .map_err(|_| PayloadError::InvalidId {
+                field: field.to_string(),
+                value: printable(v),
+                reason: "must be none, masked or raw".into(),
+            })
+    };
+    let samples = match (&cli.samples, &p.samples) {
+        (Some(c), Some(p)) => {
+            let (cv, pv) = (
+                parse_samples("--samples", c)?,
+                parse_samples("profile.samples", p)?,
+            );
+            if cv != pv {
+                return Err(PayloadError::Conflict {
+                    what: "samples",
+                    field: "profile.samples".into(),
+                    cli: c.clone(),
+                    payload: p.clone(),
+                });
+            }
+            cv
+        }
+        (Some(c), None) => parse_samples("--samples", c)?,
+        (None, Some(p)) => parse_samples("profile.samples", p)?,
+        (None, None) => Default::default(),
+    };
     Ok(JobSpec {
         job_type,
         workflow_id,
@@ -582,6 +635,7 @@ pub fn resolve(
         tenant_id,
         sources,
         shard,
+        samples,
     })
 }
 

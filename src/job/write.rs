@@ -8,7 +8,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use super::{JobReport, RunStatus, SourceReport};
-use crate::profile::{self, TableProfile};
+use crate::profile::{self, TableProfile, TableStatus};
 use crate::warehouse::{self, BatchBuilder, Warehouse, WarehouseError};
 
 /// Brings the warehouse to this executor's schema (see [`crate::migrate::ensure_current`])
@@ -129,6 +129,32 @@ pub(super) async fn write_results(w: &Warehouse, report: &JobReport) -> Result<(
             "error_message",
             tables.iter().map(|(_, t)| t.error_message.as_deref()),
         )
+        .f64s(
+            "quality_score",
+            tables
+                .iter()
+                .map(|(_, t)| t.quality.as_ref().map(|q| q.score)),
+        )
+        .strings(
+            "quality",
+            tables.iter().map(|(_, t)| t.quality.as_ref().map(json)),
+        )
+        .strings(
+            "candidate_keys",
+            tables
+                .iter()
+                .map(|(_, t)| (t.status == TableStatus::Ok).then(|| json(&t.candidate_keys))),
+        )
+        .i64s(
+            "duplicate_rows",
+            tables.iter().map(|(_, t)| t.duplicate_rows),
+        )
+        .strings(
+            "widened_columns",
+            tables
+                .iter()
+                .map(|(_, t)| (!t.widened_columns.is_empty()).then(|| json(&t.widened_columns))),
+        )
         .build()?;
 
     let cols: Vec<(&SourceReport, &TableProfile, &profile::ColumnProfile)> = tables
@@ -181,6 +207,67 @@ pub(super) async fn write_results(w: &Warehouse, report: &JobReport) -> Result<(
         .strings(
             "max_value",
             cols.iter().map(|(_, _, c)| c.max_value.as_deref()),
+        )
+        .f64s(
+            "null_fraction",
+            cols.iter().map(|(_, _, c)| c.null_fraction),
+        )
+        .f64s(
+            "distinct_fraction",
+            cols.iter().map(|(_, _, c)| c.distinct_fraction),
+        )
+        .f64s("mean", cols.iter().map(|(_, _, c)| c.mean))
+        .f64s("stddev", cols.iter().map(|(_, _, c)| c.stddev))
+        .f64s("min_double", cols.iter().map(|(_, _, c)| c.min_double))
+        .f64s("max_double", cols.iter().map(|(_, _, c)| c.max_double))
+        .timestamps(
+            "min_timestamp",
+            cols.iter()
+                .map(|(_, _, c)| c.min_timestamp.and_then(micros)),
+        )
+        .timestamps(
+            "max_timestamp",
+            cols.iter()
+                .map(|(_, _, c)| c.max_timestamp.and_then(micros)),
+        )
+        .strings(
+            "quantiles",
+            cols.iter().map(|(_, _, c)| c.quantiles.as_ref().map(json)),
+        )
+        .strings(
+            "histogram",
+            cols.iter().map(|(_, _, c)| c.histogram.as_ref().map(json)),
+        )
+        .i64s("zero_count", cols.iter().map(|(_, _, c)| c.zero_count))
+        .i64s(
+            "negative_count",
+            cols.iter().map(|(_, _, c)| c.negative_count),
+        )
+        .i64s("min_length", cols.iter().map(|(_, _, c)| c.min_length))
+        .f64s("avg_length", cols.iter().map(|(_, _, c)| c.avg_length))
+        .i64s("max_length", cols.iter().map(|(_, _, c)| c.max_length))
+        .i64s("blank_count", cols.iter().map(|(_, _, c)| c.blank_count))
+        .strings(
+            "top_values",
+            cols.iter()
+                .map(|(_, _, c)| (!c.top_values.is_empty()).then(|| json(&c.top_values))),
+        )
+        .i64s(
+            "top_values_error",
+            cols.iter().map(|(_, _, c)| c.top_values_error),
+        )
+        .strings(
+            "semantic_type",
+            cols.iter().map(|(_, _, c)| c.semantic_type.as_deref()),
+        )
+        .f64s(
+            "semantic_fraction",
+            cols.iter().map(|(_, _, c)| c.semantic_fraction),
+        )
+        .bools("pii", cols.iter().map(|(_, _, c)| Some(c.pii)))
+        .f64s(
+            "profiled_fraction",
+            cols.iter().map(|(_, _, c)| Some(c.profiled_fraction)),
         )
         .build()?;
 
@@ -362,4 +449,13 @@ pub(super) async fn record_run(w: &Warehouse, report: &JobReport) -> Result<(), 
     let table = w.ensure_valid(def).await?;
     w.append(def, table, batch, &report.run_id).await?;
     Ok(())
+}
+
+/// A statistic's JSON text, as stored.
+fn json<T: serde::Serialize + ?Sized>(v: &T) -> String {
+    serde_json::to_string(v).unwrap_or_else(|_| "null".into())
+}
+
+fn micros(m: i64) -> Option<chrono::DateTime<chrono::Utc>> {
+    chrono::DateTime::from_timestamp_micros(m)
 }

@@ -46,6 +46,7 @@ impl ModelTable {
                 d if *d == SqlType::Int.delta() => SqlType::Int,
                 d if *d == SqlType::Boolean.delta() => SqlType::Boolean,
                 d if *d == SqlType::Timestamp.delta() => SqlType::Timestamp,
+                d if *d == SqlType::Double.delta() => SqlType::Double,
                 other => {
                     return Err(format!(
                         "column {} has unsupported type {other:?}",
@@ -72,6 +73,7 @@ pub(super) fn sql_type_of_arrow(t: &ArrowType) -> Option<SqlType> {
         ArrowType::Int64 => SqlType::BigInt,
         ArrowType::Int32 | ArrowType::Int16 | ArrowType::Int8 => SqlType::Int,
         ArrowType::Boolean => SqlType::Boolean,
+        ArrowType::Float64 | ArrowType::Float32 => SqlType::Double,
         ArrowType::Timestamp(TimeUnit::Microsecond, _) => SqlType::Timestamp,
         _ => return None,
     })

@@ -30,6 +30,10 @@ pub const EMBEDDED: &[(&str, &str)] = &[
         "V4__statistics_without_values.sql",
         include_str!("../../sql/migrations/V4__statistics_without_values.sql"),
     ),
+    (
+        "V5__richer_profiles.sql",
+        include_str!("../../sql/migrations/V5__richer_profiles.sql"),
+    ),
 ];
 
 /// A column in a table model.
@@ -272,9 +276,10 @@ pub(super) fn sql_type(dt: &ast::DataType) -> Result<SqlType, String> {
         "INT" | "INTEGER" => SqlType::Int,
         "BOOLEAN" | "BOOL" => SqlType::Boolean,
         "TIMESTAMP" => SqlType::Timestamp,
+        "DOUBLE" => SqlType::Double,
         _ => {
             return Err(format!(
-                "type {t} is not supported (STRING, BIGINT, INT, BOOLEAN, TIMESTAMP)"
+                "type {t} is not supported (STRING, BIGINT, INT, DOUBLE, BOOLEAN, TIMESTAMP)"
             ));
         }
     })
@@ -764,8 +769,8 @@ mod tests {
     #[test]
     fn embedded_migrations_parse_and_match_the_directory() {
         let ms = embedded();
-        assert_eq!(ms.len(), 4);
-        assert_eq!(binary_version(), 4);
+        assert_eq!(ms.len(), 5);
+        assert_eq!(binary_version(), 5);
         let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("sql/migrations");
         let from_disk = read_dir(&dir).unwrap();
         let names: Vec<_> = from_disk
@@ -890,7 +895,7 @@ mod tests {
     #[test]
     fn export_carries_whole_statements() {
         let e = export(&embedded());
-        assert_eq!(e["binary_version"], 4);
+        assert_eq!(e["binary_version"], 5);
         let v2 = &e["migrations"][1];
         let stmts = v2["statements"].as_array().unwrap();
         assert_eq!(stmts.len(), embedded()[1].steps.len());

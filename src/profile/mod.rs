@@ -1,12 +1,13 @@
 //! Profiling: reads each discovered table with DataFusion and computes, in one streaming
 //! aggregate pass, the row count and per-column null count, approximate distinct count,
-//! min and max; samples come from the first rows. Parquet and Delta row counts come from
+//! min and max, and each column's sketch (moments, lengths, frequent values, a random
+//! sample: [`sketch`]), then the table's quality ([`quality`]). Parquet and Delta row counts come from
 //! metadata (footers, the Delta log) without scanning data. A table that cannot be read
 //! fails alone, with its reason.
 
 use std::sync::Arc;
 
-use datafusion::arrow::array::{Array, ArrayRef, RecordBatch};
+use datafusion::arrow::array::{Array, ArrayRef};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
 use datafusion::catalog::TableProvider;
@@ -36,14 +37,44 @@ use crate::storage::line_limit::{Classify, LineLimitStore, TextCodec};
 use crate::storage::location::Location;
 
 pub mod limits;
+pub mod quality;
+pub mod semantic;
+pub mod sketch;
 pub use limits::Limits;
+pub use quality::Quality;
 
 /// Up to this many distinct non-null sample values per column.
 pub const SAMPLE_VALUES: usize = 5;
 /// Each sample value is cut to this many characters.
 pub const SAMPLE_MAX_CHARS: usize = 256;
-/// Samples are taken from at most this many leading rows.
-const SAMPLE_ROWS: usize = 2_000;
+
+/// What a job stores of the profiled values themselves (`--samples`, payload
+/// `profile.samples`): sample values, top values and text min/max.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SampleMode {
+    /// No sample or top values of any column, and no min/max of personal columns.
+    None,
+    /// Values of personal columns (e-mail, phone, card, IBAN, national id, IP) masked.
+    #[default]
+    Masked,
+    /// Every value as read.
+    Raw,
+}
+
+impl std::str::FromStr for SampleMode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "none" => Ok(Self::None),
+            "masked" => Ok(Self::Masked),
+            "raw" => Ok(Self::Raw),
+            other => Err(format!(
+                "{other:?} is not a samples mode: none, masked or raw"
+            )),
+        }
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProfileError {
@@ -91,6 +122,60 @@ pub struct ColumnProfile {
     pub distinct_count: Option<i64>,
     pub min_value: Option<String>,
     pub max_value: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub null_fraction: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub distinct_fraction: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mean: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stddev: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub min_double: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_double: Option<f64>,
+    /// Microseconds since the epoch, UTC.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub min_timestamp: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_timestamp: Option<i64>,
+    /// `{"p05": .., "p25": .., "p50": .., "p75": .., "p95": .., "exact": bool}`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub quantiles: Option<serde_json::Value>,
+    /// `{"edges": [21 bounds], "counts": [20 counts], "exact": bool}`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub histogram: Option<serde_json::Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub zero_count: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub negative_count: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub min_length: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub avg_length: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_length: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub blank_count: Option<i64>,
+    /// Most frequent values, most frequent first.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub top_values: Vec<TopValue>,
+    /// How far a top value's count may be from the true one (0: exact counts).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub top_values_error: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub semantic_type: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub semantic_fraction: Option<f64>,
+    pub pii: bool,
+    /// The share of the table's rows the statistics were computed over (1: all).
+    pub profiled_fraction: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct TopValue {
+    pub value: String,
+    pub count: i64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -126,6 +211,17 @@ pub struct TableProfile {
     /// Columns whose CSV values contradicted the inferred type and were read as STRING.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub widened_columns: Vec<String>,
+    /// Columns whose type differs between the table's files (widened to a common one).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub mixed_columns: Vec<String>,
+    /// Columns with no nulls and a distinct value per row.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub candidate_keys: Vec<String>,
+    /// Rows equal to an earlier row (approximate: a distinct count of row hashes).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub duplicate_rows: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub quality: Option<Quality>,
     pub columns: Vec<ColumnProfile>,
 }
 
@@ -353,7 +449,7 @@ async fn listing_table(
     loc: &Location,
     t: &DiscoveredTable,
     file_schema: Option<SchemaRef>,
-) -> Result<Arc<ListingTable>, ProfileError> {
+) -> Result<(Arc<ListingTable>, Vec<String>), ProfileError> {
     let (urls, ext) = match &t.layout {
         Layout::Folder { suffix } => (vec![loc.dir_url_of(&t.root)], suffix.clone()),
         _ => (
@@ -390,6 +486,7 @@ async fn listing_table(
         None if t.format == Format::Arrow => arrow_ipc_schema(loc, t).await?,
         other => other,
     };
+    let mut mixed = Vec::new();
     let config = match file_schema {
         Some(s) => config.with_schema(s),
         None => match config.clone().infer_schema(&ctx.state()).await {
@@ -397,8 +494,9 @@ async fn listing_table(
             // Part files of one table often disagree on an inferred type (`30` in one CSV,
             // `10.5` in the next): infer each file alone and widen instead of failing.
             Err(e) if e.to_string().contains("Fail to merge schema") && t.files.len() > 1 => {
-                let merged = widen_file_schemas(ctx, loc, t, &opts).await?;
-                tracing::info!(table = %t.name, "part files disagree on column types; widened");
+                let (merged, differ) = widen_file_schemas(ctx, loc, t, &opts).await?;
+                tracing::info!(table = %t.name, columns = ?differ, "part files disagree on column types; widened");
+                mixed = differ;
                 ListingTableConfig::new_with_multi_paths(urls)
                     .with_listing_options(opts)
                     .with_schema(merged)
@@ -406,8 +504,9 @@ async fn listing_table(
             Err(e) => return Err(ProfileError::read(e)),
         },
     };
-    Ok(Arc::new(
-        ListingTable::try_new(config).map_err(ProfileError::read)?,
+    Ok((
+        Arc::new(ListingTable::try_new(config).map_err(ProfileError::read)?),
+        mixed,
     ))
 }
 
@@ -475,14 +574,15 @@ fn widen(a: &DataType, b: &DataType) -> DataType {
 }
 
 /// Infers every file's schema alone and merges them by name, in first-seen order, widening
-/// types that disagree.
+/// types that disagree; with the names of the columns whose types disagreed.
 async fn widen_file_schemas(
     ctx: &SessionContext,
     loc: &Location,
     t: &DiscoveredTable,
     opts: &ListingOptions,
-) -> Result<SchemaRef, ProfileError> {
+) -> Result<(SchemaRef, Vec<String>), ProfileError> {
     let mut merged: Vec<Field> = Vec::new();
+    let mut differ: Vec<String> = Vec::new();
     for f in &t.files {
         let url = ListingTableUrl::parse(loc.url_of(&f.location)).map_err(ProfileError::read)?;
         let single = ListingOptions::new(opts.format.clone()).with_file_extension("");
@@ -495,14 +595,23 @@ async fn widen_file_schemas(
         })?;
         for field in schema.fields().iter() {
             match merged.iter_mut().find(|m| m.name() == field.name()) {
-                Some(m) => *m = Field::new(m.name(), widen(m.data_type(), field.data_type()), true),
+                Some(m) => {
+                    if m.data_type() != field.data_type()
+                        && !matches!(field.data_type(), DataType::Null)
+                        && !matches!(m.data_type(), DataType::Null)
+                        && !differ.contains(m.name())
+                    {
+                        differ.push(m.name().clone());
+                    }
+                    *m = Field::new(m.name(), widen(m.data_type(), field.data_type()), true)
+                }
                 None => merged.push(Field::new(field.name(), field.data_type().clone(), true)),
             }
         }
     }
     // Partition columns come from paths, not files.
     merged.retain(|f| !t.partition_cols.iter().any(|(n, _)| n == f.name()));
-    Ok(Arc::new(Schema::new(merged)))
+    Ok((Arc::new(Schema::new(merged)), differ))
 }
 
 /// The column an arrow-csv type error names ("... for column 3 at line 1001 ...").
@@ -515,17 +624,19 @@ fn csv_error_column(msg: &str) -> Option<usize> {
     digits.parse().ok()
 }
 
-/// One column's aggregates: nulls, approximate distinct count, min, max.
-#[derive(Clone)]
+/// One column's aggregates: nulls, approximate distinct count, min, max, and its sketch.
 struct ColumnStats {
     nulls: i64,
     distinct: Option<i64>,
     min: Option<String>,
     max: Option<String>,
+    sketch: Option<sketch::Sketch>,
 }
 
 struct Stats {
     rows: i64,
+    /// Distinct rows (approximate), when every column can be hashed.
+    distinct_rows: Option<i64>,
     per_column: Vec<ColumnStats>,
 }
 
@@ -551,7 +662,50 @@ fn cut(s: &str) -> String {
     s.chars().take(SAMPLE_MAX_CHARS).collect()
 }
 
-/// One aggregate pass over the whole table.
+/// A hash of each row's values: equal rows hash equal, so the distinct count of the
+/// hashes counts distinct rows.
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct RowHash {
+    signature: Signature,
+}
+
+impl RowHash {
+    fn udf() -> ScalarUDF {
+        ScalarUDF::from(Self {
+            signature: Signature::variadic_any(Volatility::Immutable),
+        })
+    }
+}
+
+impl ScalarUDFImpl for RowHash {
+    fn name(&self) -> &str {
+        "nuvyn_row_hash"
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, _args: &[DataType]) -> datafusion::error::Result<DataType> {
+        Ok(DataType::UInt64)
+    }
+
+    fn invoke_with_args(
+        &self,
+        args: ScalarFunctionArgs,
+    ) -> datafusion::error::Result<ColumnarValue> {
+        let arrays = ColumnarValue::values_to_arrays(&args.args)?;
+        let mut hashes = vec![0u64; args.number_rows];
+        let state = datafusion::common::hash_utils::RandomState::with_seed(0x6e75_7679);
+        datafusion::common::hash_utils::create_hashes(&arrays, &state, &mut hashes)?;
+        Ok(ColumnarValue::Array(Arc::new(
+            datafusion::arrow::array::UInt64Array::from(hashes),
+        )))
+    }
+}
+
+/// One aggregate pass over the whole table: counts, distinct counts, min/max and each
+/// column's sketch, and the distinct count of row hashes.
 async fn aggregate_pass(
     ctx: &SessionContext,
     provider: Arc<dyn TableProvider>,
@@ -559,6 +713,7 @@ async fn aggregate_pass(
     let schema = provider.schema();
     let df = ctx.read_table(provider)?;
     let mut aggs = vec![count(datafusion::logical_expr::lit(1)).alias("__rows")];
+    let profile = sketch::ProfileAggregate::udaf();
     for (i, f) in schema.fields().iter().enumerate() {
         let c = ident(f.name());
         aggs.push(count(c.clone()).alias(format!("nn{i}")));
@@ -567,8 +722,20 @@ async fn aggregate_pass(
         }
         if minmax_ok(f.data_type()) {
             aggs.push(min(c.clone()).alias(format!("mn{i}")));
-            aggs.push(max(c).alias(format!("mx{i}")));
+            aggs.push(max(c.clone()).alias(format!("mx{i}")));
         }
+        if !matches!(f.data_type(), DataType::Null) {
+            aggs.push(profile.call(vec![c]).alias(format!("sk{i}")));
+        }
+    }
+    let hashable = !schema.fields().is_empty()
+        && schema
+            .fields()
+            .iter()
+            .all(|f| !is_nested(value_type(f.data_type())));
+    if hashable {
+        let cols = schema.fields().iter().map(|f| ident(f.name())).collect();
+        aggs.push(approx_distinct(RowHash::udf().call(cols)).alias("__distinct_rows"));
     }
     let batches = df.aggregate(vec![], aggs)?.collect().await?;
     let batch = batches
@@ -586,69 +753,42 @@ async fn aggregate_pass(
         (!a.is_null(0)).then(|| a.value(0))
     };
     let rows = int_at("__rows").unwrap_or(0);
-    let per_column = (0..schema.fields().len())
-        .map(|i| {
-            let non_null = int_at(&format!("nn{i}")).unwrap_or(0);
-            let distinct = int_at(&format!("d{i}")).map(|d| d.min(non_null));
-            let mn = batch
-                .column_by_name(&format!("mn{i}"))
-                .and_then(|c| cell_to_string(c, 0));
-            let mx = batch
-                .column_by_name(&format!("mx{i}"))
-                .and_then(|c| cell_to_string(c, 0));
-            ColumnStats {
-                nulls: rows - non_null,
-                distinct,
-                min: mn,
-                max: mx,
-            }
-        })
-        .collect();
-    Ok(Stats { rows, per_column })
-}
-
-/// Up to [`SAMPLE_VALUES`] distinct non-null values per column from the first rows, in file
-/// order: the scan's partitions hold contiguous runs of the files sorted by path (or of one
-/// file's byte ranges), and none steals another's files ([`session_for`]), so reading them
-/// one after the other gives the same values on every run and every machine, whatever the
-/// number of cores or shards.
-async fn samples(
-    ctx: &SessionContext,
-    provider: Arc<dyn TableProvider>,
-) -> datafusion::error::Result<Vec<Vec<String>>> {
-    let n = provider.schema().fields().len();
-    let mut out: Vec<Vec<String>> = vec![Vec::new(); n];
-    use datafusion::physical_plan::ExecutionPlanProperties;
-    let plan = ctx.read_table(provider)?.create_physical_plan().await?;
-    let task = ctx.task_ctx();
-    let mut rows = 0;
-    'partitions: for partition in 0..plan.output_partitioning().partition_count() {
-        let mut stream = plan.execute(partition, task.clone())?;
-        while let Some(batch) = stream.next().await {
-            let batch: RecordBatch = batch?;
-            let take = batch.num_rows().min(SAMPLE_ROWS - rows);
-            for (i, col) in batch.columns().iter().enumerate() {
-                if out[i].len() >= SAMPLE_VALUES {
-                    continue;
-                }
-                for row in 0..take {
-                    if let Some(v) = cell_to_string(col, row)
-                        && !out[i].contains(&v)
-                    {
-                        out[i].push(v);
-                        if out[i].len() >= SAMPLE_VALUES {
-                            break;
-                        }
-                    }
+    let mut per_column = Vec::with_capacity(schema.fields().len());
+    for i in 0..schema.fields().len() {
+        let non_null = int_at(&format!("nn{i}")).unwrap_or(0);
+        let distinct = int_at(&format!("d{i}")).map(|d| d.min(non_null));
+        let mn = batch
+            .column_by_name(&format!("mn{i}"))
+            .and_then(|c| cell_to_string(c, 0));
+        let mx = batch
+            .column_by_name(&format!("mx{i}"))
+            .and_then(|c| cell_to_string(c, 0));
+        let sketch = match batch.column_by_name(&format!("sk{i}")) {
+            Some(c) => {
+                use datafusion::arrow::array::AsArray;
+                let b = c.as_binary::<i32>();
+                if b.is_null(0) {
+                    None
+                } else {
+                    Some(sketch::Sketch::from_bytes(b.value(0))?)
                 }
             }
-            rows += take;
-            if rows >= SAMPLE_ROWS || out.iter().all(|v| v.len() >= SAMPLE_VALUES) {
-                break 'partitions;
-            }
-        }
+            None => None,
+        };
+        per_column.push(ColumnStats {
+            nulls: rows - non_null,
+            distinct,
+            min: mn,
+            max: mx,
+            sketch,
+        });
     }
-    Ok(out)
+    let distinct_rows = int_at("__distinct_rows").map(|d| d.min(rows));
+    Ok(Stats {
+        rows,
+        distinct_rows,
+        per_column,
+    })
 }
 
 /// Bytes fetched from a Parquet file's end in the first request: enough for most footers,
@@ -770,6 +910,10 @@ impl TableProfile {
             status: TableStatus::Failed,
             error_message: Some(reason),
             widened_columns: Vec::new(),
+            mixed_columns: Vec::new(),
+            candidate_keys: Vec::new(),
+            duplicate_rows: None,
+            quality: None,
             columns: Vec::new(),
         }
     }
@@ -782,6 +926,7 @@ pub async fn profile_table(
     loc: &Location,
     t: &DiscoveredTable,
     limits: &Limits,
+    samples: SampleMode,
 ) -> TableProfile {
     let mut p = TableProfile {
         table_name: t.name.clone(),
@@ -796,9 +941,13 @@ pub async fn profile_table(
         status: TableStatus::Ok,
         error_message: None,
         widened_columns: Vec::new(),
+        mixed_columns: Vec::new(),
+        candidate_keys: Vec::new(),
+        duplicate_rows: None,
+        quality: None,
         columns: Vec::new(),
     };
-    if let Err(e) = profile_into(ctx, loc, t, limits, &mut p).await {
+    if let Err(e) = profile_into(ctx, loc, t, limits, samples, &mut p).await {
         tracing::warn!(table = %t.name, "table failed: {e}");
         p.status = TableStatus::Failed;
         p.error_message = Some(e.to_string());
@@ -813,6 +962,7 @@ async fn profile_into(
     loc: &Location,
     t: &DiscoveredTable,
     limits: &Limits,
+    samples: SampleMode,
     p: &mut TableProfile,
 ) -> Result<(), ProfileError> {
     if let Some(problem) = &t.problem {
@@ -828,7 +978,11 @@ async fn profile_into(
     let mut source = match t.format {
         Format::Delta => delta_source(ctx, loc, t).await?,
         _ => Source {
-            provider: listing_table(ctx, loc, t, None).await?,
+            provider: {
+                let (table, mixed) = listing_table(ctx, loc, t, None).await?;
+                p.mixed_columns = mixed;
+                table
+            },
             row_count: parquet_rows,
             size_bytes: None,
             declared_nullability: matches!(
@@ -877,49 +1031,114 @@ async fn profile_into(
                             })
                             .collect();
                         source.provider =
-                            listing_table(ctx, loc, t, Some(Arc::new(Schema::new(fields)))).await?;
+                            listing_table(ctx, loc, t, Some(Arc::new(Schema::new(fields))))
+                                .await?
+                                .0;
                     }
                     _ => return Err(ProfileError::from_datafusion(e, limits)),
                 }
             }
         }
     };
-    let samples = samples(ctx, source.provider.clone())
-        .await
-        .map_err(|e| ProfileError::from_datafusion(e, limits))?;
     let schema = source.provider.schema();
-    p.row_count = Some(source.row_count.unwrap_or(stats.rows));
+    let rows = source.row_count.unwrap_or(stats.rows);
+    p.row_count = Some(rows);
     p.column_count = schema.fields().len() as i32;
-    p.columns = schema
-        .fields()
+    let mut columns = Vec::with_capacity(schema.fields().len());
+    for (i, (f, st)) in schema.fields().iter().zip(stats.per_column).enumerate() {
+        let is_partition = i >= schema.fields().len() - n_part;
+        let summary = st
+            .sketch
+            .map(|s| s.summary(SAMPLE_VALUES))
+            .unwrap_or_default();
+        let non_null = rows - st.nulls;
+        // Few distinct values are counted exactly by the sketch; more are estimated.
+        let distinct = summary.exact_distinct.or(st.distinct);
+        let fraction = |n: i64, of: i64| (of > 0).then(|| n as f64 / of as f64);
+        columns.push(ColumnProfile {
+            column_name: f.name().clone(),
+            data_type: spark_type(f.data_type()),
+            position: i as i32,
+            is_nullable: if source.declared_nullability && !is_partition {
+                f.is_nullable()
+            } else {
+                st.nulls > 0
+            },
+            sample_values: summary.sample_values,
+            null_count: st.nulls,
+            distinct_count: distinct,
+            min_value: st.min,
+            max_value: st.max,
+            null_fraction: fraction(st.nulls, rows),
+            distinct_fraction: distinct.and_then(|d| fraction(d, non_null)),
+            mean: summary.mean,
+            stddev: summary.stddev,
+            min_double: summary.min_double,
+            max_double: summary.max_double,
+            min_timestamp: summary.min_timestamp,
+            max_timestamp: summary.max_timestamp,
+            quantiles: summary.quantiles,
+            histogram: summary.histogram,
+            zero_count: summary.zero_count,
+            negative_count: summary.negative_count,
+            min_length: summary.min_length,
+            avg_length: summary.avg_length,
+            max_length: summary.max_length,
+            blank_count: summary.blank_count,
+            top_values: summary
+                .top_values
+                .into_iter()
+                .map(|(value, count)| TopValue { value, count })
+                .collect(),
+            top_values_error: summary.top_values_error,
+            semantic_type: summary.semantic_type.map(str::to_string),
+            semantic_fraction: summary.semantic_fraction,
+            pii: summary.personal,
+            profiled_fraction: 1.0,
+        });
+    }
+    p.candidate_keys = columns
         .iter()
-        .enumerate()
-        .map(|(i, f)| {
-            let ColumnStats {
-                nulls,
-                distinct,
-                min: mn,
-                max: mx,
-            } = stats.per_column[i].clone();
-            let is_partition = i >= schema.fields().len() - n_part;
-            ColumnProfile {
-                column_name: f.name().clone(),
-                data_type: spark_type(f.data_type()),
-                position: i as i32,
-                is_nullable: if source.declared_nullability && !is_partition {
-                    f.is_nullable()
-                } else {
-                    nulls > 0
-                },
-                sample_values: samples[i].clone(),
-                null_count: nulls,
-                distinct_count: distinct,
-                min_value: mn,
-                max_value: mx,
-            }
-        })
+        .filter(|c| rows > 1 && c.null_count == 0 && c.distinct_count == Some(rows))
+        .map(|c| c.column_name.clone())
         .collect();
+    p.duplicate_rows = stats.distinct_rows.map(|d| (stats.rows - d).max(0));
+    p.columns = columns;
+    p.quality = Some(quality::score(p));
+    apply_sample_mode(&mut p.columns, samples);
     Ok(())
+}
+
+/// What of the profiled values themselves a job keeps ([`SampleMode`]).
+fn apply_sample_mode(columns: &mut [ColumnProfile], mode: SampleMode) {
+    for c in columns {
+        match mode {
+            SampleMode::Raw => {}
+            SampleMode::Masked if c.pii => {
+                for v in c
+                    .sample_values
+                    .iter_mut()
+                    .chain(&mut c.min_value)
+                    .chain(&mut c.max_value)
+                {
+                    *v = semantic::mask(v);
+                }
+                for t in &mut c.top_values {
+                    t.value = semantic::mask(&t.value);
+                }
+            }
+            SampleMode::Masked => {}
+            SampleMode::None => {
+                c.sample_values.clear();
+                c.top_values.clear();
+                c.top_values_error = None;
+                if c.pii {
+                    c.min_value = None;
+                    c.max_value = None;
+                }
+            }
+        }
+    }
 }
 
 /// A DataFusion session sized for this machine, drawing on the process's memory pool, with

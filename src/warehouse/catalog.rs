@@ -23,6 +23,7 @@ pub enum SqlType {
     Timestamp,
     Int,
     BigInt,
+    Double,
     Boolean,
 }
 
@@ -33,6 +34,7 @@ impl SqlType {
             Self::Timestamp => "TIMESTAMP",
             Self::Int => "INT",
             Self::BigInt => "BIGINT",
+            Self::Double => "DOUBLE",
             Self::Boolean => "BOOLEAN",
         }
     }
@@ -44,6 +46,7 @@ impl SqlType {
             Self::Timestamp => ArrowType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
             Self::Int => ArrowType::Int32,
             Self::BigInt => ArrowType::Int64,
+            Self::Double => ArrowType::Float64,
             Self::Boolean => ArrowType::Boolean,
         }
     }
@@ -54,6 +57,7 @@ impl SqlType {
             Self::Timestamp => DeltaType::TIMESTAMP,
             Self::Int => DeltaType::INTEGER,
             Self::BigInt => DeltaType::LONG,
+            Self::Double => DeltaType::DOUBLE,
             Self::Boolean => DeltaType::BOOLEAN,
         }
     }
@@ -103,13 +107,15 @@ pub const SOURCES: TableDef = TableDef {
     ],
 };
 
-/// v2.0 `tables`, plus `run_id` and the table's own status.
+/// v2.0 `tables`, plus `run_id`, the table's own status and (V5) its quality.
 pub const TABLES: TableDef = TableDef {
     name: "tables",
     columns: cols!(
         id: BigInt, workflow_id: String, source_id: String, table_name: String,
         file_path: String, file_type: String, row_count: BigInt, column_count: Int,
         size_bytes: BigInt, run_id: String, status: String, error_message: String,
+        quality_score: Double, quality: String, candidate_keys: String,
+        duplicate_rows: BigInt, widened_columns: String,
     ),
     partition_by: &[PARTITION_COLUMN],
     stats_columns: &[
@@ -125,7 +131,7 @@ pub const TABLES: TableDef = TableDef {
     ],
 };
 
-/// v2.0 `columns`, plus `run_id` and the statistics columns.
+/// v2.0 `columns`, plus `run_id` and the statistics columns (V2, V5).
 pub const COLUMNS: TableDef = TableDef {
     name: "columns",
     columns: cols!(
@@ -133,6 +139,13 @@ pub const COLUMNS: TableDef = TableDef {
         column_name: String, data_type: String, position: Int, is_nullable: Boolean,
         sample_values: String, run_id: String, null_count: BigInt, distinct_count: BigInt,
         min_value: String, max_value: String,
+        null_fraction: Double, distinct_fraction: Double, mean: Double, stddev: Double,
+        min_double: Double, max_double: Double, min_timestamp: Timestamp,
+        max_timestamp: Timestamp, quantiles: String, histogram: String, zero_count: BigInt,
+        negative_count: BigInt, min_length: BigInt, avg_length: Double, max_length: BigInt,
+        blank_count: BigInt, top_values: String, top_values_error: BigInt,
+        semantic_type: String, semantic_fraction: Double, pii: Boolean,
+        profiled_fraction: Double,
     ),
     partition_by: &[PARTITION_COLUMN],
     stats_columns: &[

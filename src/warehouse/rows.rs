@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use datafusion::arrow::array::{
-    ArrayRef, BooleanArray, Int32Array, Int64Array, RecordBatch, StringArray,
+    ArrayRef, BooleanArray, Float64Array, Int32Array, Int64Array, RecordBatch, StringArray,
     TimestampMicrosecondArray,
 };
 use serde_json::{Map, Value};
@@ -140,6 +140,12 @@ impl BatchBuilder {
     pub fn i32s(mut self, name: &'static str, v: impl IntoIterator<Item = Option<i32>>) -> Self {
         self.columns
             .insert(name, Arc::new(Int32Array::from_iter(v)));
+        self
+    }
+
+    pub fn f64s(mut self, name: &'static str, v: impl IntoIterator<Item = Option<f64>>) -> Self {
+        self.columns
+            .insert(name, Arc::new(Float64Array::from_iter(v)));
         self
     }
 
