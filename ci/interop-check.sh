@@ -57,7 +57,7 @@ registered = {}
 for m in re.finditer(r"CREATE TABLE IF NOT EXISTS \S+\.`(\w+)` \((.*?)\) USING DELTA PARTITIONED BY \(`(\w+)`\)", ddl, re.S):
     cols = [tuple(c.strip().replace("`", "").split()[:2]) for c in m.group(2).strip().split(",\n")]
     registered[m.group(1)] = (cols, m.group(3))
-delta_of_spark = {"STRING": "string", "BIGINT": "long", "INT": "integer", "BOOLEAN": "boolean", "TIMESTAMP": "timestamp"}
+delta_of_spark = {"STRING": "string", "BIGINT": "long", "INT": "integer", "DOUBLE": "double", "BOOLEAN": "boolean", "TIMESTAMP": "timestamp"}
 
 checked = 0
 for t in sorted(os.listdir(root)):
@@ -73,7 +73,9 @@ for t in sorted(os.listdir(root)):
         continue
     ours = [{k: from_ours(v) for k, v in r.items() if v is not None} for r in json.load(open(ours_path))]
     if sorted(map(key, theirs)) != sorted(map(key, ours)):
-        failures.append(f"{t}: rows differ ({len(theirs)} read by deltalake, {len(ours)} by the executor)")
+        a, b = sorted(map(key, theirs)), sorted(map(key, ours))
+        diff = next((x, y) for x, y in zip(a, b) if x != y)
+        failures.append(f"{t}: rows differ ({len(theirs)} read by deltalake, {len(ours)} by the executor); first: {diff[0][:1500]} vs {diff[1][:1500]}")
     if not theirs:
         failures.append(f"{t}: no rows to compare")
     if t in registered:

@@ -39,7 +39,7 @@ counts() {
 }
 before="$(counts)"
 [ "$before" = '[{"n":2}][{"n":3}][{"n":7}][{"n":2}]' ] || fail "fixture rows: $before"
-same_json '["applied","pending","pending","pending"]' \
+same_json '["applied","pending","pending","pending","pending"]' \
   "$("$BIN" migrate status --warehouse "$WH" | python3 -c 'import json,sys; print(json.dumps([m["state"] for m in json.load(sys.stdin)["migrations"]]))')" \
   "status before"
 

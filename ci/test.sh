@@ -39,6 +39,9 @@ bash ci/migration-check.sh
 step "interop: an independent Delta reader (ci/interop-check.sh)"
 bash ci/interop-check.sh
 
+step "profiles against DuckDB's exact answers (ci/profile-check.sh)"
+bash ci/profile-check.sh
+
 step "Databricks: pyspark, databricks-bundles, databricks-sdk (pinned, ci/databricks-venv.sh)"
 dbx_python="$(bash ci/databricks-venv.sh)"
 export SPARK_LOCAL_IP=127.0.0.1

@@ -43,6 +43,11 @@ pub mod sketch;
 pub use limits::Limits;
 pub use quality::Quality;
 
+/// Above the exactly counted values, a column whose distinct-count estimate is at least
+/// this share of the rows (the estimate's error is about 1%) and whose random sample repeats
+/// no value is a candidate key.
+const KEY_DISTINCT_SHARE: f64 = 0.97;
+
 /// Up to this many distinct non-null sample values per column.
 pub const SAMPLE_VALUES: usize = 5;
 /// Each sample value is cut to this many characters.
@@ -1045,6 +1050,7 @@ async fn profile_into(
     p.row_count = Some(rows);
     p.column_count = schema.fields().len() as i32;
     let mut columns = Vec::with_capacity(schema.fields().len());
+    let mut keys = Vec::new();
     for (i, (f, st)) in schema.fields().iter().zip(stats.per_column).enumerate() {
         let is_partition = i >= schema.fields().len() - n_part;
         let summary = st
@@ -1055,6 +1061,22 @@ async fn profile_into(
         // Few distinct values are counted exactly by the sketch; more are estimated.
         let distinct = summary.exact_distinct.or(st.distinct);
         let fraction = |n: i64, of: i64| (of > 0).then(|| n as f64 / of as f64);
+        // A key: no nulls and a value per row, counted exactly while there are few values;
+        // above that, an estimate near the row count and no repeat in the random sample.
+        let key = rows > 1
+            && st.nulls == 0
+            && match summary.exact_distinct {
+                Some(d) => d == rows,
+                None => {
+                    summary.sample_unique
+                        && st
+                            .distinct
+                            .is_some_and(|d| d as f64 >= KEY_DISTINCT_SHARE * rows as f64)
+                }
+            };
+        if key {
+            keys.push(f.name().clone());
+        }
         columns.push(ColumnProfile {
             column_name: f.name().clone(),
             data_type: spark_type(f.data_type()),
@@ -1097,11 +1119,7 @@ async fn profile_into(
             profiled_fraction: 1.0,
         });
     }
-    p.candidate_keys = columns
-        .iter()
-        .filter(|c| rows > 1 && c.null_count == 0 && c.distinct_count == Some(rows))
-        .map(|c| c.column_name.clone())
-        .collect();
+    p.candidate_keys = keys;
     p.duplicate_rows = stats.distinct_rows.map(|d| (stats.rows - d).max(0));
     p.columns = columns;
     p.quality = Some(quality::score(p));

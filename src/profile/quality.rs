@@ -7,8 +7,8 @@ use super::TableProfile;
 /// Weights of completeness, validity, uniqueness and consistency; they sum to 1.
 pub const WEIGHTS: [f64; 4] = [0.4, 0.3, 0.2, 0.1];
 
-/// A text column counts towards validity when its values mostly have one semantic type: the
-/// share of them that do not is the invalid share.
+/// A text column counts towards validity when more than half its values have one semantic
+/// type: the share of them that do not is the invalid share.
 const TYPED_SHARE: f64 = 0.5;
 
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -53,7 +53,7 @@ pub fn score(t: &TableProfile) -> Quality {
         let typed = c.semantic_type.as_deref().is_some_and(|s| s != "text");
         let widened = t.widened_columns.contains(&c.column_name);
         if let (true, Some(share)) = (typed || widened, c.semantic_fraction)
-            && (share >= TYPED_SHARE || widened)
+            && (share > TYPED_SHARE || widened)
         {
             shares.push(share);
             if share < 1.0 {

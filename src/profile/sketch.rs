@@ -868,6 +868,8 @@ pub struct Summary {
     pub top_values_error: Option<i64>,
     /// The distinct count, when few enough values were counted exactly.
     pub exact_distinct: Option<i64>,
+    /// No value occurs twice in the random sample.
+    pub sample_unique: bool,
     pub semantic_type: Option<&'static str>,
     pub semantic_fraction: Option<f64>,
     pub personal: bool,
@@ -1016,6 +1018,16 @@ impl Sketch {
                 )
             }
             _ => None,
+        };
+        out.sample_unique = {
+            let mut seen = datafusion::common::HashSet::new();
+            self.sample.iter().all(|e| {
+                if kind.numeric() {
+                    seen.insert(e.v.to_bits().to_string())
+                } else {
+                    seen.insert(e.s.clone())
+                }
+            })
         };
         out.exact_distinct = match (&self.exact, kind) {
             (_, Kind::Boolean) => Some((self.trues > 0) as i64 + (self.count > self.trues) as i64),

@@ -222,7 +222,30 @@ pub fn to_json_rows(batches: &[RecordBatch]) -> Result<Vec<Map<String, Value>>, 
     if buf.is_empty() {
         return Ok(Vec::new());
     }
-    serde_json::from_slice(&buf).map_err(|e| render(&e))
+    let mut rows: Vec<Map<String, Value>> = serde_json::from_slice(&buf).map_err(|e| render(&e))?;
+    // Floats are taken from the arrays themselves: text parsed back is not always the
+    // same double (off by one unit in the last place), and statistics must read as stored.
+    let mut offset = 0;
+    for b in batches {
+        for (field, col) in b.schema().fields().iter().zip(b.columns()) {
+            use datafusion::arrow::array::{Array, AsArray};
+            use datafusion::arrow::datatypes::{DataType, Float64Type};
+            if col.data_type() != &DataType::Float64 {
+                continue;
+            }
+            let f = col.as_primitive::<Float64Type>();
+            for i in 0..f.len() {
+                if f.is_valid(i)
+                    && let Some(n) = serde_json::Number::from_f64(f.value(i))
+                    && let Some(row) = rows.get_mut(offset + i)
+                {
+                    row.insert(field.name().clone(), Value::Number(n));
+                }
+            }
+        }
+        offset += b.num_rows();
+    }
+    Ok(rows)
 }
 
 #[cfg(test)]

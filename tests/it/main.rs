@@ -10,6 +10,7 @@ mod databricks;
 mod migrations;
 mod notebooks;
 mod pipeline;
+mod profiles;
 mod security;
 mod server;
 mod shards;

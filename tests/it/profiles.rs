@@ -1,0 +1,335 @@
+//! Column and table profiles: the quality score's components on tables with known defects,
+//! semantic types and personal data (masked by default, `--samples none|masked|raw`),
+//! typed ranges that compare as numbers and times in SQL, and what the warehouse stores.
+
+use crate::common::*;
+
+/// A lake whose tables each have one known defect.
+fn defects_lake(root: &std::path::Path) {
+    // Completeness: 10 rows x 2 columns, 5 cells empty -> 0.75.
+    let mut text = String::from("id,v\n");
+    for i in 0..10 {
+        let v = if i < 5 {
+            String::new()
+        } else {
+            format!("x{i}")
+        };
+        text.push_str(&format!("{i},{v}\n"));
+    }
+    write(&root.join("incomplete.csv"), text);
+    // Validity: a text column of dates, one of ten is not -> 0.9 (and `id` is a key).
+    let mut text = String::from("id,day\n");
+    for i in 0..10 {
+        let d = if i == 3 {
+            "n/a".to_string()
+        } else {
+            format!("2024-01-{:02}", i + 1)
+        };
+        text.push_str(&format!("{i},{d}\n"));
+    }
+    write(&root.join("invalid.csv"), text);
+    // Uniqueness: 2 of 10 rows repeat an earlier row -> 0.8; no candidate key.
+    let mut text = String::from("a,b\n");
+    for i in 0..8 {
+        text.push_str(&format!("{},{}\n", i % 4, i));
+    }
+    text.push_str("0,0\n1,1\n");
+    write(&root.join("dupes.csv"), text);
+    // Consistency: `v` is a number in one part file and text in the other -> 1 - 1/2.
+    write(&root.join("mixed/part-0.csv"), "k,v\n1,10\n2,20\n");
+    write(&root.join("mixed/part-1.csv"), "k,v\n3,abc\n4,def\n");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quality_components_find_known_defects() {
+    let d = tmp();
+    let lake = d.path().join("lake");
+    defects_lake(&lake);
+    let r = run_job(&[&lake], "wf_quality", None, None).await;
+    let table = |name: &str| {
+        r.sources[0]
+            .tables
+            .iter()
+            .find(|t| t.table_name == name)
+            .unwrap_or_else(|| panic!("{name}: {:#?}", r.sources[0].tables))
+    };
+    let q = |name: &str| table(name).quality.clone().unwrap();
+
+    let inc = q("incomplete");
+    assert_eq!(inc.completeness, 0.75);
+    assert_eq!(
+        (inc.validity, inc.uniqueness, inc.consistency),
+        (1.0, 1.0, 1.0)
+    );
+    // 100 x (0.4 x 0.75 + 0.3 + 0.2 + 0.1)
+    assert_eq!(inc.score, 90.0);
+    assert_eq!(table("incomplete").candidate_keys, ["id"]);
+
+    let inv = q("invalid");
+    assert_eq!(inv.validity, 0.9);
+    assert_eq!(inv.invalid_columns, ["day"]);
+    assert_eq!(inv.score, 97.0);
+    let day = table("invalid")
+        .columns
+        .iter()
+        .find(|c| c.column_name == "day")
+        .unwrap();
+    assert_eq!(day.semantic_type.as_deref(), Some("date"));
+    assert_eq!(day.semantic_fraction, Some(0.9));
+
+    let dup = q("dupes");
+    assert_eq!(table("dupes").duplicate_rows, Some(2));
+    assert_eq!(dup.uniqueness, 0.8);
+    assert!(table("dupes").candidate_keys.is_empty());
+    assert_eq!(dup.score, 96.0);
+
+    let mixed = q("mixed");
+    assert_eq!(mixed.mixed_columns, ["v"]);
+    assert_eq!(mixed.consistency, 0.5);
+    assert_eq!(mixed.score, 95.0);
+}
+
+/// A CSV column whose values forced it to STRING says why: its semantic type is what most
+/// values are, and the share that are not lowers validity.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_widened_column_is_explained_by_its_semantic_type() {
+    let d = tmp();
+    let lake = d.path().join("lake");
+    let mut text = String::from("n\n");
+    for i in 0..1500 {
+        text.push_str(&format!("{i}\n"));
+    }
+    // Past the 1,000 rows type inference reads.
+    text.push_str("unknown\n");
+    write(&lake.join("late.csv"), text);
+    let r = run_job(&[&lake], "wf_widen", None, None).await;
+    let t = &r.sources[0].tables[0];
+    assert_eq!(t.widened_columns, ["n"]);
+    let n = &t.columns[0];
+    assert_eq!(n.data_type, "STRING");
+    assert_eq!(n.semantic_type.as_deref(), Some("integer"));
+    let share = n.semantic_fraction.unwrap();
+    assert!((share - 1500.0 / 1501.0).abs() < 1e-9, "{share}");
+    let q = t.quality.as_ref().unwrap();
+    assert_eq!(q.invalid_columns, ["n"]);
+    assert!(q.validity < 1.0);
+}
+
+fn personal_lake(root: &std::path::Path) {
+    let mut text = String::from("id,email,card,city\n");
+    for i in 0..20 {
+        text.push_str(&format!(
+            "{i},person{i}@example.org,4111 1111 1111 1111,{}\n",
+            ["Oslo", "Rome"][i % 2]
+        ));
+    }
+    write(&root.join("people.csv"), text);
+}
+
+fn extract(lake: &std::path::Path, extra: &[&str], payload: Option<&str>) -> serde_json::Value {
+    let mut cmd = bin();
+    cmd.args(["extract", "--workflow-id", "wf_pii", "--dry-run"])
+        .arg(lake)
+        .args(extra);
+    if let Some(p) = payload {
+        cmd.env("NUVYN_JOB_PAYLOAD", p);
+    }
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout_json(&out)
+}
+
+fn column<'a>(r: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
+    r["sources"][0]["tables"][0]["columns"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["column_name"] == name)
+        .unwrap()
+}
+
+/// Personal columns are flagged and their values masked unless the job asks for raw values;
+/// `none` keeps no values at all. The raw values reach neither the output nor the warehouse.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn personal_values_are_masked_unless_asked_for() {
+    let d = tmp();
+    let lake = d.path().join("lake");
+    personal_lake(&lake);
+
+    let masked = extract(&lake, &[], None);
+    let text = masked.to_string();
+    assert!(!text.contains("@example.org"), "{text}");
+    assert!(!text.contains("4111 1111"), "{text}");
+    for name in ["email", "card"] {
+        let c = column(&masked, name);
+        assert_eq!(c["pii"], true, "{name}");
+        assert!(!c["sample_values"].as_array().unwrap().is_empty());
+    }
+    assert_eq!(column(&masked, "email")["semantic_type"], "email");
+    assert_eq!(column(&masked, "card")["semantic_type"], "card_number");
+    assert_eq!(
+        column(&masked, "card")["top_values"][0]["value"],
+        "4*** **** **** ***1"
+    );
+    // Not personal: shown as read.
+    assert_eq!(column(&masked, "city")["pii"], false);
+    assert_eq!(column(&masked, "city")["top_values"][0]["value"], "Oslo");
+
+    let raw = extract(&lake, &["--samples", "raw"], None);
+    assert!(raw.to_string().contains("@example.org"));
+    assert_eq!(column(&raw, "email")["pii"], true);
+    assert_eq!(column(&raw, "email")["min_value"], "person0@example.org");
+
+    let none = extract(&lake, &[], Some(r#"{"profile": {"samples": "none"}}"#));
+    for name in ["id", "email", "card", "city"] {
+        let c = column(&none, name);
+        assert_eq!(c["sample_values"], serde_json::json!([]), "{name}");
+        assert!(c.get("top_values").is_none(), "{name}");
+    }
+    assert!(column(&none, "email")["min_value"].is_null());
+    assert_eq!(column(&none, "id")["min_value"], "0");
+
+    // The option and the payload must agree; a bad mode names its field.
+    let out = bin()
+        .args([
+            "extract",
+            "--workflow-id",
+            "w",
+            "--dry-run",
+            "--samples",
+            "raw",
+        ])
+        .arg(&lake)
+        .env("NUVYN_JOB_PAYLOAD", r#"{"profile": {"samples": "none"}}"#)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let e = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        e.contains("samples conflict: the command line gives raw but the payload's `profile.samples` gives none"),
+        "{e}"
+    );
+    let out = bin()
+        .args(["extract", "--workflow-id", "w", "--dry-run"])
+        .arg(&lake)
+        .env("NUVYN_JOB_PAYLOAD", r#"{"profile": {"samples": "all"}}"#)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let e = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        e.contains(r#"invalid profile.samples "all": must be none, masked or raw"#),
+        "{e}"
+    );
+
+    // In the warehouse: masked values only, in the table and in its log.
+    let wh = d.path().join("wh");
+    let out = bin()
+        .args(["extract", "--workflow-id", "wf_pii", "--warehouse"])
+        .arg(&wh)
+        .arg(&lake)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let rows = sql_json(
+        &wh,
+        "SELECT sample_values, min_value, top_values, pii FROM columns WHERE column_name = 'email'",
+        &[],
+    );
+    assert_eq!(rows[0]["pii"], true);
+    assert!(!rows.to_string().contains("@example.org"), "{rows}");
+    for f in walk(&wh) {
+        let bytes = std::fs::read(&f).unwrap();
+        assert!(
+            !String::from_utf8_lossy(&bytes).contains("example.org"),
+            "{} holds a raw value",
+            f.display()
+        );
+    }
+}
+
+fn walk(p: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(p).unwrap() {
+        let path = e.unwrap().path();
+        if path.is_dir() {
+            out.extend(walk(&path));
+        } else {
+            out.push(path);
+        }
+    }
+    out
+}
+
+/// Typed ranges compare as numbers and times (a text min/max has `"9" > "10"`), and the
+/// JSON statistics are stored as written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn typed_ranges_compare_as_numbers_and_times() {
+    let d = tmp();
+    let lake = d.path().join("lake");
+    write(
+        &lake.join("small.csv"),
+        "n,at\n9,2024-01-01T00:00:00\n8,2024-03-01T12:00:00\n",
+    );
+    write(
+        &lake.join("big.csv"),
+        "n,at\n10,2023-01-01T00:00:00\n2000000,2023-06-01T00:00:00\n",
+    );
+    let wh = d.path().join("wh");
+    run_job(&[&lake], "wf_typed", None, Some(&wh)).await;
+    let rows = sql_json(
+        &wh,
+        "SELECT table_name, max_value, max_double FROM columns \
+         WHERE workflow_id = 'wf_typed' AND column_name = 'n' AND max_double > 1e6",
+        &[],
+    );
+    assert_eq!(rows.as_array().unwrap().len(), 1, "{rows}");
+    assert_eq!(rows[0]["table_name"], "big");
+    // As text, "9" is the larger maximum.
+    let rows = sql_json(
+        &wh,
+        "SELECT table_name FROM columns WHERE workflow_id = 'wf_typed' AND column_name = 'n' \
+         ORDER BY max_value DESC LIMIT 1",
+        &[],
+    );
+    assert_eq!(rows[0]["table_name"], "small");
+    let rows = sql_json(
+        &wh,
+        "SELECT table_name, quantiles, histogram, top_values, mean FROM columns \
+         WHERE workflow_id = 'wf_typed' AND column_name = 'at' \
+         AND max_timestamp < TIMESTAMP '2024-01-01 00:00:00'",
+        &[],
+    );
+    assert_eq!(rows.as_array().unwrap().len(), 1, "{rows}");
+    assert_eq!(rows[0]["table_name"], "big");
+    let q: serde_json::Value =
+        serde_json::from_str(rows[0]["quantiles"].as_str().unwrap()).unwrap();
+    assert_eq!(q["p05"], "2023-01-01T00:00:00");
+    assert_eq!(q["p95"], "2023-06-01T00:00:00");
+    assert_eq!(q["exact"], true);
+    let h: serde_json::Value =
+        serde_json::from_str(rows[0]["histogram"].as_str().unwrap()).unwrap();
+    assert_eq!(
+        h["counts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c.as_u64().unwrap())
+            .sum::<u64>(),
+        2
+    );
+    assert!(rows[0]["mean"].is_null(), "no mean of times");
+    let t = sql_json(
+        &wh,
+        "SELECT table_name, quality_score, candidate_keys, duplicate_rows FROM tables \
+         WHERE workflow_id = 'wf_typed' ORDER BY table_name",
+        &[],
+    );
+    assert_eq!(t[0]["quality_score"], 100.0);
+    assert_eq!(t[0]["candidate_keys"], r#"["n","at"]"#);
+    assert_eq!(t[0]["duplicate_rows"], 0);
+}
