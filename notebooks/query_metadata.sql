@@ -164,3 +164,37 @@ WHERE s.workflow_id = :workflow_id
 GROUP BY s.workflow_id, s.source_id, s.source_path, s.extraction_timestamp, s.files_found
 ORDER BY s.extraction_timestamp DESC
 LIMIT 1;
+
+-- COMMAND ----------
+
+-- MAGIC %md
+-- MAGIC ## Column profiles of a workflow
+-- MAGIC Each column's statistics beside its table's quality score (README "Column profiles"):
+-- MAGIC `quantiles` and `top_values` are JSON text (`from_json` or `:` paths read them);
+-- MAGIC values of columns flagged `pii` are masked unless the job kept them raw.
+
+-- COMMAND ----------
+
+SELECT
+    t.table_name,
+    t.quality_score,
+    c.column_name,
+    c.data_type,
+    c.semantic_type,
+    c.pii,
+    c.null_fraction,
+    c.distinct_fraction,
+    c.min_value,
+    c.max_value,
+    c.mean,
+    c.stddev,
+    c.quantiles,
+    c.top_values
+FROM IDENTIFIER(:catalog || '._executor_metadata.tables') t
+JOIN IDENTIFIER(:catalog || '._executor_metadata.columns') c
+    ON t.workflow_id = c.workflow_id
+    AND (t.source_id IS NOT DISTINCT FROM c.source_id)
+    AND t.run_id = c.run_id
+    AND t.table_name = c.table_name
+WHERE t.workflow_id = :workflow_id
+ORDER BY t.table_name, c.position;

@@ -57,6 +57,18 @@ pub fn render(batches: &[RecordBatch], format: OutputFormat) -> Result<String, Q
     }
 }
 
+/// Statistics stored as JSON text, nested as the values they are; nulls left out.
+fn nest_json(row: &mut Map<String, Value>, keys: &[&str]) {
+    for k in keys {
+        if let Some(Value::String(s)) = row.get(*k)
+            && let Ok(v) = serde_json::from_str::<Value>(s)
+        {
+            row.insert((*k).to_string(), v);
+        }
+    }
+    row.retain(|_, v| !v.is_null());
+}
+
 async fn rows(ctx: &SessionContext, q: &str) -> Result<Vec<Map<String, Value>>, QueryError> {
     let batches = ctx
         .sql(q)
@@ -139,7 +151,8 @@ pub async fn workflow_metadata(
         ctx,
         &format!(
             "SELECT source_id, table_name, file_path, file_type, row_count, column_count, \
-             size_bytes, status, error_message, run_id FROM tables WHERE {filter} ORDER BY table_name"
+             size_bytes, status, error_message, run_id, quality_score, quality, candidate_keys, \
+             duplicate_rows, widened_columns FROM tables WHERE {filter} ORDER BY table_name"
         ),
     )
     .await?;
@@ -147,7 +160,11 @@ pub async fn workflow_metadata(
         ctx,
         &format!(
             "SELECT source_id, table_name, column_name, data_type, position, is_nullable, \
-             sample_values, null_count, distinct_count, min_value, max_value, run_id \
+             sample_values, null_count, distinct_count, min_value, max_value, run_id, \
+             null_fraction, distinct_fraction, mean, stddev, min_double, max_double, \
+             min_timestamp, max_timestamp, quantiles, histogram, zero_count, negative_count, \
+             min_length, avg_length, max_length, blank_count, top_values, top_values_error, \
+             semantic_type, semantic_fraction, pii, profiled_fraction \
              FROM columns WHERE {filter} ORDER BY table_name, position"
         ),
     )
@@ -190,12 +207,10 @@ pub async fn workflow_metadata(
         for k in ["source_id", "table_name", "run_id"] {
             c.remove(k);
         }
-        // Stored as a JSON string; nested here as the array it is.
-        if let Some(Value::String(s)) = c.get("sample_values")
-            && let Ok(v) = serde_json::from_str::<Value>(s)
-        {
-            c.insert("sample_values".into(), v);
-        }
+        nest_json(
+            &mut c,
+            &["sample_values", "quantiles", "histogram", "top_values"],
+        );
         columns_of.entry(key).or_default().push(Value::Object(c));
     }
     // Tables by source, whatever run wrote them: shards of one run (`--shard I/N`) each write
@@ -220,6 +235,7 @@ pub async fn workflow_metadata(
                 })
                 .map(|t| {
                     let mut t = t.clone();
+                    nest_json(&mut t, &["quality", "candidate_keys", "widened_columns"]);
                     // A table's columns are those its own run wrote.
                     let key = (sid.clone(), s_of(&t, "run_id"));
                     let cs = columns_of

@@ -150,15 +150,52 @@ fn print_report(report: &JobReport, format: ResultFormat) -> anyhow::Result<()> 
                 for t in &s.tables {
                     writeln!(
                         out,
-                        "  {:<40} {:<8} rows {:>12} cols {:>4} {}",
+                        "  {:<40} {:<8} rows {:>12} cols {:>4} {}{}",
                         t.table_name,
                         t.file_type,
                         t.row_count
                             .map(|r| r.to_string())
                             .unwrap_or_else(|| "-".into()),
                         t.column_count,
+                        t.quality
+                            .as_ref()
+                            .map(|q| format!("quality {:>5.1}", q.score))
+                            .unwrap_or_default(),
                         t.error_message.as_deref().unwrap_or("")
                     )?;
+                    let mut notes = Vec::new();
+                    if !t.candidate_keys.is_empty() {
+                        notes.push(format!("keys {}", t.candidate_keys.join(", ")));
+                    }
+                    if let Some(d) = t.duplicate_rows.filter(|d| *d > 0) {
+                        notes.push(format!("~{d} duplicate rows"));
+                    }
+                    let pii: Vec<&str> = t
+                        .columns
+                        .iter()
+                        .filter(|c| c.pii)
+                        .map(|c| c.column_name.as_str())
+                        .collect();
+                    if !pii.is_empty() {
+                        notes.push(format!("personal data in {}", pii.join(", ")));
+                    }
+                    if let Some(q) = &t.quality
+                        && !q.invalid_columns.is_empty()
+                    {
+                        notes.push(format!(
+                            "invalid values in {}",
+                            q.invalid_columns.join(", ")
+                        ));
+                    }
+                    if !t.mixed_columns.is_empty() {
+                        notes.push(format!(
+                            "types differ between files in {}",
+                            t.mixed_columns.join(", ")
+                        ));
+                    }
+                    if !notes.is_empty() {
+                        writeln!(out, "  {:<40} {}", "", notes.join("; "))?;
+                    }
                 }
                 for k in &s.skipped {
                     writeln!(out, "  skipped {}: {}", k.path, k.reason)?;

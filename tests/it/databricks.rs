@@ -56,14 +56,22 @@ fn sql_notebooks_parse_with_the_databricks_dialect() {
     assert!(parsed >= 4, "{parsed} statements parsed");
 }
 
-/// `query_metadata` holds the migration document's four queries (the ones the tests run) and
-/// the corrected versions of queries 1 and 4, with the literal ids replaced by the widgets
+/// `query_metadata` holds the migration document's four queries (the ones the tests run),
+/// the corrected versions of queries 1 and 4 and the column profile query, with the literal ids replaced by the widgets
 /// and the tables named in the `catalog` widget's catalog: the notebook cannot drift from them.
 #[test]
 fn the_query_notebook_carries_the_documents_queries() {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
     let notebook = std::fs::read_to_string(dir.join("notebooks/query_metadata.sql")).unwrap();
-    let names = ["q1", "q2", "q3", "q4", "q1_corrected", "q4_corrected"];
+    let names = [
+        "q1",
+        "q2",
+        "q3",
+        "q4",
+        "q1_corrected",
+        "q4_corrected",
+        "column_profile",
+    ];
     for name in names {
         let q = std::fs::read_to_string(dir.join(format!("tests/fixtures/doc_queries/{name}.sql")))
             .unwrap();

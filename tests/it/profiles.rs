@@ -226,6 +226,27 @@ async fn personal_values_are_masked_unless_asked_for() {
         "{e}"
     );
 
+    // The table view says what the profile found.
+    let out = bin()
+        .args([
+            "extract",
+            "--workflow-id",
+            "w",
+            "--dry-run",
+            "--output",
+            "table",
+        ])
+        .arg(&lake)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("quality 100.0")
+            && text.contains("keys id")
+            && text.contains("personal data in email, card"),
+        "{text}"
+    );
+
     // In the warehouse: masked values only, in the table and in its log.
     let wh = d.path().join("wh");
     let out = bin()
@@ -332,4 +353,33 @@ async fn typed_ranges_compare_as_numbers_and_times() {
     assert_eq!(t[0]["quality_score"], 100.0);
     assert_eq!(t[0]["candidate_keys"], r#"["n","at"]"#);
     assert_eq!(t[0]["duplicate_rows"], 0);
+}
+
+/// The query notebook's column profile query, run as written on a real warehouse: each
+/// column once, beside its table's quality score.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_column_profile_query_runs() {
+    let d = tmp();
+    let lake = d.path().join("lake");
+    personal_lake(&lake);
+    let wh = d.path().join("wh");
+    run_job(&[&lake], "workflow_abc123", Some("s1"), Some(&wh)).await;
+    run_job(&[&lake], "workflow_abc123", Some("s2"), Some(&wh)).await;
+    let q = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/doc_queries/column_profile.sql"
+    ))
+    .unwrap();
+    let rows = sql_json(&wh, q.trim().trim_end_matches(';'), &[]);
+    let rows = rows.as_array().unwrap();
+    // Two sources x four columns, each once.
+    assert_eq!(rows.len(), 8, "{rows:?}");
+    let email = rows.iter().find(|r| r["column_name"] == "email").unwrap();
+    assert_eq!(email["pii"], true);
+    assert_eq!(email["semantic_type"], "email");
+    assert_eq!(email["quality_score"], 100.0);
+    let id = rows.iter().find(|r| r["column_name"] == "id").unwrap();
+    assert_eq!(id["mean"], 9.5);
+    let q: serde_json::Value = serde_json::from_str(id["quantiles"].as_str().unwrap()).unwrap();
+    assert_eq!(q["p50"], 9.0);
 }

@@ -290,7 +290,20 @@ async fn endpoints_and_their_errors() {
     )
     .await;
     assert_eq!(s, StatusCode::OK);
-    assert_eq!(meta["sources"][0]["tables"][0]["table_name"], "people");
+    let people = &meta["sources"][0]["tables"][0];
+    assert_eq!(people["table_name"], "people");
+    // The profile, with its JSON statistics nested as values.
+    assert!(
+        people["quality"]["score"].as_f64().unwrap() > 0.0,
+        "{people}"
+    );
+    assert!(people["candidate_keys"].is_array(), "{people}");
+    let first = &people["columns"][0];
+    assert!(
+        first["top_values"][0]["count"].as_i64().unwrap() >= 1,
+        "{first}"
+    );
+    assert!(first["null_fraction"].is_number(), "{first}");
     let (s, _, _) = call(
         &router,
         "GET",
