@@ -1195,4 +1195,33 @@ mod tests {
         assert!((c - 10_000).abs() <= err, "{c} ± {err}");
         assert_eq!(s.top_values.len(), 1);
     }
+
+    #[test]
+    fn lists_get_lengths_and_booleans_exact_counts() {
+        use datafusion::arrow::array::{BooleanArray, ListArray};
+        use datafusion::arrow::datatypes::Int32Type;
+        let lists: ArrayRef = Arc::new(ListArray::from_iter_primitive::<Int32Type, _, _>(vec![
+            Some(vec![Some(1), Some(2), Some(3)]),
+            None,
+            Some(vec![]),
+            Some(vec![Some(4)]),
+        ]));
+        let s = sketch_of(&[lists]).summary(5);
+        assert_eq!((s.min_length, s.max_length), (Some(0), Some(3)));
+        assert!((s.avg_length.unwrap() - 4.0 / 3.0).abs() < 1e-12);
+        assert!(s.top_values.is_empty() && s.quantiles.is_none());
+        let bools: ArrayRef = Arc::new(BooleanArray::from(vec![
+            Some(true),
+            None,
+            Some(false),
+            Some(true),
+        ]));
+        let s = sketch_of(&[bools]).summary(5);
+        assert_eq!(
+            s.top_values,
+            [("true".to_string(), 2), ("false".to_string(), 1)]
+        );
+        assert_eq!(s.exact_distinct, Some(2));
+        assert_eq!(s.sample_values, ["true", "false"]);
+    }
 }
