@@ -115,9 +115,14 @@ pub async fn run(config: Config) -> anyhow::Result<i32> {
 }
 
 fn print_report(report: &JobReport, format: ResultFormat) -> anyhow::Result<()> {
-    let mut out = std::io::stdout().lock();
+    // Written as it is serialised: the result of a lake of 100,000 files is over 100 MB of
+    // JSON, which need not be held whole.
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     match format {
-        ResultFormat::Json => writeln!(out, "{}", serde_json::to_string_pretty(report)?)?,
+        ResultFormat::Json => {
+            serde_json::to_writer_pretty(&mut out, report)?;
+            writeln!(out)?;
+        }
         ResultFormat::Table => {
             writeln!(
                 out,
@@ -203,6 +208,7 @@ fn print_report(report: &JobReport, format: ResultFormat) -> anyhow::Result<()> 
             }
         }
     }
+    out.flush()?;
     Ok(())
 }
 

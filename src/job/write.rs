@@ -232,11 +232,13 @@ pub(super) async fn write_results(w: &Warehouse, report: &JobReport) -> Result<(
         )
         .strings(
             "quantiles",
-            cols.iter().map(|(_, _, c)| c.quantiles.as_ref().map(json)),
+            cols.iter()
+                .map(|(_, _, c)| c.quantiles.as_ref().map(|q| q.0.as_str())),
         )
         .strings(
             "histogram",
-            cols.iter().map(|(_, _, c)| c.histogram.as_ref().map(json)),
+            cols.iter()
+                .map(|(_, _, c)| c.histogram.as_ref().map(|h| h.0.as_str())),
         )
         .i64s("zero_count", cols.iter().map(|(_, _, c)| c.zero_count))
         .i64s(

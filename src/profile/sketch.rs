@@ -960,7 +960,7 @@ impl Sketch {
                 }
                 let scale = self.finite as f64 / n as f64;
                 let edges: Vec<serde_json::Value> = (0..=bins)
-                    .map(|i| self.shown(if i == bins { hi } else { lo + width * i as f64 }))
+                    .map(|i| self.shown(lo + (hi - lo) * i as f64 / bins as f64))
                     .collect();
                 out.histogram = Some(serde_json::json!({
                     "edges": edges,
