@@ -32,7 +32,8 @@ CREATE TABLE IF NOT EXISTS `hive_metastore`.`_executor_metadata`.`tables` (
   `quality` STRING,
   `candidate_keys` STRING,
   `duplicate_rows` BIGINT,
-  `widened_columns` STRING
+  `widened_columns` STRING,
+  `profiled_fraction` DOUBLE
 ) USING DELTA PARTITIONED BY (`workflow_id`) LOCATION '${warehouse}/_executor_metadata/tables';
 
 CREATE TABLE IF NOT EXISTS `hive_metastore`.`_executor_metadata`.`columns` (

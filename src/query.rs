@@ -152,7 +152,7 @@ pub async fn workflow_metadata(
         &format!(
             "SELECT source_id, table_name, file_path, file_type, row_count, column_count, \
              size_bytes, status, error_message, run_id, quality_score, quality, candidate_keys, \
-             duplicate_rows, widened_columns FROM tables WHERE {filter} ORDER BY table_name"
+             duplicate_rows, widened_columns, profiled_fraction FROM tables WHERE {filter} ORDER BY table_name"
         ),
     )
     .await?;

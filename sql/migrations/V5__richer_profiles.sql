@@ -13,4 +13,4 @@ ALTER TABLE hive_metastore._executor_metadata.columns
 
 ALTER TABLE hive_metastore._executor_metadata.tables
   ADD COLUMNS (quality_score DOUBLE, quality STRING, candidate_keys STRING,
-               duplicate_rows BIGINT, widened_columns STRING);
+               duplicate_rows BIGINT, widened_columns STRING, profiled_fraction DOUBLE);

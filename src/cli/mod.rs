@@ -415,8 +415,34 @@ pub struct DiscoveryArgs {
     /// payload's `profile.samples`. [default: masked]
     #[arg(long, value_parser = ["none", "masked", "raw"])]
     pub samples: Option<String>,
+    /// Profile about N rows of each table that has more: random byte blocks of plain CSV and
+    /// NDJSON, random row groups of Parquet (others are read whole). Row counts stay exact
+    /// where metadata gives them; every column records the share read. Also the payload's
+    /// `profile.sample: {"rows": N}`.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..), conflicts_with = "sample_fraction")]
+    pub sample_rows: Option<u64>,
+    /// Profile this share (0 < F < 1) of each table over 64 MiB, as --sample-rows does.
+    /// Also the payload's `profile.sample: {"fraction": F}`.
+    #[arg(long, value_name = "F", value_parser = parse_fraction)]
+    pub sample_fraction: Option<f64>,
     #[command(flatten)]
     pub limits: LimitArgs,
+}
+
+impl DiscoveryArgs {
+    fn sample(&self) -> Option<crate::profile::SampleSpec> {
+        use crate::profile::SampleSpec;
+        self.sample_rows
+            .map(SampleSpec::Rows)
+            .or(self.sample_fraction.map(SampleSpec::Fraction))
+    }
+}
+
+fn parse_fraction(s: &str) -> Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(f) if f > 0.0 && f < 1.0 => Ok(f),
+        _ => Err(format!("{s:?} is not a share between 0 and 1 (e.g. 0.1)")),
+    }
 }
 
 #[derive(Debug, Args)]
@@ -893,6 +919,7 @@ impl Cli {
                     cli: CliJobArgs {
                         shard: a.discovery.shard.clone(),
                         samples: a.discovery.samples.clone(),
+                        sample: a.discovery.sample(),
                         paths: a.paths,
                         workflow_id: a.workflow_id,
                         source_id: a.source_id,
@@ -917,6 +944,7 @@ impl Cli {
                         cli: CliJobArgs {
                             shard: a.discovery.shard.clone(),
                             samples: a.discovery.samples.clone(),
+                            sample: a.discovery.sample(),
                             paths: a.data_source_path.into_iter().collect(),
                             workflow_id: a.workflow_id,
                             source_id: a.source_id,

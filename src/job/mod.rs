@@ -287,7 +287,10 @@ async fn run_source(
     let mut tables: Vec<TableProfile> = prefetched
         .map(|t| {
         let (ctx, loc, limits) = (ctx.clone(), loc.clone(), opts.limits.clone());
-        let samples = opts.spec.samples;
+        let popts = profile::ProfileOptions {
+            samples: opts.spec.samples,
+            sample: opts.spec.sample,
+        };
         async move {
             let started = Instant::now();
             let name = t.name.clone();
@@ -299,7 +302,7 @@ async fn run_source(
             // Each table runs in its own task: a panic inside a reader library on a
             // malformed file fails that table, not the job.
             let mut task =
-                tokio::spawn(async move { profile::profile_table(&ctx, &loc, &t, &limits, samples).await });
+                tokio::spawn(async move { profile::profile_table(&ctx, &loc, &t, &limits, popts).await });
             let p = tokio::select! {
                 p = &mut task => match p {
                     Ok(p) => p,

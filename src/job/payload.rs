@@ -126,6 +126,8 @@ pub struct RawPayload {
     pub shard: Option<String>,
     /// `profile.samples`.
     pub samples: Option<String>,
+    /// `profile.sample`: `{"rows": N}` or `{"fraction": F}`.
+    pub sample: Option<crate::profile::SampleSpec>,
     /// Storage settings (credentials) for the top-level `data_source_path` only.
     pub storage_options: StorageOptions,
 }
@@ -143,6 +145,7 @@ pub struct RawSource {
 pub struct CliJobArgs {
     pub shard: Option<String>,
     pub samples: Option<String>,
+    pub sample: Option<crate::profile::SampleSpec>,
     pub paths: Vec<String>,
     pub workflow_id: Option<String>,
     pub source_id: Option<String>,
@@ -175,6 +178,10 @@ pub struct JobSpec {
     pub shard: Option<Shard>,
     /// What is kept of profiled values (`--samples` or the payload's `profile.samples`).
     pub samples: crate::profile::SampleMode,
+    /// How big tables are sampled (`--sample-rows`, `--sample-fraction` or the payload's
+    /// `profile.sample`); `None`: read whole.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sample: Option<crate::profile::SampleSpec>,
 }
 
 /// Shard `index` of `count` (0 <= index < count): the tables of a source are split by a stable
@@ -312,6 +319,48 @@ fn parse_sources(v: &Value, field: &str) -> Result<Vec<RawSource>, PayloadError>
         .collect()
 }
 
+/// `profile.sample`: `{"rows": N}` (N >= 1) or `{"fraction": F}` (0 < F < 1).
+fn sample_spec(v: &Value) -> Result<crate::profile::SampleSpec, PayloadError> {
+    use crate::profile::SampleSpec;
+    let bad = |field: &str, reason: &str| PayloadError::InvalidId {
+        field: field.to_string(),
+        value: printable(&v.to_string()),
+        reason: reason.to_string(),
+    };
+    let obj = v.as_object().filter(|o| o.len() == 1).ok_or_else(|| {
+        bad(
+            "profile.sample",
+            "must be {\"rows\": N} or {\"fraction\": F}",
+        )
+    })?;
+    match (obj.get("rows"), obj.get("fraction")) {
+        (Some(n), None) => n
+            .as_u64()
+            .filter(|n| *n >= 1)
+            .map(SampleSpec::Rows)
+            .ok_or_else(|| {
+                bad(
+                    "profile.sample.rows",
+                    "must be a whole number of at least 1",
+                )
+            }),
+        (None, Some(f)) => f
+            .as_f64()
+            .filter(|f| *f > 0.0 && *f < 1.0)
+            .map(SampleSpec::Fraction)
+            .ok_or_else(|| {
+                bad(
+                    "profile.sample.fraction",
+                    "must be a number between 0 and 1",
+                )
+            }),
+        _ => Err(bad(
+            "profile.sample",
+            "must be {\"rows\": N} or {\"fraction\": F}",
+        )),
+    }
+}
+
 impl RawPayload {
     /// Parses a payload document; checks JSON syntax and field types only.
     pub fn parse(text: &str) -> Result<Self, PayloadError> {
@@ -338,14 +387,21 @@ impl RawPayload {
         match obj.get("profile") {
             None | Some(Value::Null) => {}
             Some(Value::Object(profile)) => {
-                if let Some(k) = profile.keys().find(|k| k.as_str() != "samples") {
+                if let Some(k) = profile
+                    .keys()
+                    .find(|k| !matches!(k.as_str(), "samples" | "sample"))
+                {
                     return Err(PayloadError::WrongType {
                         field: format!("profile.{k}"),
-                        expected: "absent (profile takes `samples`)",
+                        expected: "absent (profile takes `samples` and `sample`)",
                         got: "a value",
                     });
                 }
                 raw.samples = opt_string(profile, "samples", "profile.")?;
+                raw.sample = match profile.get("sample") {
+                    None | Some(Value::Null) => None,
+                    Some(v) => Some(sample_spec(v)?),
+                };
             }
             Some(other) => {
                 return Err(PayloadError::WrongType {
@@ -627,6 +683,17 @@ pub fn resolve(
         (None, Some(p)) => parse_samples("profile.samples", p)?,
         (None, None) => Default::default(),
     };
+    let sample = match (cli.sample, p.sample) {
+        (Some(c), Some(q)) if c != q => {
+            return Err(PayloadError::Conflict {
+                what: "sample",
+                field: "profile.sample".into(),
+                cli: format!("{c:?}"),
+                payload: format!("{q:?}"),
+            });
+        }
+        (c, q) => c.or(q),
+    };
     Ok(JobSpec {
         job_type,
         workflow_id,
@@ -636,6 +703,7 @@ pub fn resolve(
         sources,
         shard,
         samples,
+        sample,
     })
 }
 

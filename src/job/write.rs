@@ -149,6 +149,12 @@ pub(super) async fn write_results(w: &Warehouse, report: &JobReport) -> Result<(
             "duplicate_rows",
             tables.iter().map(|(_, t)| t.duplicate_rows),
         )
+        .f64s(
+            "profiled_fraction",
+            tables
+                .iter()
+                .map(|(_, t)| (t.status == TableStatus::Ok).then_some(t.profiled_fraction)),
+        )
         .strings(
             "widened_columns",
             tables

@@ -38,10 +38,19 @@ use crate::storage::location::Location;
 
 pub mod limits;
 pub mod quality;
+pub mod sample;
 pub mod semantic;
 pub mod sketch;
 pub use limits::Limits;
 pub use quality::Quality;
+pub use sample::SampleSpec;
+
+/// What a job asks of profiling beyond the defaults.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct ProfileOptions {
+    pub samples: SampleMode,
+    pub sample: Option<SampleSpec>,
+}
 
 /// Above the exactly counted values, a column whose distinct-count estimate is at least
 /// this share of the rows (the estimate's error is about 1%) and whose random sample repeats
@@ -246,6 +255,9 @@ pub struct TableProfile {
     pub duplicate_rows: Option<i64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub quality: Option<Quality>,
+    /// The share of the table read (1: all of it; below, a sample: `--sample-rows`,
+    /// `--sample-fraction`). With a sample, the row count of a text table is an estimate.
+    pub profiled_fraction: f64,
     pub columns: Vec<ColumnProfile>,
 }
 
@@ -819,12 +831,12 @@ async fn aggregate_pass(
 /// so a row count usually costs one range read.
 const FOOTER_GUESS: u64 = 64 * 1024;
 
-/// The row count in one Parquet file's footer. Explicit ranges only: Azure does not serve
-/// suffix ranges, and the size is known from the listing.
+/// The row counts of one Parquet file's row groups, from its footer. Explicit ranges only:
+/// Azure does not serve suffix ranges, and the size is known from the listing.
 pub async fn parquet_file_rows(
     loc: &Location,
     f: &object_store::ObjectMeta,
-) -> Result<i64, String> {
+) -> Result<Vec<i64>, String> {
     let size = f.size;
     if size < 12 {
         return Err(format!("{size} bytes is too small for a Parquet file"));
@@ -857,22 +869,86 @@ pub async fn parquet_file_rows(
     };
     let md = ParquetMetaDataReader::decode_metadata(&metadata)
         .map_err(|e| format!("corrupt Parquet footer: {e}"))?;
-    Ok(md.file_metadata().num_rows())
+    Ok(md.row_groups().iter().map(|g| g.num_rows()).collect())
 }
 
-/// Sum of the row counts in the Parquet footers, a bounded number of files at once.
-async fn parquet_row_count(loc: &Location, t: &DiscoveredTable) -> Result<i64, ProfileError> {
+/// Each file's row-group row counts from the Parquet footers, a bounded number of files at
+/// once, in the table's file order.
+async fn parquet_row_groups(
+    loc: &Location,
+    t: &DiscoveredTable,
+) -> Result<Vec<(String, Vec<i64>)>, ProfileError> {
     futures::stream::iter(t.files.iter().cloned().map(|f| {
         let loc = loc.clone();
         async move {
             parquet_file_rows(&loc, &f)
                 .await
+                .map(|g| (f.location.to_string(), g))
                 .map_err(|e| ProfileError::Read(format!("{}: {e}", loc.display_of(&f.location))))
         }
     }))
-    .buffer_unordered(16)
-    .try_fold(0i64, |acc, n| async move { Ok(acc + n) })
+    .buffered(16)
+    .try_collect()
     .await
+}
+
+/// Bytes per line at the head of a text table's first file (one ranged read), to turn
+/// `--sample-rows` into a share of its bytes.
+async fn bytes_per_line(loc: &Location, t: &DiscoveredTable) -> Option<f64> {
+    let f = t.files.first()?;
+    let head = loc
+        .store
+        .get_range(&f.location, 0..f.size.min(64 << 10))
+        .await
+        .ok()?;
+    let lines = memchr::memchr_iter(b'\n', &head).count();
+    (lines > 1).then(|| head.len() as f64 / lines as f64)
+}
+
+/// How a table is cut down for `spec`, and the share of it kept; `None`: read it whole.
+async fn plan_sample(
+    loc: &Location,
+    t: &DiscoveredTable,
+    spec: SampleSpec,
+    groups: Option<&[(String, Vec<i64>)]>,
+) -> Option<(sample::Cut, f64)> {
+    let seed = t.name.as_str();
+    match (t.format, groups) {
+        (Format::Parquet, Some(groups)) => {
+            let rows: i64 = groups.iter().flat_map(|(_, g)| g).sum();
+            let fraction = match spec {
+                SampleSpec::Rows(n) if rows as u64 > n => n as f64 / rows as f64,
+                SampleSpec::Fraction(f) if t.size_bytes > sample::FRACTION_ABOVE => f,
+                _ => return None,
+            };
+            let (cut, share) = sample::row_groups(groups, fraction, seed);
+            (share < 1.0).then_some((sample::Cut::RowGroups(cut), share))
+        }
+        (Format::Csv | Format::Json, _)
+            if t.compression == Compression::None
+                && !(t.format == Format::Json && t.json_array) =>
+        {
+            let fraction = match spec {
+                SampleSpec::Rows(n) => {
+                    let rows = t.size_bytes as f64 / bytes_per_line(loc, t).await?;
+                    if rows <= n as f64 {
+                        return None;
+                    }
+                    n as f64 / rows
+                }
+                SampleSpec::Fraction(f) if t.size_bytes > sample::FRACTION_ABOVE => f,
+                _ => return None,
+            };
+            let files: Vec<(String, u64)> = t
+                .files
+                .iter()
+                .map(|f| (f.location.to_string(), f.size))
+                .collect();
+            let (blocks, share) = sample::text_blocks(&files, fraction, seed);
+            (share < 1.0).then_some((sample::Cut::Blocks(blocks), share))
+        }
+        _ => None,
+    }
 }
 
 struct Source {
@@ -938,6 +1014,7 @@ impl TableProfile {
             candidate_keys: Vec::new(),
             duplicate_rows: None,
             quality: None,
+            profiled_fraction: 1.0,
             columns: Vec::new(),
         }
     }
@@ -950,7 +1027,7 @@ pub async fn profile_table(
     loc: &Location,
     t: &DiscoveredTable,
     limits: &Limits,
-    samples: SampleMode,
+    opts: ProfileOptions,
 ) -> TableProfile {
     let mut p = TableProfile {
         table_name: t.name.clone(),
@@ -969,9 +1046,10 @@ pub async fn profile_table(
         candidate_keys: Vec::new(),
         duplicate_rows: None,
         quality: None,
+        profiled_fraction: 1.0,
         columns: Vec::new(),
     };
-    if let Err(e) = profile_into(ctx, loc, t, limits, samples, &mut p).await {
+    if let Err(e) = profile_into(ctx, loc, t, limits, opts, &mut p).await {
         tracing::warn!(table = %t.name, "table failed: {e}");
         p.status = TableStatus::Failed;
         p.error_message = Some(e.to_string());
@@ -986,7 +1064,7 @@ async fn profile_into(
     loc: &Location,
     t: &DiscoveredTable,
     limits: &Limits,
-    samples: SampleMode,
+    opts: ProfileOptions,
     p: &mut TableProfile,
 ) -> Result<(), ProfileError> {
     if let Some(problem) = &t.problem {
@@ -994,10 +1072,29 @@ async fn profile_into(
     }
     // Parquet footers are checked by us first: a corrupt footer must fail the table with a
     // clear reason before any reader library sees it.
-    let parquet_rows = if t.format == Format::Parquet {
-        Some(parquet_row_count(loc, t).await?)
+    let parquet_groups = if t.format == Format::Parquet {
+        Some(parquet_row_groups(loc, t).await?)
     } else {
         None
+    };
+    let parquet_rows = parquet_groups
+        .as_ref()
+        .map(|g| g.iter().flat_map(|(_, r)| r).sum::<i64>());
+    let cut = match opts.sample {
+        Some(spec) => plan_sample(loc, t, spec, parquet_groups.as_deref()).await,
+        None => None,
+    };
+    let share = cut.as_ref().map_or(1.0, |(_, s)| *s);
+    let partitions = ctx.state().config().target_partitions();
+    let sampled = |provider: Arc<dyn TableProvider>| -> Arc<dyn TableProvider> {
+        match &cut {
+            Some((c, _)) => Arc::new(sample::Sampled {
+                inner: provider,
+                cut: c.clone(),
+                partitions,
+            }),
+            None => provider,
+        }
     };
     let mut source = match t.format {
         Format::Delta => delta_source(ctx, loc, t).await?,
@@ -1018,6 +1115,7 @@ async fn profile_into(
     if let Some(s) = source.size_bytes {
         p.size_bytes = s;
     }
+    source.provider = sampled(source.provider);
 
     // The aggregate pass; a CSV value that contradicts its inferred type turns that
     // column into STRING and the pass runs again.
@@ -1054,10 +1152,11 @@ async fn profile_into(
                                 }
                             })
                             .collect();
-                        source.provider =
+                        source.provider = sampled(
                             listing_table(ctx, loc, t, Some(Arc::new(Schema::new(fields))))
                                 .await?
-                                .0;
+                                .0,
+                        );
                     }
                     _ => return Err(ProfileError::from_datafusion(e, limits)),
                 }
@@ -1065,24 +1164,40 @@ async fn profile_into(
         }
     };
     let schema = source.provider.schema();
-    let rows = source.row_count.unwrap_or(stats.rows);
+    // A sample's counts stand for the whole table: scaled by the share of rows read. A text
+    // table's row count is then itself an estimate (rows read / share of bytes read).
+    let rows = source
+        .row_count
+        .unwrap_or_else(|| (stats.rows as f64 / share).round() as i64);
+    let read = stats.rows;
+    let scale = if read > 0 && rows > read {
+        rows as f64 / read as f64
+    } else {
+        1.0
+    };
+    let up = |n: i64| (n as f64 * scale).round() as i64;
+    p.profiled_fraction = if scale > 1.0 { 1.0 / scale } else { 1.0 };
     p.row_count = Some(rows);
     p.column_count = schema.fields().len() as i32;
     let mut columns = Vec::with_capacity(schema.fields().len());
     let mut keys = Vec::new();
     for (i, (f, st)) in schema.fields().iter().zip(stats.per_column).enumerate() {
         let is_partition = i >= schema.fields().len() - n_part;
-        let summary = st
+        let mut summary = st
             .sketch
             .map(|s| s.summary(SAMPLE_VALUES))
             .unwrap_or_default();
-        let non_null = rows - st.nulls;
+        if scale > 1.0 {
+            summary.scale(scale, read, rows);
+        }
+        let non_null = read - st.nulls;
         // Few distinct values are counted exactly by the sketch; more are estimated.
         let distinct = summary.exact_distinct.or(st.distinct);
         let fraction = |n: i64, of: i64| (of > 0).then(|| n as f64 / of as f64);
         // A key: no nulls and a value per row, counted exactly while there are few values;
         // above that, an estimate near the row count and no repeat in the random sample.
-        let key = rows > 1
+        let key = scale == 1.0
+            && rows > 1
             && st.nulls == 0
             && match summary.exact_distinct {
                 Some(d) => d == rows,
@@ -1106,11 +1221,11 @@ async fn profile_into(
                 st.nulls > 0
             },
             sample_values: summary.sample_values,
-            null_count: st.nulls,
+            null_count: up(st.nulls),
             distinct_count: distinct,
             min_value: st.min,
             max_value: st.max,
-            null_fraction: fraction(st.nulls, rows),
+            null_fraction: fraction(st.nulls, read),
             distinct_fraction: distinct.and_then(|d| fraction(d, non_null)),
             mean: summary.mean,
             stddev: summary.stddev,
@@ -1135,14 +1250,22 @@ async fn profile_into(
             semantic_type: summary.semantic_type.map(str::to_string),
             semantic_fraction: summary.semantic_fraction,
             pii: summary.personal,
-            profiled_fraction: 1.0,
+            profiled_fraction: p.profiled_fraction,
         });
     }
+    // With a key no row repeats another; otherwise the row hashes' distinct count tells.
+    p.duplicate_rows = if keys.is_empty() {
+        stats
+            .distinct_rows
+            .filter(|_| scale == 1.0)
+            .map(|d| (stats.rows - d).max(0))
+    } else {
+        Some(0)
+    };
     p.candidate_keys = keys;
-    p.duplicate_rows = stats.distinct_rows.map(|d| (stats.rows - d).max(0));
     p.columns = columns;
     p.quality = Some(quality::score(p));
-    apply_sample_mode(&mut p.columns, samples);
+    apply_sample_mode(&mut p.columns, opts.samples);
     Ok(())
 }
 

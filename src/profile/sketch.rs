@@ -877,6 +877,45 @@ pub struct Summary {
     pub sample_values: Vec<String>,
 }
 
+impl Summary {
+    /// Counts of a sample of `read` rows made estimates for a table of `rows`: multiplied by
+    /// `scale`, and the top values' error widened by the sample's own (Hoeffding's bound on
+    /// `read` rows, the rows read in blocks taken as independent).
+    pub fn scale(&mut self, scale: f64, read: i64, rows: i64) {
+        let up = |n: &mut Option<i64>| *n = n.map(|v| (v as f64 * scale).round() as i64);
+        up(&mut self.zero_count);
+        up(&mut self.negative_count);
+        up(&mut self.blank_count);
+        for (_, c) in &mut self.top_values {
+            *c = (*c as f64 * scale).round() as i64;
+        }
+        if let Some(e) = self.top_values_error {
+            let sampling = (share_bound(read.max(1) as usize) * rows as f64).ceil() as i64;
+            self.top_values_error = Some((e as f64 * scale).round() as i64 + sampling);
+        }
+        if let Some(counts) = self
+            .histogram
+            .as_mut()
+            .and_then(|h| h.get_mut("counts"))
+            .and_then(|c| c.as_array_mut())
+        {
+            for c in counts {
+                if let Some(n) = c.as_u64() {
+                    *c = ((n as f64 * scale).round() as u64).into();
+                }
+            }
+        }
+        if let Some(h) = self.histogram.as_mut() {
+            h["exact"] = false.into();
+        }
+        if let Some(q) = self.quantiles.as_mut() {
+            q["exact"] = false.into();
+        }
+        // A sample's distinct values are a lower bound, not a count.
+        self.exact_distinct = None;
+    }
+}
+
 fn shown_temporal(kind: Kind, micros: f64) -> serde_json::Value {
     let t = chrono::DateTime::from_timestamp_micros(micros.round() as i64);
     match (kind, t) {

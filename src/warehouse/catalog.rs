@@ -115,7 +115,7 @@ pub const TABLES: TableDef = TableDef {
         file_path: String, file_type: String, row_count: BigInt, column_count: Int,
         size_bytes: BigInt, run_id: String, status: String, error_message: String,
         quality_score: Double, quality: String, candidate_keys: String,
-        duplicate_rows: BigInt, widened_columns: String,
+        duplicate_rows: BigInt, widened_columns: String, profiled_fraction: Double,
     ),
     partition_by: &[PARTITION_COLUMN],
     stats_columns: &[

@@ -2,6 +2,8 @@
 //! semantic types and personal data (masked by default, `--samples none|masked|raw`),
 //! typed ranges that compare as numbers and times in SQL, and what the warehouse stores.
 
+use std::sync::Arc;
+
 use crate::common::*;
 
 /// A lake whose tables each have one known defect.
@@ -382,4 +384,160 @@ async fn the_column_profile_query_runs() {
     assert_eq!(id["mean"], 9.5);
     let q: serde_json::Value = serde_json::from_str(id["quantiles"].as_str().unwrap()).unwrap();
     assert_eq!(q["p50"], 9.0);
+}
+
+/// Big tables can be sampled: only a random share of a CSV's bytes or a Parquet file's row
+/// groups is read; counts are scaled to the table, the share is recorded on the table and
+/// every column, and a Parquet row count stays exact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn big_tables_can_be_sampled() {
+    use nuvyn_executor::deltalake::arrow::array::{Int64Array, RecordBatch, StringArray};
+    use nuvyn_executor::deltalake::arrow::datatypes::{DataType, Field, Schema};
+    let d = tmp();
+    let lake = d.path().join("lake");
+    let n = 200_000i64;
+    let mut text = String::from("id,kind\n");
+    for i in 0..n {
+        let kind = if i % 4 == 0 {
+            String::new()
+        } else {
+            format!("k{}", i % 3)
+        };
+        text.push_str(&format!("{i},{kind}\n"));
+    }
+    write(&lake.join("big.csv"), &text);
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("id", DataType::Int64, false),
+        Field::new("kind", DataType::Utf8, true),
+    ]));
+    let batch = RecordBatch::try_new(
+        schema.clone(),
+        vec![
+            Arc::new(Int64Array::from_iter_values(0..n)),
+            Arc::new(StringArray::from_iter(
+                (0..n).map(|i| (i % 4 != 0).then(|| format!("k{}", i % 3))),
+            )),
+        ],
+    )
+    .unwrap();
+    let f = std::fs::File::create(lake.join("big.parquet")).unwrap();
+    let props = parquet::file::properties::WriterProperties::builder()
+        .set_max_row_group_row_count(Some(5_000))
+        .build();
+    let mut w = parquet::arrow::ArrowWriter::try_new(f, schema, Some(props)).unwrap();
+    w.write(&batch).unwrap();
+    w.close().unwrap();
+
+    let whole = extract(&lake, &["--samples", "raw"], None);
+    let sampled = extract(&lake, &["--samples", "raw", "--sample-rows", "20000"], None);
+    for (name, exact_rows) in [("big.csv", false), ("big.parquet", true)] {
+        let table = |r: &serde_json::Value| {
+            r["sources"][0]["tables"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|t| t["table_name"] == name)
+                .cloned()
+                .unwrap_or_else(|| panic!("{name}: {r}"))
+        };
+        let (w, s) = (table(&whole), table(&sampled));
+        assert_eq!(w["profiled_fraction"], 1.0, "{name}");
+        let share = s["profiled_fraction"].as_f64().unwrap();
+        assert!(
+            (0.05..0.3).contains(&share),
+            "{name}: read {share} of the table"
+        );
+        let rows = s["row_count"].as_i64().unwrap();
+        if exact_rows {
+            assert_eq!(
+                rows, n,
+                "{name}: a Parquet row count comes from the footers"
+            );
+            assert_eq!(
+                share,
+                20_000.0 / n as f64,
+                "{name}: whole row groups of 5,000 rows"
+            );
+        } else {
+            assert!((rows - n).abs() < n / 10, "{name}: estimated {rows} rows");
+        }
+        let col = |t: &serde_json::Value, c: &str| {
+            t["columns"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|x| x["column_name"] == c)
+                .cloned()
+                .unwrap()
+        };
+        let kind = col(&s, "kind");
+        assert_eq!(kind["profiled_fraction"], share, "{name}");
+        // A quarter of the rows have no kind: the scaled count and the share say so.
+        let nulls = kind["null_count"].as_i64().unwrap();
+        assert!((nulls - n / 4).abs() < n / 20, "{name}: {nulls} nulls");
+        assert!(
+            (kind["null_fraction"].as_f64().unwrap() - 0.25).abs() < 0.05,
+            "{name}"
+        );
+        // Counted values are scaled to the table, with an error that says so.
+        let top = &kind["top_values"][0];
+        assert!(
+            (top["count"].as_i64().unwrap() - n / 4).abs() < n / 20,
+            "{name}: {top}"
+        );
+        assert!(kind["top_values_error"].as_i64().unwrap() > 0, "{name}");
+        assert_eq!(col(&s, "id")["quantiles"]["exact"], false, "{name}");
+        assert!(
+            s["candidate_keys"].is_null(),
+            "no keys from a sample: {name}"
+        );
+        assert_eq!(col(&w, "id")["quantiles"]["exact"], false, "{name}");
+        assert_eq!(w["candidate_keys"], serde_json::json!(["id"]), "{name}");
+        // Rows with a key are all different, whatever a row-hash estimate says.
+        assert_eq!(w["duplicate_rows"], 0, "{name}");
+    }
+
+    // A fraction leaves tables under 64 MiB whole; bad values name their field.
+    let small = extract(
+        &lake,
+        &[],
+        Some(r#"{"profile": {"sample": {"fraction": 0.5}}}"#),
+    );
+    assert_eq!(small["sources"][0]["tables"][0]["profiled_fraction"], 1.0);
+    for (payload, field) in [
+        (
+            r#"{"profile": {"sample": {"fraction": 2}}}"#,
+            "profile.sample.fraction",
+        ),
+        (
+            r#"{"profile": {"sample": {"rows": 0}}}"#,
+            "profile.sample.rows",
+        ),
+        (r#"{"profile": {"sample": {"every": 3}}}"#, "profile.sample"),
+    ] {
+        let out = bin()
+            .args(["extract", "--workflow-id", "w", "--dry-run"])
+            .arg(&lake)
+            .env("NUVYN_JOB_PAYLOAD", payload)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{payload}");
+        let e = String::from_utf8_lossy(&out.stderr);
+        assert!(e.contains(&format!("invalid {field} ")), "{payload}: {e}");
+    }
+    let out = bin()
+        .args([
+            "extract",
+            "--workflow-id",
+            "w",
+            "--dry-run",
+            "--sample-rows",
+            "5",
+            "--sample-fraction",
+            "0.1",
+        ])
+        .arg(&lake)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
 }
