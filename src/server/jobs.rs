@@ -165,6 +165,11 @@ pub struct JobRequest {
     /// Storage settings (credentials) for data_source_path; never stored or shown.
     #[schema(value_type = Option<Object>)]
     storage_options: Option<Value>,
+    /// Profiling: `samples` ("masked" (default), "none", "raw": what is kept of profiled
+    /// values) and `sample` (`{"rows": N}` or `{"fraction": F}`: profile a random share of
+    /// big tables).
+    #[schema(value_type = Option<Object>)]
+    profile: Option<Value>,
 }
 
 /// The answer to a created job.

@@ -201,6 +201,14 @@ async fn endpoints_and_their_errors() {
             r#"{"workflow_id": "w", "data_source_path": "s3://b/x"}"#,
             "data_source_path: unsupported location",
         ),
+        (
+            r#"{"workflow_id": "w", "data_source_path": "/x", "profile": {"samples": "all"}}"#,
+            "invalid profile.samples",
+        ),
+        (
+            r#"{"workflow_id": "w", "data_source_path": "/x", "profile": {"sample": {"fraction": 1.5}}}"#,
+            "invalid profile.sample.fraction",
+        ),
     ];
     for (body, expected) in cases {
         let (s, v, _) = call(&router, "POST", "/jobs/create", Some(body), Some(KEY)).await;
