@@ -10,10 +10,7 @@ use std::cmp::Ordering;
 use std::sync::Arc;
 
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, BinaryArray};
-use datafusion::arrow::datatypes::{
-    DataType, Date32Type, Date64Type, Field, FieldRef, TimeUnit, TimestampMicrosecondType,
-    TimestampMillisecondType, TimestampNanosecondType, TimestampSecondType,
-};
+use datafusion::arrow::datatypes::{DataType, Field, FieldRef, TimeUnit, TimestampMicrosecondType};
 use datafusion::common::{HashMap, ScalarValue};
 use datafusion::error::{DataFusionError, Result};
 use datafusion::logical_expr::function::{AccumulatorArgs, StateFieldsArgs};
@@ -712,45 +709,13 @@ fn text_len(s: &str, ascii: bool) -> u64 {
 
 /// Microseconds since the epoch of each date or timestamp.
 fn temporal_micros(a: &ArrayRef) -> Result<Vec<Option<f64>>> {
-    use DataType as T;
-    let scale = |v: Option<i64>, per_micro: f64| v.map(|v| v as f64 * per_micro);
-    Ok(match a.data_type() {
-        T::Date32 => a
-            .as_primitive::<Date32Type>()
-            .iter()
-            .map(|v| scale(v.map(i64::from), 86_400e6))
-            .collect(),
-        T::Date64 => a
-            .as_primitive::<Date64Type>()
-            .iter()
-            .map(|v| scale(v, 1e3))
-            .collect(),
-        T::Timestamp(TimeUnit::Second, _) => a
-            .as_primitive::<TimestampSecondType>()
-            .iter()
-            .map(|v| scale(v, 1e6))
-            .collect(),
-        T::Timestamp(TimeUnit::Millisecond, _) => a
-            .as_primitive::<TimestampMillisecondType>()
-            .iter()
-            .map(|v| scale(v, 1e3))
-            .collect(),
-        T::Timestamp(TimeUnit::Microsecond, _) => a
-            .as_primitive::<TimestampMicrosecondType>()
-            .iter()
-            .map(|v| scale(v, 1.0))
-            .collect(),
-        T::Timestamp(TimeUnit::Nanosecond, _) => a
-            .as_primitive::<TimestampNanosecondType>()
-            .iter()
-            .map(|v| scale(v, 1e-3))
-            .collect(),
-        other => {
-            return Err(DataFusionError::Internal(format!(
-                "not a date or timestamp: {other}"
-            )));
-        }
-    })
+    let micros =
+        datafusion::arrow::compute::cast(a, &DataType::Timestamp(TimeUnit::Microsecond, None))?;
+    Ok(micros
+        .as_primitive::<TimestampMicrosecondType>()
+        .iter()
+        .map(|v| v.map(|v| v as f64))
+        .collect())
 }
 
 /// The `nuvyn_profile` aggregate: its value is the column's [`Sketch`], serialised.

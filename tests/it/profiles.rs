@@ -196,33 +196,16 @@ async fn personal_values_are_masked_unless_asked_for() {
     assert_eq!(column(&none, "id")["min_value"], "0");
 
     // The option and the payload must agree; a bad mode names its field.
-    let out = bin()
-        .args([
-            "extract",
-            "--workflow-id",
-            "w",
-            "--dry-run",
-            "--samples",
-            "raw",
-        ])
-        .arg(&lake)
-        .env("NUVYN_JOB_PAYLOAD", r#"{"profile": {"samples": "none"}}"#)
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    let e = String::from_utf8_lossy(&out.stderr);
+    let e = refused(
+        &lake,
+        &["--samples", "raw"],
+        r#"{"profile": {"samples": "none"}}"#,
+    );
     assert!(
         e.contains("samples conflict: the command line gives raw but the payload's `profile.samples` gives none"),
         "{e}"
     );
-    let out = bin()
-        .args(["extract", "--workflow-id", "w", "--dry-run"])
-        .arg(&lake)
-        .env("NUVYN_JOB_PAYLOAD", r#"{"profile": {"samples": "all"}}"#)
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    let e = String::from_utf8_lossy(&out.stderr);
+    let e = refused(&lake, &[], r#"{"profile": {"samples": "all"}}"#);
     assert!(
         e.contains(r#"invalid profile.samples "all": must be none, masked or raw"#),
         "{e}"
@@ -515,29 +498,26 @@ async fn big_tables_can_be_sampled() {
         ),
         (r#"{"profile": {"sample": {"every": 3}}}"#, "profile.sample"),
     ] {
-        let out = bin()
-            .args(["extract", "--workflow-id", "w", "--dry-run"])
-            .arg(&lake)
-            .env("NUVYN_JOB_PAYLOAD", payload)
-            .output()
-            .unwrap();
-        assert_eq!(out.status.code(), Some(2), "{payload}");
-        let e = String::from_utf8_lossy(&out.stderr);
+        let e = refused(&lake, &[], payload);
         assert!(e.contains(&format!("invalid {field} ")), "{payload}: {e}");
     }
+    let e = refused(
+        &lake,
+        &["--sample-rows", "5", "--sample-fraction", "0.1"],
+        "{}",
+    );
+    assert!(e.contains("cannot be used with"), "{e}");
+}
+
+/// Runs `extract --dry-run` expecting it to be refused as bad usage (exit 2); its stderr.
+fn refused(lake: &std::path::Path, extra: &[&str], payload: &str) -> String {
     let out = bin()
-        .args([
-            "extract",
-            "--workflow-id",
-            "w",
-            "--dry-run",
-            "--sample-rows",
-            "5",
-            "--sample-fraction",
-            "0.1",
-        ])
-        .arg(&lake)
+        .args(["extract", "--workflow-id", "w", "--dry-run"])
+        .arg(lake)
+        .args(extra)
+        .env("NUVYN_JOB_PAYLOAD", payload)
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(out.status.code(), Some(2), "{extra:?} {payload}");
+    String::from_utf8_lossy(&out.stderr).into_owned()
 }
