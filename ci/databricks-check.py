@@ -518,23 +518,25 @@ with tempfile.TemporaryDirectory() as tmp:
     # maintain: the scheduled job's notebook, against the same warehouse; bad input names its field.
     maint = os.path.join(NOTEBOOKS, "maintain.py")
     out, _, _ = run_notebook(maint, {"warehouse": wh, "executor": executor, "vacuum_hours": "",
-                                     "secret_scope": "", "secret_keys": ""})
+                                     "history_days": "400", "secret_scope": "", "secret_keys": ""})
     maintained = json.loads(out)
-    if sorted(maintained.get("tables", [])) != sorted(["sources", "tables", "columns", "executor_runs"]):
+    if sorted(maintained.get("tables", [])) != sorted(["sources", "tables", "columns", "executor_runs",
+                                                       "table_history", "column_history"]):
         failures.append(f"maintain: {maintained}")
-    try:
-        run_notebook(maint, {"warehouse": wh, "executor": executor, "vacuum_hours": "a week",
-                             "secret_scope": "", "secret_keys": ""})
-        failures.append("maintain: vacuum_hours 'a week' was accepted")
-    except ValueError as e:
-        if "vacuum_hours must be a whole number" not in str(e):
-            failures.append(f"maintain: bad vacuum_hours: {e}")
+    for widget, bad in [("vacuum_hours", "a week"), ("history_days", "-3")]:
+        try:
+            run_notebook(maint, {"warehouse": wh, "executor": executor, "vacuum_hours": "", "history_days": "",
+                                 widget: bad, "secret_scope": "", "secret_keys": ""})
+            failures.append(f"maintain: {widget} {bad!r} was accepted")
+        except ValueError as e:
+            if f"{widget} must be a whole number" not in str(e):
+                failures.append(f"maintain: bad {widget}: {e}")
 
     # register_tables' statements come from the executor and name the warehouse.
     scope = {}
     exec(compile(cells(os.path.join(NOTEBOOKS, "register_tables.py"))[2], "register_tables", "exec"), scope)
     statements = scope["registration_statements"](executor, "main", "abfss://lake@acct.dfs.core.windows.net/wh")
-    if len(statements) != 7 or not all("`main`.`_executor_metadata`" in s for s in statements):
+    if len(statements) != 9 or not all("`main`.`_executor_metadata`" in s for s in statements):
         failures.append(f"register_tables: {len(statements)} statements")
 
     # apply_migrations' Databricks route, with a stub spark.sql that records statements.

@@ -27,7 +27,7 @@ echo "==> a warehouse with every table written" >&2
   --warehouse "$WH" > /dev/null
 
 echo "==> read back with deltalake ${DELTALAKE_VERSION} (PyPI)" >&2
-for t in sources tables columns executor_runs workflow_notebook_source workflow_notebook_mapping _schema_history; do
+for t in sources tables columns executor_runs workflow_notebook_source workflow_notebook_mapping table_history column_history _schema_history; do
   "$BIN" sql "SELECT * FROM $t" --format json --warehouse "$WH" > "$tmp/$t.json"
 done
 "$VENV/bin/python" - "$WH" "$tmp" sql/create_tables.sql <<'PY'
@@ -87,9 +87,9 @@ for t in sorted(os.listdir(root)):
             failures.append(f"{t}: partitioned by {dt.metadata().partition_columns}, DDL says {part}")
     print(f"{t}: {len(theirs)} rows, {len(fields)} columns, version {dt.version()}", file=sys.stderr)
     checked += 1
-if len(registered) != 6:
-    failures.append(f"the registration DDL parsed into {len(registered)} tables, not 6")
-if checked < 7:
+if len(registered) != 8:
+    failures.append(f"the registration DDL parsed into {len(registered)} tables, not 8")
+if checked < 9:
     failures.append(f"only {checked} tables found")
 if failures:
     print("interop check FAILED:\n  " + "\n  ".join(failures), file=sys.stderr)

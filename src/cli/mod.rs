@@ -536,6 +536,10 @@ pub struct MaintainArgs {
     /// less than the table's delta.deletedFileRetentionDuration, 168 h by default).
     #[arg(long, value_name = "HOURS")]
     pub vacuum_hours: Option<u64>,
+    /// Remove rows of the profile history (`table_history`, `column_history`) profiled more
+    /// than this many days ago. Without it the history is kept whole.
+    #[arg(long, value_name = "DAYS")]
+    pub history_days: Option<u64>,
     /// Change nothing; report what VACUUM would delete.
     #[arg(long)]
     pub dry_run: bool,
@@ -1065,6 +1069,7 @@ impl Cli {
                 options: crate::warehouse::MaintainOptions {
                     optimize: !a.no_optimize,
                     vacuum_hours: a.vacuum_hours,
+                    history_days: a.history_days,
                     dry_run: a.dry_run,
                 },
             }),

@@ -19,14 +19,20 @@ pub(super) async fn prepare_warehouse(
 ) -> Result<(), crate::migrate::MigrateError> {
     // Every table's features first: a table this binary cannot write stops the job before
     // anything is created or written.
-    for def in warehouse::JOB_TABLES {
+    for def in warehouse::JOB_TABLES
+        .iter()
+        .chain(&warehouse::HISTORY_TABLES)
+    {
         match w.open(def).await? {
             Some(t) => w.ensure_writable(def.name, &t)?,
             None => w.refuse_managed_layout(def.name).await?,
         }
     }
     crate::migrate::ensure_current(w, migrate).await?;
-    for def in warehouse::JOB_TABLES {
+    for def in warehouse::JOB_TABLES
+        .iter()
+        .chain(&warehouse::HISTORY_TABLES)
+    {
         w.ensure_valid(def).await?;
     }
     Ok(())
@@ -279,11 +285,19 @@ pub(super) async fn write_results(w: &Warehouse, report: &JobReport) -> Result<(
         )
         .build()?;
 
+    // The history gets the same rows with the run's time; readers of it, too, go by the
+    // recorded runs.
+    let column_history = with_time(&warehouse::COLUMN_HISTORY, &columns, ts)?;
+    let table_history = with_time(&warehouse::TABLE_HISTORY, &tables_batch, ts)?;
+
     // Appended, not replaced: the rows an earlier run left stay whole, and the only ones
     // readers see, until this run is recorded in `executor_runs` (the commit point); then
-    // [`settle`] removes them. Children before parents.
+    // [`settle`] removes them (from the current tables; the history keeps them). Children
+    // before parents.
     let mut appended = false;
     for (def, batch) in [
+        (&warehouse::COLUMN_HISTORY, column_history),
+        (&warehouse::TABLE_HISTORY, table_history),
         (&warehouse::COLUMNS, columns),
         (&warehouse::TABLES, tables_batch),
         (&warehouse::SOURCES, sources),
@@ -412,7 +426,13 @@ pub async fn retract(w: &Warehouse, report: &JobReport) {
         warehouse::sql_literal(&report.workflow_id),
         warehouse::sql_literal(&report.run_id)
     );
-    for def in [&warehouse::SOURCES, &warehouse::TABLES, &warehouse::COLUMNS] {
+    for def in [
+        &warehouse::SOURCES,
+        &warehouse::TABLES,
+        &warehouse::COLUMNS,
+        &warehouse::TABLE_HISTORY,
+        &warehouse::COLUMN_HISTORY,
+    ] {
         if let Err(e) = w.delete_where(def, &mine, &report.run_id).await {
             tracing::warn!(
                 table = def.name,
@@ -466,4 +486,27 @@ fn json<T: serde::Serialize + ?Sized>(v: &T) -> String {
 
 fn micros(m: i64) -> Option<chrono::DateTime<chrono::Utc>> {
     chrono::DateTime::from_timestamp_micros(m)
+}
+
+/// `batch` of a current table as a row batch of its history table `def`: the same columns
+/// and the run's start time.
+fn with_time(
+    def: &'static warehouse::TableDef,
+    batch: &datafusion::arrow::array::RecordBatch,
+    ts: chrono::DateTime<chrono::Utc>,
+) -> Result<datafusion::arrow::array::RecordBatch, WarehouseError> {
+    let time =
+        datafusion::arrow::array::TimestampMicrosecondArray::from(vec![
+            Some(ts.timestamp_micros());
+            batch.num_rows()
+        ])
+        .with_timezone("UTC");
+    let mut columns = batch.columns().to_vec();
+    columns.push(std::sync::Arc::new(time));
+    datafusion::arrow::array::RecordBatch::try_new(def.arrow_schema(), columns).map_err(|e| {
+        WarehouseError::Batch {
+            table: def.name,
+            message: e.to_string(),
+        }
+    })
 }

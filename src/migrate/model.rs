@@ -263,7 +263,7 @@ pub(super) async fn check_step(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::warehouse::{JOB_TABLES, NOTEBOOK_TABLES};
+    use crate::warehouse::MIGRATED_TABLES;
 
     /// A schema change that forgets its migration (or a migration the catalogue does not
     /// know of) fails here in seconds: the embedded migrations, replayed on an empty model,
@@ -278,17 +278,13 @@ mod tests {
                     .unwrap_or_else(|e| panic!("{}: {e}", m.script));
             }
         }
-        let mut expected: Vec<&str> = JOB_TABLES
-            .iter()
-            .chain(&NOTEBOOK_TABLES)
-            .map(|d| d.name)
-            .collect();
+        let mut expected: Vec<&str> = MIGRATED_TABLES.iter().map(|d| d.name).collect();
         expected.sort();
         assert_eq!(
             model.keys().map(String::as_str).collect::<Vec<_>>(),
             expected
         );
-        for def in JOB_TABLES.iter().chain(&NOTEBOOK_TABLES) {
+        for def in MIGRATED_TABLES {
             let t = &model[def.name];
             let got: Vec<(&str, SqlType)> =
                 t.columns.iter().map(|c| (c.name.as_str(), c.ty)).collect();

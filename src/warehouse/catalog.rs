@@ -107,16 +107,86 @@ pub const SOURCES: TableDef = TableDef {
     ],
 };
 
+/// The columns of `tables`, then any given: `table_history` is `tables` with its time.
+macro_rules! table_columns {
+    ($($extra:tt)*) => {
+        cols!(
+            id: BigInt, workflow_id: String, source_id: String, table_name: String,
+            file_path: String, file_type: String, row_count: BigInt, column_count: Int,
+            size_bytes: BigInt, run_id: String, status: String, error_message: String,
+            quality_score: Double, quality: String, candidate_keys: String,
+            duplicate_rows: BigInt, widened_columns: String, profiled_fraction: Double,
+            $($extra)*
+        )
+    };
+}
+
+const TABLE_STATS: &[&str] = &[
+    "id",
+    "source_id",
+    "run_id",
+    "table_name",
+    "file_type",
+    "row_count",
+    "column_count",
+    "size_bytes",
+    "status",
+];
+
 /// v2.0 `tables`, plus `run_id`, the table's own status and (V5) its quality.
 pub const TABLES: TableDef = TableDef {
     name: "tables",
-    columns: cols!(
-        id: BigInt, workflow_id: String, source_id: String, table_name: String,
-        file_path: String, file_type: String, row_count: BigInt, column_count: Int,
-        size_bytes: BigInt, run_id: String, status: String, error_message: String,
-        quality_score: Double, quality: String, candidate_keys: String,
-        duplicate_rows: BigInt, widened_columns: String, profiled_fraction: Double,
-    ),
+    columns: table_columns!(),
+    partition_by: &[PARTITION_COLUMN],
+    stats_columns: TABLE_STATS,
+};
+
+/// The columns of `columns`, then any given: `column_history` is `columns` with its time.
+macro_rules! column_columns {
+    ($($extra:tt)*) => {
+        cols!(
+            id: BigInt, workflow_id: String, source_id: String, table_name: String,
+            column_name: String, data_type: String, position: Int, is_nullable: Boolean,
+            sample_values: String, run_id: String, null_count: BigInt, distinct_count: BigInt,
+            min_value: String, max_value: String,
+            null_fraction: Double, distinct_fraction: Double, mean: Double, stddev: Double,
+            min_double: Double, max_double: Double, min_timestamp: Timestamp,
+            max_timestamp: Timestamp, quantiles: String, histogram: String, zero_count: BigInt,
+            negative_count: BigInt, min_length: BigInt, avg_length: Double, max_length: BigInt,
+            blank_count: BigInt, top_values: String, top_values_error: BigInt,
+            semantic_type: String, semantic_fraction: Double, pii: Boolean,
+            profiled_fraction: Double,
+            $($extra)*
+        )
+    };
+}
+
+const COLUMN_STATS: &[&str] = &[
+    "id",
+    "source_id",
+    "run_id",
+    "table_name",
+    "column_name",
+    "data_type",
+    "position",
+    "is_nullable",
+    "null_count",
+    "distinct_count",
+];
+
+/// v2.0 `columns`, plus `run_id` and the statistics columns (V2, V5).
+pub const COLUMNS: TableDef = TableDef {
+    name: "columns",
+    columns: column_columns!(),
+    partition_by: &[PARTITION_COLUMN],
+    stats_columns: COLUMN_STATS,
+};
+
+/// Every run's table profiles, appended and never replaced (V6): `tables` plus the time
+/// the run started. `maintain --history-days N` trims it.
+pub const TABLE_HISTORY: TableDef = TableDef {
+    name: "table_history",
+    columns: table_columns!(profiled_at: Timestamp),
     partition_by: &[PARTITION_COLUMN],
     stats_columns: &[
         "id",
@@ -128,25 +198,14 @@ pub const TABLES: TableDef = TableDef {
         "column_count",
         "size_bytes",
         "status",
+        "profiled_at",
     ],
 };
 
-/// v2.0 `columns`, plus `run_id` and the statistics columns (V2, V5).
-pub const COLUMNS: TableDef = TableDef {
-    name: "columns",
-    columns: cols!(
-        id: BigInt, workflow_id: String, source_id: String, table_name: String,
-        column_name: String, data_type: String, position: Int, is_nullable: Boolean,
-        sample_values: String, run_id: String, null_count: BigInt, distinct_count: BigInt,
-        min_value: String, max_value: String,
-        null_fraction: Double, distinct_fraction: Double, mean: Double, stddev: Double,
-        min_double: Double, max_double: Double, min_timestamp: Timestamp,
-        max_timestamp: Timestamp, quantiles: String, histogram: String, zero_count: BigInt,
-        negative_count: BigInt, min_length: BigInt, avg_length: Double, max_length: BigInt,
-        blank_count: BigInt, top_values: String, top_values_error: BigInt,
-        semantic_type: String, semantic_fraction: Double, pii: Boolean,
-        profiled_fraction: Double,
-    ),
+/// Every run's column profiles (V6): `columns` plus the time the run started.
+pub const COLUMN_HISTORY: TableDef = TableDef {
+    name: "column_history",
+    columns: column_columns!(profiled_at: Timestamp),
     partition_by: &[PARTITION_COLUMN],
     stats_columns: &[
         "id",
@@ -159,6 +218,7 @@ pub const COLUMNS: TableDef = TableDef {
         "is_nullable",
         "null_count",
         "distinct_count",
+        "profiled_at",
     ],
 };
 
@@ -239,14 +299,31 @@ pub const JOB_TABLES: [&TableDef; 4] = [&SOURCES, &TABLES, &COLUMNS, &EXECUTOR_R
 /// The notebook store's tables.
 pub const NOTEBOOK_TABLES: [&TableDef; 2] = [&NOTEBOOK_SOURCE, &NOTEBOOK_MAPPING];
 
-/// Every table, in registration order.
-pub const ALL_TABLES: [&TableDef; 7] = [
+/// The profile history a job appends to (V6).
+pub const HISTORY_TABLES: [&TableDef; 2] = [&TABLE_HISTORY, &COLUMN_HISTORY];
+
+/// The tables made by migrations, in registration order (`_schema_history` is not).
+pub const MIGRATED_TABLES: [&TableDef; 8] = [
     &SOURCES,
     &TABLES,
     &COLUMNS,
     &EXECUTOR_RUNS,
     &NOTEBOOK_SOURCE,
     &NOTEBOOK_MAPPING,
+    &TABLE_HISTORY,
+    &COLUMN_HISTORY,
+];
+
+/// Every table, in registration order.
+pub const ALL_TABLES: [&TableDef; 9] = [
+    &SOURCES,
+    &TABLES,
+    &COLUMNS,
+    &EXECUTOR_RUNS,
+    &NOTEBOOK_SOURCE,
+    &NOTEBOOK_MAPPING,
+    &TABLE_HISTORY,
+    &COLUMN_HISTORY,
     &SCHEMA_HISTORY,
 ];
 
@@ -315,7 +392,7 @@ pub fn registration_ddl(catalog: &str) -> String {
     );
     let schema = format!("{}.{}", quote(catalog), quote(SCHEMA_NAME));
     out.push_str(&format!("CREATE SCHEMA IF NOT EXISTS {schema};\n"));
-    for def in JOB_TABLES.iter().chain(&NOTEBOOK_TABLES) {
+    for def in MIGRATED_TABLES {
         out.push('\n');
         out.push_str(&def.create_ddl(
             &format!("{schema}.{}", quote(def.name)),
@@ -351,12 +428,19 @@ mod tests {
             assert_eq!(def.arrow_schema().fields().len(), def.delta_fields().len());
             assert_eq!(by_name(def.name).map(|d| d.name), Some(def.name));
         }
-        for def in JOB_TABLES.iter().chain(&NOTEBOOK_TABLES) {
+        for def in MIGRATED_TABLES {
             assert!(def.columns.iter().any(|c| c.name == "workflow_id"));
             assert_eq!(def.partition_by, [PARTITION_COLUMN]);
         }
-        for def in JOB_TABLES {
+        for def in JOB_TABLES.iter().chain(&HISTORY_TABLES) {
             assert!(def.columns.iter().any(|c| c.name == "run_id"));
+        }
+        // A history table is its current table plus the time.
+        for (history, current) in [(&TABLE_HISTORY, &TABLES), (&COLUMN_HISTORY, &COLUMNS)] {
+            let names = |d: &TableDef| d.columns.iter().map(|c| (c.name, c.ty)).collect::<Vec<_>>();
+            let mut want = names(current);
+            want.push(("profiled_at", SqlType::Timestamp));
+            assert_eq!(names(history), want, "{}", history.name);
         }
     }
 }

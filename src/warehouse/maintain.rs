@@ -22,6 +22,10 @@ pub struct Maintenance {
     /// Unreferenced data files older than the retention removed by VACUUM (or, with
     /// `--dry-run`, that would be).
     pub files_vacuumed: Option<usize>,
+    /// History tables with `--history-days`: rows profiled before this time were removed
+    /// (with `--dry-run`: would be).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub history_removed_before: Option<String>,
 }
 
 /// What `maintain` runs.
@@ -30,6 +34,8 @@ pub struct MaintainOptions {
     pub optimize: bool,
     /// VACUUM with this retention; `None`: no VACUUM.
     pub vacuum_hours: Option<u64>,
+    /// Remove history rows profiled more than this many days ago; `None`: keep all.
+    pub history_days: Option<u64>,
     pub dry_run: bool,
 }
 
@@ -54,12 +60,42 @@ impl Warehouse {
             checkpoint_version: None,
             logs_removed: 0,
             files_vacuumed: None,
+            history_removed_before: None,
         };
         let Some(mut table) = self.open(def).await? else {
             return Ok(m);
         };
         m.existed = true;
         m.version_before = table.version();
+        if let Some(days) = opts.history_days
+            && super::HISTORY_TABLES.iter().any(|h| h.name == def.name)
+        {
+            // Trimmed first, so that the compaction after it rewrites what is left.
+            let cutoff = chrono::Utc::now() - chrono::Duration::days(days as i64);
+            if !opts.dry_run {
+                // A literal of the column's own type (UTC microseconds): a SQL `TIMESTAMP`
+                // literal is cast, and delta-rs cannot write a cast into the commit's record.
+                use datafusion::prelude::{col, lit};
+                let at = datafusion::scalar::ScalarValue::TimestampMicrosecond(
+                    Some(cutoff.timestamp_micros()),
+                    Some("UTC".into()),
+                );
+                let older = col("profiled_at").lt(lit(at));
+                table = self
+                    .retrying_conflicts(def, "trim", table, |t| {
+                        let older = older.clone();
+                        async move {
+                            t.delete()
+                                .with_predicate(older)
+                                .with_commit_properties(base_commit_properties())
+                                .await
+                                .map(|(t, _)| t)
+                        }
+                    })
+                    .await?;
+            }
+            m.history_removed_before = Some(cutoff.to_rfc3339());
+        }
         if opts.optimize && !opts.dry_run {
             let (t, metrics) = table
                 .optimize()

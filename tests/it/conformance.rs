@@ -129,6 +129,20 @@ async fn conformance(source_root: String, warehouse: String) {
     assert_eq!(rows[0]["n"], 5);
     assert_eq!(rows[0]["runs"], 1);
     assert_eq!(rows[0]["total"], 24);
+    // The history keeps both runs, each whole, with its time.
+    let history = ctx
+        .select(
+            "SELECT run_id, count(*) AS n, sum(row_count) AS total, min(profiled_at) AS at \
+             FROM hive_metastore._executor_metadata.table_history WHERE workflow_id = 'wf_conf' \
+             GROUP BY run_id ORDER BY at",
+        )
+        .await
+        .unwrap();
+    assert_eq!(history.len(), 2, "{history:?}");
+    for (h, run) in history.iter().zip([&r.run_id, &r2.run_id]) {
+        assert_eq!(h["run_id"], run.as_str());
+        assert_eq!((h["n"].clone(), h["total"].clone()), (5.into(), 24.into()));
+    }
     let nested = query::workflow_metadata(&ctx, "hive_metastore", "wf_conf", Some("s1"))
         .await
         .unwrap();

@@ -521,3 +521,60 @@ fn refused(lake: &std::path::Path, extra: &[&str], payload: &str) -> String {
     assert_eq!(out.status.code(), Some(2), "{extra:?} {payload}");
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
+
+/// Every run's profiles are kept in the history tables (the current tables keep one run per
+/// source), and `maintain --history-days N` trims what was profiled more than N days ago.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn history_keeps_every_run_and_maintain_trims_it() {
+    let d = tmp();
+    let lake = d.path().join("lake");
+    personal_lake(&lake);
+    let wh = d.path().join("wh");
+    let r1 = run_job(&[&lake], "wf_hist", Some("s1"), Some(&wh)).await;
+    let r2 = run_job(&[&lake], "wf_hist", Some("s1"), Some(&wh)).await;
+    let count = |q: &str| sql_json(&wh, q, &[])[0]["n"].as_i64().unwrap();
+    assert_eq!(
+        count("SELECT count(*) AS n FROM tables WHERE workflow_id = 'wf_hist'"),
+        1
+    );
+    assert_eq!(
+        count("SELECT count(*) AS n FROM table_history WHERE workflow_id = 'wf_hist'"),
+        2
+    );
+    assert_eq!(
+        count("SELECT count(*) AS n FROM column_history WHERE workflow_id = 'wf_hist'"),
+        8
+    );
+    let runs = sql_json(
+        &wh,
+        "SELECT h.run_id, h.profiled_at, h.quality_score, r.status FROM table_history h \
+         JOIN executor_runs r ON r.run_id = h.run_id ORDER BY h.profiled_at",
+        &[],
+    );
+    assert_eq!(runs[0]["run_id"], r1.run_id.as_str());
+    assert_eq!(runs[1]["run_id"], r2.run_id.as_str());
+    assert_eq!(runs[1]["status"], "succeeded");
+    assert_eq!(runs[0]["quality_score"], runs[1]["quality_score"]);
+    let maintain = |days: &str| {
+        ok(bin()
+            .args([
+                "maintain",
+                "--no-optimize",
+                "--history-days",
+                days,
+                "--warehouse",
+            ])
+            .arg(&wh)
+            .output()
+            .unwrap())
+    };
+    // Both runs are younger than a day: kept.
+    let m = maintain("1");
+    assert!(m.to_string().contains("history_removed_before"), "{m}");
+    assert_eq!(count("SELECT count(*) AS n FROM column_history"), 8);
+    // Older than now: removed; the current tables keep their run.
+    maintain("0");
+    assert_eq!(count("SELECT count(*) AS n FROM table_history"), 0);
+    assert_eq!(count("SELECT count(*) AS n FROM column_history"), 0);
+    assert_eq!(count("SELECT count(*) AS n FROM columns"), 4);
+}
