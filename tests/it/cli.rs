@@ -528,7 +528,8 @@ fn maintain_compacts_and_checkpoints_without_changing_results() {
     );
     let report = stdout_json(&out);
     let tables = report["tables"].as_array().unwrap();
-    assert_eq!(tables.len(), 4);
+    // The four job tables and the two history tables.
+    assert_eq!(tables.len(), 6);
     let t = tables.iter().find(|t| t["table"] == "tables").unwrap();
     // Four job commits (after the schema's own) wrote partition w1 three times (one file
     // each, two later replaced) and w2 once: w1's live files are compacted into one commit.
@@ -635,7 +636,7 @@ fn ddl_writes_locations_spark_can_reach() {
     assert_eq!(
         text.matches("LOCATION 'abfss://lake@acct.dfs.core.windows.net/wh/_executor_metadata/")
             .count(),
-        6,
+        8,
         "{text}"
     );
     assert!(
