@@ -598,6 +598,8 @@ impl Sketch {
                 }
             }
             Kind::Boolean => {
+                // Dictionary-encoded booleans are decoded first.
+                let a = datafusion::arrow::compute::cast(a, &T::Boolean)?;
                 let b = a.as_boolean();
                 self.count += (b.len() - b.null_count()) as u64;
                 self.trues += b.true_count() as u64;
@@ -1093,7 +1095,7 @@ impl Sketch {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use datafusion::arrow::array::{Float64Array, Int64Array, StringArray};
+    use datafusion::arrow::array::{BooleanArray, Float64Array, Int64Array, StringArray};
 
     fn sketch_of(arrays: &[ArrayRef]) -> Sketch {
         let mut s = Sketch::for_type(arrays[0].data_type());
@@ -1227,5 +1229,44 @@ mod tests {
         );
         assert_eq!(s.exact_distinct, Some(2));
         assert_eq!(s.sample_values, ["true", "false"]);
+    }
+
+    #[test]
+    fn dictionary_encoded_columns_are_read_as_their_values() {
+        use datafusion::arrow::array::{DictionaryArray, Int32Array};
+        use datafusion::arrow::datatypes::Int8Type;
+        let keys = datafusion::arrow::array::Int8Array::from(vec![0, 1, 0, 0]);
+        let text: ArrayRef = Arc::new(
+            DictionaryArray::<Int8Type>::try_new(
+                keys.clone(),
+                Arc::new(StringArray::from(vec!["a", "bb"])),
+            )
+            .unwrap(),
+        );
+        let s = sketch_of(&[text]).summary(5);
+        assert_eq!(s.top_values[0], ("a".to_string(), 3));
+        assert_eq!((s.min_length, s.max_length), (Some(1), Some(2)));
+        let nums: ArrayRef = Arc::new(
+            DictionaryArray::<Int8Type>::try_new(
+                keys.clone(),
+                Arc::new(Int32Array::from(vec![7, 9])),
+            )
+            .unwrap(),
+        );
+        let s = sketch_of(&[nums]).summary(5);
+        assert_eq!(s.mean, Some(7.5));
+        assert_eq!(s.top_values[0], ("7".to_string(), 3));
+        let bools: ArrayRef = Arc::new(
+            DictionaryArray::<Int8Type>::try_new(
+                keys,
+                Arc::new(BooleanArray::from(vec![true, false])),
+            )
+            .unwrap(),
+        );
+        let s = sketch_of(&[bools]).summary(5);
+        assert_eq!(
+            s.top_values,
+            [("true".to_string(), 3), ("false".to_string(), 1)]
+        );
     }
 }
