@@ -1170,7 +1170,7 @@ async fn profile_into(
         .row_count
         .unwrap_or_else(|| (stats.rows as f64 / share).round() as i64);
     let read = stats.rows;
-    let scale = if read > 0 && rows > read {
+    let scale = if cut.is_some() && read > 0 && rows > read {
         rows as f64 / read as f64
     } else {
         1.0

@@ -18,6 +18,8 @@ use datafusion::error::Result;
 use datafusion::logical_expr::{Expr, TableProviderFilterPushDown};
 use datafusion::physical_plan::ExecutionPlan;
 
+use super::sketch::Draws;
+
 /// What a job samples of big tables (`--sample-rows`, `--sample-fraction`, payload
 /// `profile.sample`). `None`: every row is read.
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
@@ -41,30 +43,6 @@ pub enum Cut {
     RowGroups(std::collections::HashMap<String, (usize, Vec<usize>)>),
 }
 
-/// Deterministic draws (splitmix64 seeded by the table's name): the same table is cut the
-/// same way on every run.
-struct Draws(u64);
-
-impl Draws {
-    fn new(seed: &str) -> Self {
-        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-        for b in seed.bytes() {
-            h ^= b as u64;
-            h = h.wrapping_mul(0x0100_0000_01b3);
-        }
-        Self(h)
-    }
-
-    fn next(&mut self) -> f64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^= z >> 31;
-        (z >> 11) as f64 / (1u64 << 53) as f64
-    }
-}
-
 /// Random byte blocks making up about `fraction` of the files `(path, size)`: the files are
 /// cut into blocks (about 32 kept ones, each 64 KiB to 8 MiB), the blocks into equal strata,
 /// and one random block is kept per stratum. The share of bytes kept comes back with them.
@@ -86,10 +64,10 @@ pub fn text_blocks(
     }
     let n = blocks.len();
     let keep = ((n as f64 * fraction).round() as usize).clamp(1, n.max(1));
-    let mut draws = Draws::new(seed);
+    let mut draws = Draws::seeded(seed.as_bytes());
     let mut kept = Vec::with_capacity(keep);
     for j in 0..keep {
-        let i = ((j as f64 + draws.next()) * n as f64 / keep as f64) as usize;
+        let i = ((j as f64 + draws.next_f64()) * n as f64 / keep as f64) as usize;
         kept.push(blocks[i.min(n - 1)].clone());
     }
     kept.dedup();
@@ -111,10 +89,10 @@ pub fn row_groups(
 ) -> (std::collections::HashMap<String, (usize, Vec<usize>)>, f64) {
     let total: i64 = files.iter().flat_map(|(_, g)| g).sum();
     let mut all: Vec<(usize, usize, f64)> = Vec::new();
-    let mut draws = Draws::new(seed);
+    let mut draws = Draws::seeded(seed.as_bytes());
     for (f, (_, groups)) in files.iter().enumerate() {
         for g in 0..groups.len() {
-            all.push((f, g, draws.next()));
+            all.push((f, g, draws.next_f64()));
         }
     }
     all.sort_by(|a, b| a.2.total_cmp(&b.2));
@@ -171,12 +149,19 @@ impl TableProvider for Sampled {
         filters: &[Expr],
         limit: Option<usize>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
+        // The counts of a sample are scaled by the share planned: a scan that cannot be cut
+        // as planned fails the table rather than report a whole read as a share.
+        let unplanned = |what: &str| {
+            datafusion::error::DataFusionError::Execution(format!(
+                "sampling: {what}; profile this table without --sample-rows/--sample-fraction"
+            ))
+        };
         let plan = self.inner.scan(state, projection, filters, limit).await?;
         let Some(exec) = plan.downcast_ref::<DataSourceExec>() else {
-            return Ok(plan);
+            return Err(unplanned("the table's scan is not a file scan"));
         };
         let Some(config) = exec.data_source().downcast_ref::<FileScanConfig>() else {
-            return Ok(plan);
+            return Err(unplanned("the table's scan is not a file scan"));
         };
         let files: Vec<PartitionedFile> = config
             .file_groups
@@ -204,10 +189,17 @@ impl TableProvider for Sampled {
                             }
                             cut.push(f.clone().with_extension(plan));
                         }
-                        None => cut.push(f.clone()),
+                        None => {
+                            return Err(unplanned("a file of the table's scan is not in the plan"));
+                        }
                     }
                 }
             }
+        }
+        if cut.is_empty() {
+            return Err(unplanned(
+                "none of the sampled files is in the table's scan",
+            ));
         }
         let n = self.partitions.max(1);
         let mut groups: Vec<Vec<PartitionedFile>> = vec![Vec::new(); n];

@@ -193,6 +193,31 @@ pub struct Sketch {
     state: Option<Box<Live>>,
 }
 
+/// Uniform draws in (0, 1) that repeat: splitmix64 seeded by an FNV-1a hash of some bytes,
+/// so the same data (or table name) gives the same draws on every run and machine.
+#[derive(Debug, Clone, Default)]
+pub struct Draws(u64);
+
+impl Draws {
+    pub fn seeded(bytes: &[u8]) -> Self {
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        for b in bytes {
+            h ^= *b as u64;
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+        Self(h)
+    }
+
+    pub fn next_f64(&mut self) -> f64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^= z >> 31;
+        ((z >> 11) as f64 + 0.5) / (1u64 << 53) as f64
+    }
+}
+
 /// What only the accumulating side needs: the exact counts as a map, the sample's pool
 /// (with the bytes its values hold), the random source and the number of values to skip
 /// before the next sampled one.
@@ -206,7 +231,7 @@ struct Live {
     pool_bytes: usize,
     /// A priority at or above the sample's largest (1 until the sample is full).
     tau: f64,
-    rng: u64,
+    rng: Draws,
     seeded: bool,
     skip: Option<u64>,
 }
@@ -219,7 +244,7 @@ impl Default for Live {
             pool: Vec::new(),
             pool_bytes: 0,
             tau: 1.0,
-            rng: 0,
+            rng: Draws::default(),
             seeded: false,
             skip: None,
         }
@@ -235,25 +260,14 @@ impl Live {
     }
 
     fn next_f64(&mut self) -> f64 {
-        // splitmix64
-        self.rng = self.rng.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.rng;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^= z >> 31;
-        ((z >> 11) as f64 + 0.5) / (1u64 << 53) as f64
+        self.rng.next_f64()
     }
 
     fn seed(&mut self, bytes: &[u8]) {
         if !self.seeded {
-            // FNV-1a of the partition's first value: partitions differ in their draws, and
+            // Seeded by the partition's first value: partitions differ in their draws, and
             // the same data gives the same draws on every run.
-            let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-            for b in bytes {
-                h ^= *b as u64;
-                h = h.wrapping_mul(0x0100_0000_01b3);
-            }
-            self.rng = h;
+            self.rng = Draws::seeded(bytes);
             self.seeded = true;
         }
     }

@@ -411,9 +411,24 @@ async fn big_tables_can_be_sampled() {
     w.write(&batch).unwrap();
     w.close().unwrap();
 
+    let mut json = String::new();
+    for i in 0..n {
+        let kind = if i % 4 == 0 {
+            "null".to_string()
+        } else {
+            format!("\"k{}\"", i % 3)
+        };
+        json.push_str(&format!("{{\"id\": {i}, \"kind\": {kind}}}\n"));
+    }
+    write(&lake.join("big.ndjson"), &json);
+
     let whole = extract(&lake, &["--samples", "raw"], None);
     let sampled = extract(&lake, &["--samples", "raw", "--sample-rows", "20000"], None);
-    for (name, exact_rows) in [("big.csv", false), ("big.parquet", true)] {
+    for (name, exact_rows) in [
+        ("big.csv", false),
+        ("big.json", false),
+        ("big.parquet", true),
+    ] {
         let table = |r: &serde_json::Value| {
             r["sources"][0]["tables"]
                 .as_array()
