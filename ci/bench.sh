@@ -239,3 +239,12 @@ echo "==> remote small tables at 20 ms per request (release test build)" >&2
 NUVYN_AZURITE_BLOB="$blob" BENCH_SMALL_TABLES="${BENCH_SMALL_TABLES:-2000}" \
   cargo test --release --locked --quiet --test it -- --ignored --nocapture \
   azure::bench_small_tables_at_20ms 2>/dev/null | grep '^BENCH'
+
+# Re-running an unchanged lake (README "Profiles over time"): 200 tables of 20,000 rows on
+# Azurite, source and warehouse behind the same 20 ms proxy; the second run carries every
+# profile. Goal: at least 20x faster than the first, with no data GET.
+echo "==> re-run of an unchanged lake at 20 ms per request (release test build)" >&2
+NUVYN_AZURITE_BLOB="$blob" BENCH_RERUN_TABLES="${BENCH_RERUN_TABLES:-200}" \
+  BENCH_RERUN_ROWS="${BENCH_RERUN_ROWS:-20000}" \
+  cargo test --release --locked --quiet --test it -- --ignored --nocapture \
+  azure::bench_rerun_unchanged_at_20ms 2>/dev/null | grep '^BENCH'

@@ -33,7 +33,9 @@ CREATE TABLE IF NOT EXISTS `hive_metastore`.`_executor_metadata`.`tables` (
   `candidate_keys` STRING,
   `duplicate_rows` BIGINT,
   `widened_columns` STRING,
-  `profiled_fraction` DOUBLE
+  `profiled_fraction` DOUBLE,
+  `fingerprint` STRING,
+  `profile_run_id` STRING
 ) USING DELTA PARTITIONED BY (`workflow_id`) LOCATION '${warehouse}/_executor_metadata/tables';
 
 CREATE TABLE IF NOT EXISTS `hive_metastore`.`_executor_metadata`.`columns` (
@@ -128,7 +130,9 @@ CREATE TABLE IF NOT EXISTS `hive_metastore`.`_executor_metadata`.`table_history`
   `duplicate_rows` BIGINT,
   `widened_columns` STRING,
   `profiled_fraction` DOUBLE,
-  `profiled_at` TIMESTAMP
+  `profiled_at` TIMESTAMP,
+  `fingerprint` STRING,
+  `profile_run_id` STRING
 ) USING DELTA PARTITIONED BY (`workflow_id`) LOCATION '${warehouse}/_executor_metadata/table_history';
 
 CREATE TABLE IF NOT EXISTS `hive_metastore`.`_executor_metadata`.`column_history` (
@@ -170,3 +174,21 @@ CREATE TABLE IF NOT EXISTS `hive_metastore`.`_executor_metadata`.`column_history
   `profiled_fraction` DOUBLE,
   `profiled_at` TIMESTAMP
 ) USING DELTA PARTITIONED BY (`workflow_id`) LOCATION '${warehouse}/_executor_metadata/column_history';
+
+CREATE TABLE IF NOT EXISTS `hive_metastore`.`_executor_metadata`.`changes` (
+  `id` BIGINT,
+  `workflow_id` STRING,
+  `source_id` STRING,
+  `run_id` STRING,
+  `previous_run_id` STRING,
+  `table_name` STRING,
+  `column_name` STRING,
+  `change` STRING,
+  `severity` STRING,
+  `measure` DOUBLE,
+  `threshold` DOUBLE,
+  `previous_value` STRING,
+  `current_value` STRING,
+  `detail` STRING,
+  `detected_at` TIMESTAMP
+) USING DELTA PARTITIONED BY (`workflow_id`) LOCATION '${warehouse}/_executor_metadata/changes';

@@ -135,6 +135,10 @@ pub struct DiscoveredTable {
     pub size_bytes: u64,
     /// A problem found while discovering, which fails this table only.
     pub problem: Option<String>,
+    /// What the table's profile depends on: its files (names, sizes, ETags or modification
+    /// times; a Delta table's log files too, so a new version changes it) and the profile
+    /// settings given with [`Filters::with_fingerprints`]. Equal fingerprints, equal profiles.
+    pub fingerprint: String,
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -160,6 +164,8 @@ pub struct Filters {
     max_files: Option<usize>,
     contained: bool,
     reads_at_once: Option<usize>,
+    fingerprint_salt: String,
+    unchanged: std::sync::Arc<std::collections::HashSet<String>>,
 }
 
 impl Filters {
@@ -187,8 +193,7 @@ impl Filters {
             include: build("--include", include)?,
             exclude: build("--exclude", exclude)?,
             max_files: None,
-            contained: false,
-            reads_at_once: None,
+            ..Default::default()
         })
     }
 
@@ -209,6 +214,18 @@ impl Filters {
     /// so a huge listing stops there instead of being held whole).
     pub fn with_max_files(mut self, max: Option<usize>) -> Self {
         self.max_files = max;
+        self
+    }
+
+    /// Fingerprints mix in `settings` (what else a profile depends on); a table whose
+    /// fingerprint is in `unchanged` is not sniffed (its profile is carried, not read).
+    pub fn with_fingerprints(
+        mut self,
+        settings: String,
+        unchanged: std::sync::Arc<std::collections::HashSet<String>>,
+    ) -> Self {
+        self.fingerprint_salt = settings;
+        self.unchanged = unchanged;
         self
     }
 
@@ -878,6 +895,7 @@ pub async fn discover(loc: &Location, filters: &Filters) -> Result<Discovery, Di
             csv: first.sniffed.as_ref().and_then(|s| s.csv),
             json_array: first.sniffed.as_ref().is_some_and(|s| s.json_array),
             problem: None,
+            fingerprint: String::new(),
         };
         if let Some((ks, vs)) = partition_keys.get(&key) {
             let names = &ks[0];
@@ -922,7 +940,12 @@ pub async fn discover(loc: &Location, filters: &Filters) -> Result<Discovery, Di
             csv: None,
             json_array: false,
             problem: None,
+            fingerprint: String::new(),
         });
+    }
+
+    for t in &mut out.tables {
+        t.fingerprint = fingerprint(&filters.fingerprint_salt, &t.files);
     }
 
     // CSV dialect and JSON flavour of tables whose files were named, sniffed once a table,
@@ -932,7 +955,10 @@ pub async fn discover(loc: &Location, filters: &Filters) -> Result<Discovery, Di
             .iter()
             .enumerate()
             .filter(|(_, t)| {
-                matches!(t.format, Format::Csv | Format::Json) && t.csv.is_none() && !t.json_array
+                matches!(t.format, Format::Csv | Format::Json)
+                    && t.csv.is_none()
+                    && !t.json_array
+                    && !filters.unchanged.contains(&t.fingerprint)
             })
             .map(|(i, t)| {
                 let hint = format_from_name(t.files[0].location.filename().unwrap_or_default()).2;
@@ -958,6 +984,29 @@ pub async fn discover(loc: &Location, filters: &Filters) -> Result<Discovery, Di
 }
 
 use futures::StreamExt;
+
+/// A table's fingerprint: SHA-256 over `salt` and each file's path, size and ETag (or
+/// modification time where the store gives none), in path order; 32 hex digits.
+pub fn fingerprint(salt: &str, files: &[ObjectMeta]) -> String {
+    use sha2::Digest;
+    let mut sorted: Vec<&ObjectMeta> = files.iter().collect();
+    sorted.sort_by(|a, b| a.location.cmp(&b.location));
+    let mut h = sha2::Sha256::new();
+    h.update(salt.as_bytes());
+    for f in sorted {
+        h.update(b"\0");
+        h.update(f.location.as_ref().as_bytes());
+        h.update(f.size.to_le_bytes());
+        match &f.e_tag {
+            Some(tag) => h.update(tag.as_bytes()),
+            None => h.update(f.last_modified.timestamp_micros().to_le_bytes()),
+        }
+    }
+    h.finalize()[..16]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
 
 fn list_error(loc: &Location, e: object_store::Error) -> DiscoverError {
     DiscoverError::List {

@@ -112,6 +112,47 @@ fn latest_recorded(
         .collect()
 }
 
+/// The changes recorded for a workflow (README "Profiles over time"), oldest first: only
+/// those of recorded runs (a run's rows count once it is recorded), optionally of one
+/// source and from a time on. `workflow_id`/`source_id` must be validated ids.
+pub async fn workflow_changes(
+    w: &Warehouse,
+    catalog: &str,
+    workflow_id: &str,
+    source_id: Option<&str>,
+    since: Option<chrono::DateTime<chrono::Utc>>,
+) -> Result<Vec<RecordBatch>, QueryError> {
+    let wf = sql_literal(workflow_id);
+    let mut filter = format!("c.workflow_id = {wf}");
+    if let Some(s) = source_id {
+        filter.push_str(&format!(" AND c.source_id = {}", sql_literal(s)));
+    }
+    if let Some(t) = since {
+        // Microseconds, as the column holds them: a TIMESTAMP literal is nanoseconds and
+        // stops at the year 2262.
+        filter.push_str(&format!(
+            " AND c.detected_at >= to_timestamp_micros({})",
+            t.timestamp_micros()
+        ));
+    }
+    let ctx = w
+        .session_for(
+            catalog,
+            &[&crate::warehouse::CHANGES, &crate::warehouse::EXECUTOR_RUNS],
+        )
+        .await?;
+    let q = format!(
+        "SELECT c.detected_at, c.run_id, c.previous_run_id, c.source_id, c.table_name,          c.column_name, c.change, c.severity, c.measure, c.threshold, c.previous_value,          c.current_value, c.detail FROM changes c          JOIN (SELECT run_id FROM executor_runs WHERE workflow_id = {wf}                AND status IN ('succeeded', 'partial')) r ON c.run_id = r.run_id          WHERE {filter} ORDER BY c.detected_at, c.source_id, c.table_name, c.column_name, c.change"
+    );
+    Ok(ctx
+        .sql(&q)
+        .await
+        .map_err(WarehouseError::from)?
+        .collect()
+        .await
+        .map_err(WarehouseError::from)?)
+}
+
 /// The nested view of a workflow's metadata: its latest successful run, and its sources
 /// with their tables and columns. `workflow_id`/`source_id` must be validated ids.
 pub async fn workflow_metadata(

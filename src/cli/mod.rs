@@ -20,7 +20,10 @@ Exit codes:
   0  success
   1  the job failed (nothing could be profiled, or results could not be written)
   2  bad usage or bad payload (nothing was read or written)
-  3  partial success (some tables or sources failed; the rest was written)";
+  3  partial success (some tables or sources failed; the rest was written)
+  4  --fail-on: changes of that severity or worse since the previous run (all written)
+
+A failed job exits 1 before 4, and 4 before 3.";
 
 pub const ENV_HELP: &str = "\
 Environment:
@@ -119,6 +122,9 @@ pub enum Command {
     Sql(SqlArgs),
     /// Print a workflow's metadata as nested JSON (sources -> tables -> columns).
     Query(QueryArgs),
+    /// List what changed between runs of a workflow (tables and columns added, removed,
+    /// renamed, retyped; statistics beyond their thresholds), oldest first.
+    Changes(ChangesArgs),
     /// Warehouse housekeeping: compact small files (OPTIMIZE), write checkpoints, remove
     /// expired commit files, and VACUUM when asked. Jobs leave this to a scheduled run.
     Maintain(MaintainArgs),
@@ -425,6 +431,16 @@ pub struct DiscoveryArgs {
     /// Also the payload's `profile.sample: {"fraction": F}`.
     #[arg(long, value_name = "F", value_parser = parse_fraction)]
     pub sample_fraction: Option<f64>,
+    /// Profile every table again. Without it, a table whose fingerprint (its files' names,
+    /// sizes and ETags or modification times, and these profile settings) matches the
+    /// previous recorded run's is not read: its profile is carried into this run. Also the
+    /// payload's `full_refresh: true`.
+    #[arg(long)]
+    pub full: bool,
+    /// Exit 4 when this run found changes of this severity or worse since the previous
+    /// recorded run (README "Profiles over time"). Also the payload's `fail_on`.
+    #[arg(long, value_name = "SEVERITY", value_parser = ["breaking", "warning"])]
+    pub fail_on: Option<String>,
     #[command(flatten)]
     pub limits: LimitArgs,
 }
@@ -526,6 +542,24 @@ pub struct QueryArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct ChangesArgs {
+    #[arg(long)]
+    pub workflow_id: String,
+    #[arg(long)]
+    pub source_id: Option<String>,
+    /// Only changes found from this time on: RFC 3339 (2026-11-01T06:00:00Z) or a date
+    /// (2026-11-01, UTC midnight).
+    #[arg(long, value_name = "TIME", value_parser = payload::parse_since)]
+    pub since: Option<chrono::DateTime<chrono::Utc>>,
+    #[command(flatten)]
+    pub warehouse: WarehouseArg,
+    #[arg(long, default_value = DEFAULT_CATALOG)]
+    pub catalog: String,
+    #[arg(long, value_enum, default_value = "table")]
+    pub format: OutputFormat,
+}
+
+#[derive(Debug, Args)]
 pub struct MaintainArgs {
     #[command(flatten)]
     pub warehouse: WarehouseArg,
@@ -599,6 +633,14 @@ pub enum Task {
         catalog: String,
         workflow_id: String,
         source_id: Option<String>,
+    },
+    Changes {
+        warehouse: Location,
+        catalog: String,
+        workflow_id: String,
+        source_id: Option<String>,
+        since: Option<chrono::DateTime<chrono::Utc>>,
+        format: OutputFormat,
     },
     Maintain {
         warehouse: Location,
@@ -922,6 +964,8 @@ impl Cli {
                 JobInputs {
                     cli: CliJobArgs {
                         shard: a.discovery.shard.clone(),
+                        full: a.discovery.full,
+                        fail_on: a.discovery.fail_on.clone(),
                         samples: a.discovery.samples.clone(),
                         sample: a.discovery.sample(),
                         paths: a.paths,
@@ -947,6 +991,8 @@ impl Cli {
                     JobInputs {
                         cli: CliJobArgs {
                             shard: a.discovery.shard.clone(),
+                            full: a.discovery.full,
+                            fail_on: a.discovery.fail_on.clone(),
                             samples: a.discovery.samples.clone(),
                             sample: a.discovery.sample(),
                             paths: a.data_source_path.into_iter().collect(),
@@ -1083,6 +1129,20 @@ impl Cli {
                     catalog: a.catalog,
                     workflow_id: a.workflow_id,
                     source_id: a.source_id,
+                })
+            }
+            Some(Command::Changes(a)) => {
+                payload::validate_id("--workflow-id", &a.workflow_id)?;
+                if let Some(s) = &a.source_id {
+                    payload::validate_id("--source-id", s)?;
+                }
+                Ok(Task::Changes {
+                    warehouse: warehouse(&a.warehouse)?,
+                    catalog: a.catalog,
+                    workflow_id: a.workflow_id,
+                    source_id: a.source_id,
+                    since: a.since,
+                    format: a.format,
                 })
             }
         }

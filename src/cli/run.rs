@@ -102,6 +102,23 @@ pub async fn run(config: Config) -> anyhow::Result<i32> {
             writeln!(out, "{}", text.trim_end())?;
             Ok(0)
         }
+        Task::Changes {
+            warehouse,
+            catalog,
+            workflow_id,
+            source_id,
+            since,
+            format,
+        } => {
+            let w = Warehouse::new(warehouse);
+            let batches =
+                query::workflow_changes(&w, &catalog, &workflow_id, source_id.as_deref(), since)
+                    .await?;
+            let text = query::render(&batches, format)?;
+            let mut out = std::io::stdout().lock();
+            writeln!(out, "{}", text.trim_end())?;
+            Ok(0)
+        }
         Task::Query {
             warehouse,
             catalog,
@@ -143,6 +160,20 @@ fn print_report(report: &JobReport, format: ResultFormat) -> anyhow::Result<()> 
             if let Some(e) = &report.error {
                 writeln!(out, "error: {e}")?;
             }
+            let c = &report.changes;
+            if c.breaking + c.warning + c.info > 0 {
+                writeln!(
+                    out,
+                    "changes since the previous run: {} breaking, {} warning, {} info{}",
+                    c.breaking,
+                    c.warning,
+                    c.info,
+                    match report.fail_on {
+                        Some(f) if report.exit_code() == 4 => format!(" (--fail-on {f}: exit 4)"),
+                        _ => String::new(),
+                    }
+                )?;
+            }
             for s in &report.sources {
                 writeln!(
                     out,
@@ -155,6 +186,13 @@ fn print_report(report: &JobReport, format: ResultFormat) -> anyhow::Result<()> 
                     s.tables_found,
                     s.tables_failed
                 )?;
+                if s.tables_carried > 0 {
+                    writeln!(
+                        out,
+                        "  {} unchanged tables not read (profiles carried; --full reads them)",
+                        s.tables_carried
+                    )?;
+                }
                 for t in &s.tables {
                     writeln!(
                         out,
@@ -172,6 +210,9 @@ fn print_report(report: &JobReport, format: ResultFormat) -> anyhow::Result<()> 
                         t.error_message.as_deref().unwrap_or("")
                     )?;
                     let mut notes = Vec::new();
+                    if let Some(r) = &t.carried_from {
+                        notes.push(format!("unchanged: profile of run {r}"));
+                    }
                     if !t.candidate_keys.is_empty() {
                         notes.push(format!("keys {}", t.candidate_keys.join(", ")));
                     }
@@ -207,6 +248,21 @@ fn print_report(report: &JobReport, format: ResultFormat) -> anyhow::Result<()> 
                 }
                 for k in &s.skipped {
                     writeln!(out, "  skipped {}: {}", k.path, k.reason)?;
+                }
+                for ch in &s.changes {
+                    let what = if ch.column_name.is_some()
+                        || ch.column_name.is_none() && ch.detail.starts_with("rows")
+                    {
+                        format!("{}: {}", ch.table_name, ch.detail)
+                    } else {
+                        ch.detail.clone()
+                    };
+                    writeln!(
+                        out,
+                        "  {:<10} {:<20} {what}",
+                        format!("[{}]", ch.severity),
+                        ch.change.as_str(),
+                    )?;
                 }
             }
         }

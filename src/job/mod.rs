@@ -4,6 +4,7 @@
 //! source fails itself; the job's status and exit code say what happened.
 
 pub mod payload;
+mod previous;
 mod write;
 
 use write::{prepare_warehouse, record_run, write_results};
@@ -17,6 +18,7 @@ use futures::StreamExt;
 
 use crate::discover::{self, Filters, Skipped};
 use crate::job::payload::{IdOrigin, JobSpec};
+use crate::profile::drift::{self, Change, Severity};
 use crate::profile::{self, TableProfile, TableStatus};
 use crate::redact;
 use crate::storage::counting::RequestCounts;
@@ -62,7 +64,8 @@ impl RunStatus {
         }
     }
 
-    /// The documented exit codes: 0 success, 1 failed, 3 partial.
+    /// The documented exit codes: 0 success, 1 failed, 3 partial (4, `--fail-on`, is the
+    /// job's: see [`JobReport::exit_code`]).
     pub fn exit_code(self) -> i32 {
         match self {
             Self::Succeeded => 0,
@@ -136,8 +139,18 @@ pub struct SourceReport {
     pub total_size_bytes: u64,
     pub tables_found: usize,
     pub tables_failed: usize,
+    /// Tables whose fingerprint matched the previous recorded run's: not read, their
+    /// profiles carried (`carried_from` names the run that computed each).
+    pub tables_carried: usize,
     pub skipped: Vec<Skipped>,
+    /// What changed since the previous recorded run of this source's `(workflow_id,
+    /// source_id)` (none on a first run).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub changes: Vec<Change>,
     pub tables: Vec<TableProfile>,
+    /// Carried tables: the run whose warehouse rows hold each one's profile now.
+    #[serde(skip)]
+    pub carried_rows: std::collections::BTreeMap<String, String>,
     /// Time spent listing and sniffing the source.
     pub discover_ms: u64,
     /// Storage requests made for this source (remote stores only).
@@ -172,12 +185,54 @@ pub struct JobReport {
     pub warehouse_requests: RequestCounts,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub shard: Option<crate::job::payload::Shard>,
+    /// The changes found, by severity (listed per source).
+    pub changes: ChangeCounts,
+    /// `--fail-on`: changes of this severity or worse make the job exit 4.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fail_on: Option<Severity>,
     pub sources: Vec<SourceReport>,
 }
 
+/// How many changes of each severity a run found.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct ChangeCounts {
+    pub breaking: usize,
+    pub warning: usize,
+    pub info: usize,
+}
+
+impl ChangeCounts {
+    pub fn of<'a>(changes: impl IntoIterator<Item = &'a Change>) -> Self {
+        let mut c = Self::default();
+        for ch in changes {
+            match ch.severity {
+                Severity::Breaking => c.breaking += 1,
+                Severity::Warning => c.warning += 1,
+                Severity::Info => c.info += 1,
+            }
+        }
+        c
+    }
+
+    /// Changes of severity `s` or worse.
+    pub fn at_least(&self, s: Severity) -> usize {
+        match s {
+            Severity::Breaking => self.breaking,
+            Severity::Warning => self.breaking + self.warning,
+            Severity::Info => self.breaking + self.warning + self.info,
+        }
+    }
+}
+
 impl JobReport {
+    /// 0 success, 1 failed, 3 partial, 130 cancelled; 4 when `--fail-on` found changes of
+    /// its severity or worse (a failed job still exits 1; a partial one with such changes, 4).
     pub fn exit_code(&self) -> i32 {
-        self.status.exit_code()
+        match self.status {
+            RunStatus::Failed | RunStatus::Cancelled => self.status.exit_code(),
+            _ if self.fail_on.is_some_and(|s| self.changes.at_least(s) > 0) => 4,
+            s => s.exit_code(),
+        }
     }
 }
 
@@ -198,6 +253,7 @@ fn progress_bar(enabled: bool) -> indicatif::ProgressBar {
 async fn run_source(
     spec: &crate::job::payload::SourceSpec,
     opts: &JobOptions,
+    previous: Option<&std::collections::BTreeMap<String, previous::PreviousTable>>,
     pb: &indicatif::ProgressBar,
 ) -> SourceReport {
     let mut report = SourceReport {
@@ -210,8 +266,11 @@ async fn run_source(
         total_size_bytes: 0,
         tables_found: 0,
         tables_failed: 0,
+        tables_carried: 0,
         skipped: Vec::new(),
+        changes: Vec::new(),
         tables: Vec::new(),
+        carried_rows: Default::default(),
         discover_ms: 0,
         requests: RequestCounts::default(),
     };
@@ -228,7 +287,17 @@ async fn run_source(
     }
     tracing::info!(source = %loc.display, "discovering");
     let discovering = Instant::now();
-    let filters = opts.filters.clone().with_reads_at_once(opts.io_concurrency);
+    // Fingerprints that the previous run profiled: their tables need no sniffing.
+    let unchanged: std::collections::HashSet<String> = previous
+        .filter(|_| !opts.spec.full_refresh)
+        .into_iter()
+        .flat_map(|p| p.values().filter_map(|t| t.fingerprint.clone()))
+        .collect();
+    let filters = opts
+        .filters
+        .clone()
+        .with_reads_at_once(opts.io_concurrency)
+        .with_fingerprints(profile_settings(&opts.spec), std::sync::Arc::new(unchanged));
     let found = tokio::select! {
         found = discover::discover(&loc, &filters) => found,
         () = opts.cancel.cancelled() => {
@@ -257,6 +326,31 @@ async fn run_source(
     report.total_size_bytes = found.total_size_bytes;
     report.skipped = found.skipped;
     report.tables_found = found.tables.len();
+    let found_names: Vec<String> = found.tables.iter().map(|t| t.name.clone()).collect();
+    // A table whose fingerprint is the one its previous profile was computed from is not
+    // read: that profile is carried into this run.
+    let mut carried = Vec::new();
+    let mut carried_rows = std::collections::BTreeMap::new();
+    if !opts.spec.full_refresh
+        && let Some(prev) = previous
+    {
+        found.tables.retain(|t| match prev.get(&t.name) {
+            Some(p) if t.problem.is_none() && p.fingerprint.as_deref() == Some(&t.fingerprint) => {
+                carried.push(TableProfile::carried(
+                    t,
+                    loc.display_of(&t.root),
+                    p.snapshot.row_count,
+                    p.snapshot.columns.len(),
+                    p.profile_run_id.clone(),
+                ));
+                carried_rows.insert(t.name.clone(), p.run_id.clone());
+                false
+            }
+            _ => true,
+        });
+    }
+    report.tables_carried = carried.len();
+    report.carried_rows = carried_rows;
     for s in &report.skipped {
         tracing::warn!(path = %s.path, "skipped: {}", s.reason);
     }
@@ -266,7 +360,8 @@ async fn run_source(
         files = found.files_found,
         "discovered"
     );
-    pb.inc_length(found.tables.len() as u64);
+    pb.inc_length((found.tables.len() + carried.len()) as u64);
+    pb.inc(carried.len() as u64);
     // A session of its own: two sources on one container with different credentials must
     // not replace each other's store.
     let ctx = &profile::session_for(&loc, &opts.limits, &found.tables);
@@ -325,7 +420,11 @@ async fn run_source(
     .buffer_unordered(opts.table_concurrency.max(1))
     .collect()
     .await;
+    tables.extend(carried);
     tables.sort_by(|a, b| a.table_name.cmp(&b.table_name));
+    if let Some(prev) = previous.filter(|p| !p.is_empty()) {
+        report.changes = changes_since(prev, &tables, &found_names, opts.spec.shard);
+    }
     report.tables_failed = tables
         .iter()
         .filter(|t| t.status == TableStatus::Failed)
@@ -343,6 +442,65 @@ async fn run_source(
     report.tables = tables;
     report.requests = loc.requests();
     report
+}
+
+/// What a profile depends on besides the table's files: the executor's version and the
+/// profile settings. Part of every fingerprint, so that a change of either profiles again.
+fn profile_settings(spec: &JobSpec) -> String {
+    format!(
+        "nuvyn-executor {}; samples {:?}; sample {:?}",
+        crate::VERSION,
+        spec.samples,
+        spec.sample
+    )
+}
+
+/// The changes of a source's tables since `prev` (its previous recorded run): tables
+/// profiled now are compared with their previous profiles (a carried one did not change);
+/// tables that were there and are no longer found are removed (a shard looks at its own
+/// only); a table that failed now is not compared.
+fn changes_since(
+    prev: &std::collections::BTreeMap<String, previous::PreviousTable>,
+    tables: &[TableProfile],
+    found: &[String],
+    shard: Option<crate::job::payload::Shard>,
+) -> Vec<Change> {
+    let latest_run = prev
+        .values()
+        .map(|p| p.run_id.as_str())
+        .max()
+        .map(str::to_string);
+    let mut out = Vec::new();
+    for t in tables {
+        if t.status != TableStatus::Ok || t.carried_from.is_some() {
+            continue;
+        }
+        let now = drift::TableSnapshot::of(t);
+        match prev.get(&t.table_name) {
+            Some(p) => out.extend(
+                drift::compare(&t.table_name, &p.snapshot, &now)
+                    .into_iter()
+                    .map(|c| Change {
+                        previous_run_id: Some(p.run_id.clone()),
+                        ..c
+                    }),
+            ),
+            None => out.push(Change {
+                previous_run_id: latest_run.clone(),
+                ..drift::table_added(&t.table_name, &now)
+            }),
+        }
+    }
+    for (name, p) in prev {
+        if !found.contains(name) && shard.is_none_or(|s| s.owns(name)) {
+            out.push(Change {
+                previous_run_id: Some(p.run_id.clone()),
+                ..drift::table_removed(name, &p.snapshot)
+            });
+        }
+    }
+    out.sort_by(|a, b| a.table_name.cmp(&b.table_name));
+    out
 }
 
 /// Reads a table's small files once, so that profiling finds them kept (see
@@ -400,6 +558,8 @@ pub async fn run(opts: JobOptions) -> JobReport {
         error: None,
         warehouse_requests: RequestCounts::default(),
         shard: spec.shard,
+        changes: ChangeCounts::default(),
+        fail_on: spec.fail_on,
         sources: Vec::new(),
     };
 
@@ -413,13 +573,26 @@ pub async fn run(opts: JobOptions) -> JobReport {
         report.warehouse_requests = w.root.requests();
         return finish(report, clock);
     }
+    // What the previous recorded run left: fingerprints to skip by, profiles to compare with.
+    let previous = match &warehouse {
+        Some(w) => match previous::load(w, spec).await {
+            Ok(p) => p,
+            Err(e) => {
+                report.error = Some(format!("reading the previous run's profiles failed: {e}"));
+                report.warehouse_requests = w.root.requests();
+                return finish(report, clock);
+            }
+        },
+        None => previous::Previous::default(),
+    };
 
     let pb = progress_bar(opts.progress);
     let mut sources: Vec<(usize, SourceReport)> =
         futures::stream::iter(spec.sources.iter().enumerate().map(|(i, s)| {
             let opts = &opts;
             let pb = &pb;
-            async move { (i, run_source(s, opts, pb).await) }
+            let prev = previous.of_source(&s.source_id);
+            async move { (i, run_source(s, opts, prev, pb).await) }
         }))
         .buffer_unordered(opts.source_concurrency.max(1))
         .collect()
@@ -464,6 +637,7 @@ pub async fn run(opts: JobOptions) -> JobReport {
         ));
     }
     cap_reasons(&mut report);
+    report.changes = ChangeCounts::of(report.sources.iter().flat_map(|s| &s.changes));
 
     if opts.cancel.is_cancelled() {
         report.status = RunStatus::Cancelled;

@@ -128,6 +128,10 @@ pub struct RawPayload {
     pub samples: Option<String>,
     /// `profile.sample`: `{"rows": N}` or `{"fraction": F}`.
     pub sample: Option<crate::profile::SampleSpec>,
+    /// `full_refresh`: profile every table, even one whose files did not change.
+    pub full_refresh: Option<bool>,
+    /// `fail_on`: `breaking` or `warning`.
+    pub fail_on: Option<String>,
     /// Storage settings (credentials) for the top-level `data_source_path` only.
     pub storage_options: StorageOptions,
 }
@@ -144,6 +148,10 @@ pub struct RawSource {
 #[derive(Debug, Default, Clone)]
 pub struct CliJobArgs {
     pub shard: Option<String>,
+    /// `--full`.
+    pub full: bool,
+    /// `--fail-on`.
+    pub fail_on: Option<String>,
     pub samples: Option<String>,
     pub sample: Option<crate::profile::SampleSpec>,
     pub paths: Vec<String>,
@@ -182,6 +190,26 @@ pub struct JobSpec {
     /// `profile.sample`); `None`: read whole.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sample: Option<crate::profile::SampleSpec>,
+    /// Profile every table again (`--full` or the payload's `full_refresh`), instead of
+    /// carrying the profile of a table whose fingerprint did not change.
+    pub full_refresh: bool,
+    /// Changes of this severity or worse make the job exit 4 (`--fail-on` or the payload's
+    /// `fail_on`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fail_on: Option<crate::profile::drift::Severity>,
+}
+
+/// `--since` and the API's `since`: an RFC 3339 time or a date (UTC midnight).
+pub fn parse_since(s: &str) -> Result<chrono::DateTime<chrono::Utc>, String> {
+    let s = s.trim();
+    if let Ok(t) = chrono::DateTime::parse_from_rfc3339(s) {
+        return Ok(t.with_timezone(&chrono::Utc));
+    }
+    chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d")
+        .ok()
+        .and_then(|d| d.and_hms_opt(0, 0, 0))
+        .map(|t| t.and_utc())
+        .ok_or_else(|| format!("{s:?} is not a time (2026-11-01T06:00:00Z) or a date (2026-11-01)"))
 }
 
 /// Shard `index` of `count` (0 <= index < count): the tables of a source are split by a stable
@@ -381,6 +409,18 @@ impl RawPayload {
             source_id: opt_string(obj, "source_id", "")?,
             tenant_id: opt_string(obj, "tenant_id", "")?,
             shard: opt_string(obj, "shard", "")?,
+            fail_on: opt_string(obj, "fail_on", "")?,
+            full_refresh: match obj.get("full_refresh") {
+                None | Some(Value::Null) => None,
+                Some(Value::Bool(b)) => Some(*b),
+                Some(other) => {
+                    return Err(PayloadError::WrongType {
+                        field: "full_refresh".into(),
+                        expected: "true or false",
+                        got: type_name(other),
+                    });
+                }
+            },
             storage_options: storage_options(obj, "")?,
             ..Default::default()
         };
@@ -694,6 +734,31 @@ pub fn resolve(
         }
         (c, q) => c.or(q),
     };
+    let parse_fail_on = |field: &str, v: &str| match v {
+        "breaking" | "warning" => Ok(v.parse::<crate::profile::drift::Severity>().ok()),
+        _ => Err(PayloadError::InvalidId {
+            field: field.to_string(),
+            value: printable(v),
+            reason: "must be breaking or warning".into(),
+        }),
+    };
+    let fail_on = match (&cli.fail_on, &p.fail_on) {
+        (Some(c), Some(q)) => {
+            let (cv, qv) = (parse_fail_on("--fail-on", c)?, parse_fail_on("fail_on", q)?);
+            if cv != qv {
+                return Err(PayloadError::Conflict {
+                    what: "fail_on",
+                    field: "fail_on".into(),
+                    cli: c.clone(),
+                    payload: q.clone(),
+                });
+            }
+            cv
+        }
+        (Some(c), None) => parse_fail_on("--fail-on", c)?,
+        (None, Some(q)) => parse_fail_on("fail_on", q)?,
+        (None, None) => None,
+    };
     Ok(JobSpec {
         job_type,
         workflow_id,
@@ -704,6 +769,8 @@ pub fn resolve(
         shard,
         samples,
         sample,
+        full_refresh: cli.full || p.full_refresh.unwrap_or(false),
+        fail_on,
     })
 }
 

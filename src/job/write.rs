@@ -10,6 +10,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use super::{JobReport, RunStatus, SourceReport};
 use crate::profile::{self, TableProfile, TableStatus};
 use crate::warehouse::{self, BatchBuilder, Warehouse, WarehouseError};
+use datafusion::arrow::array::RecordBatch;
 
 /// Brings the warehouse to this executor's schema (see [`crate::migrate::ensure_current`])
 /// and checks every table.
@@ -96,9 +97,12 @@ pub(super) async fn write_results(w: &Warehouse, report: &JobReport) -> Result<(
         .strings("run_id", vec![Some(run); n])
         .build()?;
 
+    // Carried tables' rows are copied from the run that holds them (below); the rest are
+    // built from their profiles.
     let tables: Vec<(&SourceReport, &TableProfile)> = srcs
         .iter()
         .flat_map(|s| s.tables.iter().map(move |t| (*s, t)))
+        .filter(|(_, t)| t.carried_from.is_none())
         .collect();
     let n = tables.len();
     let tables_batch = BatchBuilder::new(&warehouse::TABLES)
@@ -167,6 +171,11 @@ pub(super) async fn write_results(w: &Warehouse, report: &JobReport) -> Result<(
                 .iter()
                 .map(|(_, t)| (!t.widened_columns.is_empty()).then(|| json(&t.widened_columns))),
         )
+        .strings(
+            "fingerprint",
+            tables.iter().map(|(_, t)| t.fingerprint.as_deref()),
+        )
+        .strings("profile_run_id", vec![Some(run); n])
         .build()?;
 
     let cols: Vec<(&SourceReport, &TableProfile, &profile::ColumnProfile)> = tables
@@ -285,6 +294,18 @@ pub(super) async fn write_results(w: &Warehouse, report: &JobReport) -> Result<(
         )
         .build()?;
 
+    let carried: Vec<(Option<&str>, &str, &str)> = srcs
+        .iter()
+        .flat_map(|s| {
+            s.carried_rows
+                .iter()
+                .map(move |(t, r)| (s.source_id.as_deref(), t.as_str(), r.as_str()))
+        })
+        .collect();
+    let tables_batch = with_carried(w, &warehouse::TABLES, report, &carried, tables_batch).await?;
+    let columns = with_carried(w, &warehouse::COLUMNS, report, &carried, columns).await?;
+    let changes = changes_batch(report, &srcs, ts)?;
+
     // The history gets the same rows with the run's time; readers of it, too, go by the
     // recorded runs.
     let column_history = with_time(&warehouse::COLUMN_HISTORY, &columns, ts)?;
@@ -296,6 +317,7 @@ pub(super) async fn write_results(w: &Warehouse, report: &JobReport) -> Result<(
     // before parents.
     let mut appended = false;
     for (def, batch) in [
+        (&warehouse::CHANGES, changes),
         (&warehouse::COLUMN_HISTORY, column_history),
         (&warehouse::TABLE_HISTORY, table_history),
         (&warehouse::COLUMNS, columns),
@@ -432,6 +454,7 @@ pub async fn retract(w: &Warehouse, report: &JobReport) {
         &warehouse::COLUMNS,
         &warehouse::TABLE_HISTORY,
         &warehouse::COLUMN_HISTORY,
+        &warehouse::CHANGES,
     ] {
         if let Err(e) = w.delete_where(def, &mine, &report.run_id).await {
             tracing::warn!(
@@ -489,24 +512,203 @@ fn micros(m: i64) -> Option<chrono::DateTime<chrono::Utc>> {
 }
 
 /// `batch` of a current table as a row batch of its history table `def`: the same columns
-/// and the run's start time.
+/// and the run's start time (in the history's own column order).
 fn with_time(
     def: &'static warehouse::TableDef,
     batch: &datafusion::arrow::array::RecordBatch,
     ts: chrono::DateTime<chrono::Utc>,
 ) -> Result<datafusion::arrow::array::RecordBatch, WarehouseError> {
-    let time =
+    let bad = |message: String| WarehouseError::Batch {
+        table: def.name,
+        message,
+    };
+    let time: datafusion::arrow::array::ArrayRef = std::sync::Arc::new(
         datafusion::arrow::array::TimestampMicrosecondArray::from(vec![
             Some(ts.timestamp_micros());
             batch.num_rows()
         ])
-        .with_timezone("UTC");
-    let mut columns = batch.columns().to_vec();
-    columns.push(std::sync::Arc::new(time));
-    datafusion::arrow::array::RecordBatch::try_new(def.arrow_schema(), columns).map_err(|e| {
-        WarehouseError::Batch {
-            table: def.name,
-            message: e.to_string(),
+        .with_timezone("UTC"),
+    );
+    let columns = def
+        .columns
+        .iter()
+        .map(|c| {
+            if Some(c.name) == def.trimmed_by {
+                Ok(time.clone())
+            } else {
+                batch
+                    .column_by_name(c.name)
+                    .cloned()
+                    .ok_or_else(|| bad(format!("no column {}", c.name)))
+            }
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    datafusion::arrow::array::RecordBatch::try_new(def.arrow_schema(), columns)
+        .map_err(|e| bad(e.to_string()))
+}
+
+/// `batch` of `def` (`tables` or `columns`) with the rows of the carried tables added: the
+/// rows the previous recorded run holds for them, copied as this run's (new ids, this run's
+/// id; `profile_run_id` keeps the run that computed the profile). Fails when they are gone
+/// (a concurrent run of the same pair removed them): the run must not record tables
+/// without their profiles.
+async fn with_carried(
+    w: &Warehouse,
+    def: &'static warehouse::TableDef,
+    report: &JobReport,
+    carried: &[(Option<&str>, &str, &str)],
+    batch: RecordBatch,
+) -> Result<RecordBatch, WarehouseError> {
+    use datafusion::arrow::array::{Array, AsArray, BooleanArray, StringArray};
+    use datafusion::arrow::compute::{cast, concat_batches, filter_record_batch};
+    use datafusion::arrow::datatypes::DataType;
+    if carried.is_empty() {
+        return Ok(batch);
+    }
+    let wanted: BTreeSet<(Option<&str>, &str, &str)> = carried.iter().copied().collect();
+    let runs: BTreeSet<&str> = carried.iter().map(|c| c.2).collect();
+    let names: Vec<String> = def
+        .columns
+        .iter()
+        .map(|c| format!("\"{}\"", c.name))
+        .collect();
+    let runs: Vec<String> = runs.iter().map(|r| warehouse::sql_literal(r)).collect();
+    let sql = format!(
+        "SELECT {} FROM {} WHERE workflow_id = {} AND run_id IN ({})",
+        names.join(", "),
+        def.name,
+        warehouse::sql_literal(&report.workflow_id),
+        runs.join(", ")
+    );
+    let bad = |message: String| WarehouseError::Batch {
+        table: def.name,
+        message,
+    };
+    let schema = def.arrow_schema();
+    let index = |name: &str| def.columns.iter().position(|c| c.name == name);
+    let (Some(sid), Some(tname), Some(rid)) =
+        (index("source_id"), index("table_name"), index("run_id"))
+    else {
+        return Err(bad("not a table of profiles".into()));
+    };
+    let mut out = vec![batch];
+    let mut found: BTreeSet<(Option<String>, String)> = BTreeSet::new();
+    for b in w.select_batches(warehouse::DEFAULT_CATALOG, &sql).await? {
+        let text = |i: usize| -> Result<StringArray, WarehouseError> {
+            let a = cast(b.column(i), &DataType::Utf8).map_err(|e| bad(e.to_string()))?;
+            Ok(a.as_string::<i32>().clone())
+        };
+        let (s, t, r) = (text(sid)?, text(tname)?, text(rid)?);
+        let keep: BooleanArray = (0..b.num_rows())
+            .map(|i| {
+                let key = (s.is_valid(i).then(|| s.value(i)), t.value(i), r.value(i));
+                Some(wanted.contains(&key))
+            })
+            .collect();
+        for i in 0..b.num_rows() {
+            if keep.value(i) {
+                found.insert((
+                    s.is_valid(i).then(|| s.value(i).to_string()),
+                    t.value(i).to_string(),
+                ));
+            }
         }
-    })
+        let kept = filter_record_batch(&b, &keep).map_err(|e| bad(e.to_string()))?;
+        let n = kept.num_rows();
+        if n == 0 {
+            continue;
+        }
+        let old_runs = cast(kept.column(rid), &DataType::Utf8).map_err(|e| bad(e.to_string()))?;
+        let old_runs = old_runs.as_string::<i32>();
+        let mut columns = Vec::with_capacity(def.columns.len());
+        for (i, c) in def.columns.iter().enumerate() {
+            let col: std::sync::Arc<dyn Array> = match c.name {
+                "id" => std::sync::Arc::new(datafusion::arrow::array::Int64Array::from(
+                    warehouse::new_ids(n),
+                )),
+                "run_id" => {
+                    std::sync::Arc::new(StringArray::from(vec![Some(report.run_id.as_str()); n]))
+                }
+                "profile_run_id" => {
+                    let was =
+                        cast(kept.column(i), &DataType::Utf8).map_err(|e| bad(e.to_string()))?;
+                    let was = was.as_string::<i32>();
+                    std::sync::Arc::new(
+                        (0..n)
+                            .map(|j| {
+                                Some(if was.is_valid(j) {
+                                    was.value(j)
+                                } else {
+                                    old_runs.value(j)
+                                })
+                            })
+                            .collect::<StringArray>(),
+                    )
+                }
+                _ => cast(kept.column(i), schema.field(i).data_type())
+                    .map_err(|e| bad(e.to_string()))?,
+            };
+            columns.push(col);
+        }
+        out.push(RecordBatch::try_new(schema.clone(), columns).map_err(|e| bad(e.to_string()))?);
+    }
+    // Every carried table has a `tables` row; a table without columns has no `columns` rows.
+    if def.name == warehouse::TABLES.name && found.len() < wanted.len() {
+        return Err(bad(format!(
+            "the profiles of {} unchanged tables are gone from the previous run (a concurrent run of the same source removed them); run again",
+            wanted.len() - found.len()
+        )));
+    }
+    concat_batches(&schema, &out).map_err(|e| bad(e.to_string()))
+}
+
+/// The changes of the written sources, as rows of `changes`.
+fn changes_batch(
+    report: &JobReport,
+    srcs: &[&SourceReport],
+    ts: chrono::DateTime<chrono::Utc>,
+) -> Result<RecordBatch, WarehouseError> {
+    let rows: Vec<(&SourceReport, &crate::profile::drift::Change)> = srcs
+        .iter()
+        .flat_map(|s| s.changes.iter().map(move |c| (*s, c)))
+        .collect();
+    let n = rows.len();
+    BatchBuilder::new(&warehouse::CHANGES)
+        .i64s("id", warehouse::new_ids(n))
+        .strings("workflow_id", vec![Some(report.workflow_id.as_str()); n])
+        .strings(
+            "source_id",
+            rows.iter().map(|(s, _)| s.source_id.as_deref()),
+        )
+        .strings("run_id", vec![Some(report.run_id.as_str()); n])
+        .strings(
+            "previous_run_id",
+            rows.iter().map(|(_, c)| c.previous_run_id.as_deref()),
+        )
+        .strings(
+            "table_name",
+            rows.iter().map(|(_, c)| Some(c.table_name.as_str())),
+        )
+        .strings(
+            "column_name",
+            rows.iter().map(|(_, c)| c.column_name.as_deref()),
+        )
+        .strings("change", rows.iter().map(|(_, c)| Some(c.change.as_str())))
+        .strings(
+            "severity",
+            rows.iter().map(|(_, c)| Some(c.severity.as_str())),
+        )
+        .f64s("measure", rows.iter().map(|(_, c)| c.measure))
+        .f64s("threshold", rows.iter().map(|(_, c)| c.threshold))
+        .strings(
+            "previous_value",
+            rows.iter().map(|(_, c)| c.previous_value.as_deref()),
+        )
+        .strings(
+            "current_value",
+            rows.iter().map(|(_, c)| c.current_value.as_deref()),
+        )
+        .strings("detail", rows.iter().map(|(_, c)| Some(c.detail.as_str())))
+        .timestamps("detected_at", vec![Some(ts); n])
+        .build()
 }

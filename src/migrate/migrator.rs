@@ -27,6 +27,9 @@ const LOCK_NAME: &str = "_migrate.lock";
 /// (`NUVYN_MIGRATE_LOCK_WAIT_SECS`).
 pub const DEFAULT_LOCK_WAIT: Duration = Duration::from_secs(300);
 
+/// Further attempts at a failed (idempotent) migration step.
+const STEP_RETRIES: u32 = 2;
+
 /// Runs migrations against one warehouse.
 pub struct Migrator {
     pub w: Warehouse,
@@ -340,7 +343,23 @@ impl Migrator {
             self.record(vec![row(None, 0, &versions, None)]).await?;
             let mut skipped = 0;
             for (i, step) in m.steps.iter().enumerate() {
-                match self.run_step(step).await {
+                // Every step is idempotent, so a step that failed (a dropped connection
+                // during a commit leaves no way to tell whether it landed) is run again
+                // before the migration is given up.
+                let mut outcome = self.run_step(step).await;
+                for attempt in 1..=STEP_RETRIES {
+                    let Err(reason) = &outcome else { break };
+                    tracing::warn!(
+                        script = %m.script,
+                        line = step.line,
+                        attempt,
+                        "migration step failed ({reason}); running it again"
+                    );
+                    tokio::time::sleep(std::time::Duration::from_millis(200 * attempt as u64))
+                        .await;
+                    outcome = self.run_step(step).await;
+                }
+                match outcome {
                     Ok((ran, version)) => {
                         if !ran {
                             skipped += 1;

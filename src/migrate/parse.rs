@@ -38,6 +38,10 @@ pub const EMBEDDED: &[(&str, &str)] = &[
         "V6__profile_history.sql",
         include_str!("../../sql/migrations/V6__profile_history.sql"),
     ),
+    (
+        "V7__changes_and_fingerprints.sql",
+        include_str!("../../sql/migrations/V7__changes_and_fingerprints.sql"),
+    ),
 ];
 
 /// A column in a table model.
@@ -773,8 +777,8 @@ mod tests {
     #[test]
     fn embedded_migrations_parse_and_match_the_directory() {
         let ms = embedded();
-        assert_eq!(ms.len(), 6);
-        assert_eq!(binary_version(), 6);
+        assert_eq!(ms.len(), 7);
+        assert_eq!(binary_version(), 7);
         let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("sql/migrations");
         let from_disk = read_dir(&dir).unwrap();
         let names: Vec<_> = from_disk
@@ -899,7 +903,7 @@ mod tests {
     #[test]
     fn export_carries_whole_statements() {
         let e = export(&embedded());
-        assert_eq!(e["binary_version"], 6);
+        assert_eq!(e["binary_version"], 7);
         let v2 = &e["migrations"][1];
         let stmts = v2["statements"].as_array().unwrap();
         assert_eq!(stmts.len(), embedded()[1].steps.len());

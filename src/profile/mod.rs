@@ -36,6 +36,7 @@ use crate::redact;
 use crate::storage::line_limit::{Classify, LineLimitStore, TextCodec};
 use crate::storage::location::Location;
 
+pub mod drift;
 pub mod limits;
 pub mod quality;
 pub mod sample;
@@ -258,6 +259,13 @@ pub struct TableProfile {
     /// The share of the table read (1: all of it; below, a sample: `--sample-rows`,
     /// `--sample-fraction`). With a sample, the row count of a text table is an estimate.
     pub profiled_fraction: f64,
+    /// What the profile depends on (see [`crate::discover::DiscoveredTable::fingerprint`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fingerprint: Option<String>,
+    /// The run this profile was computed in, when it was carried from an earlier run (the
+    /// table's fingerprint did not change): its columns are in the warehouse, not here.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub carried_from: Option<String>,
     pub columns: Vec<ColumnProfile>,
 }
 
@@ -996,6 +1004,31 @@ async fn delta_source(
 
 impl TableProfile {
     /// A table that could not be profiled at all.
+    /// A table whose fingerprint matches the one `from_run` profiled: not read again; its
+    /// profile (the warehouse rows of that run) is carried into this one.
+    pub fn carried(
+        t: &DiscoveredTable,
+        file_path: String,
+        row_count: Option<i64>,
+        column_count: usize,
+        from_run: String,
+    ) -> Self {
+        Self {
+            file_type: t.format.as_str().to_string(),
+            compression: t.compression,
+            file_count: t.files.len(),
+            row_count,
+            column_count: column_count as i32,
+            size_bytes: t.size_bytes as i64,
+            partition_columns: t.partition_cols.iter().map(|(n, _)| n.clone()).collect(),
+            status: TableStatus::Ok,
+            error_message: None,
+            fingerprint: Some(t.fingerprint.clone()),
+            carried_from: Some(from_run),
+            ..Self::failed(&t.name, &file_path, String::new())
+        }
+    }
+
     pub fn failed(name: &str, file_path: &str, reason: String) -> Self {
         Self {
             table_name: name.to_string(),
@@ -1015,6 +1048,8 @@ impl TableProfile {
             duplicate_rows: None,
             quality: None,
             profiled_fraction: 1.0,
+            fingerprint: None,
+            carried_from: None,
             columns: Vec::new(),
         }
     }
@@ -1047,6 +1082,8 @@ pub async fn profile_table(
         duplicate_rows: None,
         quality: None,
         profiled_fraction: 1.0,
+        fingerprint: Some(t.fingerprint.clone()),
+        carried_from: None,
         columns: Vec::new(),
     };
     if let Err(e) = profile_into(ctx, loc, t, limits, opts, &mut p).await {

@@ -151,6 +151,7 @@ fn routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(list_jobs))
         .routes(routes!(get_job, cancel_job))
         .routes(routes!(workflow_metadata))
+        .routes(routes!(workflow_changes))
         .routes(routes!(list_notebooks, put_notebook))
         .routes(routes!(get_notebook))
         .routes(routes!(diff_notebooks))

@@ -52,6 +52,50 @@ pub(super) async fn workflow_metadata(
     Ok(Json(v))
 }
 
+#[derive(Debug, serde::Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(super) struct ChangesQuery {
+    /// Only this source's changes.
+    source_id: Option<String>,
+    /// Only changes found from this time on (RFC 3339, or a date: UTC midnight).
+    since: Option<String>,
+}
+
+/// What changed between the workflow's runs (the `changes` command's rows), oldest first.
+#[utoipa::path(get, path = "/workflows/{workflow_id}/changes", tag = "workflows",
+    params(("workflow_id" = String, Path, description = "The workflow"), ChangesQuery),
+    responses(
+        (status = 200, description = "Changes: table, column, change, severity, measure, threshold, values, detail", body = Value),
+        (status = 400, description = "A bad id or time", body = ErrorBody),
+        (status = 401, description = "No or a wrong bearer token", body = ErrorBody),
+    ))]
+pub(super) async fn workflow_changes(
+    State(s): State<AppState>,
+    Path(workflow_id): Path<String>,
+    Query(q): Query<ChangesQuery>,
+) -> Result<Json<Value>, ApiError> {
+    check_workflow(&workflow_id)?;
+    if let Some(sid) = &q.source_id {
+        payload::validate_id("source_id", sid)?;
+    }
+    let since = q
+        .since
+        .as_deref()
+        .map(payload::parse_since)
+        .transpose()
+        .map_err(|e| ApiError::bad_request(format!("since: {e}")))?;
+    let batches = crate::query::workflow_changes(
+        &s.0.warehouse,
+        crate::warehouse::DEFAULT_CATALOG,
+        &workflow_id,
+        q.source_id.as_deref(),
+        since,
+    )
+    .await?;
+    let rows = crate::warehouse::to_json_rows(&batches).map_err(crate::query::QueryError::from)?;
+    Ok(Json(json!({ "workflow_id": workflow_id, "changes": rows })))
+}
+
 pub(super) fn store(s: &AppState) -> Store {
     Store::new(s.0.warehouse.clone())
 }

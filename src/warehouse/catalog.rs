@@ -79,6 +79,8 @@ pub struct TableDef {
     /// on. Never a profiled value (samples, min/max, error text, notebook content): the log is
     /// read by everyone who can list the table, and statistics there would copy raw data.
     pub stats_columns: &'static [&'static str],
+    /// Of an append-only table: the time column `maintain --history-days` trims it by.
+    pub trimmed_by: Option<&'static str>,
 }
 
 macro_rules! cols {
@@ -105,18 +107,21 @@ pub const SOURCES: TableDef = TableDef {
         "files_found",
         "total_size_bytes",
     ],
+    trimmed_by: None,
 };
 
-/// The columns of `tables`, then any given: `table_history` is `tables` with its time.
+/// The columns of `tables`, with the given ones where V6 put `table_history`'s own column:
+/// `table_history` is `tables` with its time (V7 added two columns to both, after it).
 macro_rules! table_columns {
-    ($($extra:tt)*) => {
+    ($($history:tt)*) => {
         cols!(
             id: BigInt, workflow_id: String, source_id: String, table_name: String,
             file_path: String, file_type: String, row_count: BigInt, column_count: Int,
             size_bytes: BigInt, run_id: String, status: String, error_message: String,
             quality_score: Double, quality: String, candidate_keys: String,
             duplicate_rows: BigInt, widened_columns: String, profiled_fraction: Double,
-            $($extra)*
+            $($history)*
+            fingerprint: String, profile_run_id: String,
         )
     };
 }
@@ -139,6 +144,7 @@ pub const TABLES: TableDef = TableDef {
     columns: table_columns!(),
     partition_by: &[PARTITION_COLUMN],
     stats_columns: TABLE_STATS,
+    trimmed_by: None,
 };
 
 /// The columns of `columns`, then any given: `column_history` is `columns` with its time.
@@ -180,13 +186,14 @@ pub const COLUMNS: TableDef = TableDef {
     columns: column_columns!(),
     partition_by: &[PARTITION_COLUMN],
     stats_columns: COLUMN_STATS,
+    trimmed_by: None,
 };
 
 /// Every run's table profiles, appended and never replaced (V6): `tables` plus the time
 /// the run started. `maintain --history-days N` trims it.
 pub const TABLE_HISTORY: TableDef = TableDef {
     name: "table_history",
-    columns: table_columns!(profiled_at: Timestamp),
+    columns: table_columns!(profiled_at: Timestamp,),
     partition_by: &[PARTITION_COLUMN],
     stats_columns: &[
         "id",
@@ -200,6 +207,7 @@ pub const TABLE_HISTORY: TableDef = TableDef {
         "status",
         "profiled_at",
     ],
+    trimmed_by: Some("profiled_at"),
 };
 
 /// Every run's column profiles (V6): `columns` plus the time the run started.
@@ -220,6 +228,33 @@ pub const COLUMN_HISTORY: TableDef = TableDef {
         "distinct_count",
         "profiled_at",
     ],
+    trimmed_by: Some("profiled_at"),
+};
+
+/// What changed in a table since the previous recorded run of its `(workflow_id,
+/// source_id)` (V7; README "Profiles over time"): one row per change, appended by the run
+/// that found it. `previous_value`/`current_value` hold types, names, counts and measures,
+/// never a profiled value of a column marked `pii`.
+pub const CHANGES: TableDef = TableDef {
+    name: "changes",
+    columns: cols!(
+        id: BigInt, workflow_id: String, source_id: String, run_id: String,
+        previous_run_id: String, table_name: String, column_name: String, change: String,
+        severity: String, measure: Double, threshold: Double, previous_value: String,
+        current_value: String, detail: String, detected_at: Timestamp,
+    ),
+    partition_by: &[PARTITION_COLUMN],
+    stats_columns: &[
+        "id",
+        "source_id",
+        "run_id",
+        "table_name",
+        "column_name",
+        "change",
+        "severity",
+        "detected_at",
+    ],
+    trimmed_by: Some("detected_at"),
 };
 
 /// v2.0 `executor_runs`.
@@ -241,6 +276,7 @@ pub const EXECUTOR_RUNS: TableDef = TableDef {
         "started_at",
         "finished_at",
     ],
+    trimmed_by: None,
 };
 
 /// Versioned notebooks per workflow (migration V3).
@@ -257,6 +293,7 @@ pub const NOTEBOOK_SOURCE: TableDef = TableDef {
         "cell_count",
         "created_at",
     ],
+    trimmed_by: None,
 };
 
 /// Cell <-> operator mappings per (workflow version, notebook version) (migration V3).
@@ -273,6 +310,7 @@ pub const NOTEBOOK_MAPPING: TableDef = TableDef {
         "status",
         "created_at",
     ],
+    trimmed_by: None,
 };
 
 /// The migration history: one row per run of a migration (not made by a migration itself).
@@ -291,6 +329,7 @@ pub const SCHEMA_HISTORY: TableDef = TableDef {
         "execution_ms",
         "steps_done",
     ],
+    trimmed_by: None,
 };
 
 /// The four `_executor_metadata` tables a job writes.
@@ -299,11 +338,12 @@ pub const JOB_TABLES: [&TableDef; 4] = [&SOURCES, &TABLES, &COLUMNS, &EXECUTOR_R
 /// The notebook store's tables.
 pub const NOTEBOOK_TABLES: [&TableDef; 2] = [&NOTEBOOK_SOURCE, &NOTEBOOK_MAPPING];
 
-/// The profile history a job appends to (V6).
-pub const HISTORY_TABLES: [&TableDef; 2] = [&TABLE_HISTORY, &COLUMN_HISTORY];
+/// What a job appends to and never replaces: the profile history (V6) and the changes
+/// (V7). `maintain --history-days` trims them.
+pub const HISTORY_TABLES: [&TableDef; 3] = [&TABLE_HISTORY, &COLUMN_HISTORY, &CHANGES];
 
 /// The tables made by migrations, in registration order (`_schema_history` is not).
-pub const MIGRATED_TABLES: [&TableDef; 8] = [
+pub const MIGRATED_TABLES: [&TableDef; 9] = [
     &SOURCES,
     &TABLES,
     &COLUMNS,
@@ -312,10 +352,11 @@ pub const MIGRATED_TABLES: [&TableDef; 8] = [
     &NOTEBOOK_MAPPING,
     &TABLE_HISTORY,
     &COLUMN_HISTORY,
+    &CHANGES,
 ];
 
 /// Every table, in registration order.
-pub const ALL_TABLES: [&TableDef; 9] = [
+pub const ALL_TABLES: [&TableDef; 10] = [
     &SOURCES,
     &TABLES,
     &COLUMNS,
@@ -324,6 +365,7 @@ pub const ALL_TABLES: [&TableDef; 9] = [
     &NOTEBOOK_MAPPING,
     &TABLE_HISTORY,
     &COLUMN_HISTORY,
+    &CHANGES,
     &SCHEMA_HISTORY,
 ];
 
@@ -435,12 +477,24 @@ mod tests {
         for def in JOB_TABLES.iter().chain(&HISTORY_TABLES) {
             assert!(def.columns.iter().any(|c| c.name == "run_id"));
         }
+        for def in ALL_TABLES {
+            let trimmable = HISTORY_TABLES.iter().any(|h| h.name == def.name);
+            assert_eq!(def.trimmed_by.is_some(), trimmable, "{}", def.name);
+            if let Some(t) = def.trimmed_by {
+                assert!(
+                    def.columns
+                        .iter()
+                        .any(|c| c.name == t && c.ty == SqlType::Timestamp)
+                );
+            }
+        }
         // A history table is its current table plus the time.
         for (history, current) in [(&TABLE_HISTORY, &TABLES), (&COLUMN_HISTORY, &COLUMNS)] {
             let names = |d: &TableDef| d.columns.iter().map(|c| (c.name, c.ty)).collect::<Vec<_>>();
-            let mut want = names(current);
-            want.push(("profiled_at", SqlType::Timestamp));
-            assert_eq!(names(history), want, "{}", history.name);
+            let mut got = names(history);
+            got.retain(|c| *c != ("profiled_at", SqlType::Timestamp));
+            assert_eq!(got, names(current), "{}", history.name);
+            assert_eq!(history.columns.len(), current.columns.len() + 1);
         }
     }
 }

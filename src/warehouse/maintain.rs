@@ -68,7 +68,7 @@ impl Warehouse {
         m.existed = true;
         m.version_before = table.version();
         if let Some(days) = opts.history_days
-            && super::HISTORY_TABLES.iter().any(|h| h.name == def.name)
+            && let Some(time_column) = def.trimmed_by
         {
             // Trimmed first, so that the compaction after it rewrites what is left.
             let cutoff = chrono::Utc::now() - chrono::Duration::days(days as i64);
@@ -80,7 +80,7 @@ impl Warehouse {
                     Some(cutoff.timestamp_micros()),
                     Some("UTC".into()),
                 );
-                let older = col("profiled_at").lt(lit(at));
+                let older = col(time_column).lt(lit(at));
                 table = self
                     .retrying_conflicts(def, "trim", table, |t| {
                         let older = older.clone();

@@ -922,3 +922,90 @@ async fn bench_small_tables_at_20ms() {
         total as f64 / n as f64
     );
 }
+
+/// `ci/bench.sh`'s re-run case (not a timed test: it prints, the bench compares):
+/// BENCH_RERUN_TABLES tables (default 200) of BENCH_RERUN_ROWS rows (default 20,000) on
+/// Azurite, source and warehouse both behind a proxy holding each request 20 ms. A first
+/// run, then the same lake unchanged: both times and the second run's source requests.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a benchmark: ci/bench.sh runs it"]
+async fn bench_rerun_unchanged_at_20ms() {
+    let Some(blob) = azurite() else { return };
+    let env = |k: &str, d: usize| -> usize {
+        std::env::var(k)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(d)
+    };
+    let (n, rows) = (
+        env("BENCH_RERUN_TABLES", 200),
+        env("BENCH_RERUN_ROWS", 20_000),
+    );
+    let run = uuid::Uuid::new_v4().simple().to_string();
+    let root = format!("{blob}/lake/{run}");
+    let tables: Vec<(String, Vec<u8>)> = (0..n)
+        .map(|t| {
+            let mut csv = String::from("id,customer,amount,region,day\n");
+            for i in 0..rows {
+                let region = ["north", "south", "east", "west"][(i + t) % 4];
+                csv.push_str(&format!(
+                    "{i},c{},{}.{:02},{region},2026-11-{:02}\n",
+                    (i * 7 + t) % 5000,
+                    (i * 13 + t) % 1000,
+                    i % 100,
+                    i % 28 + 1
+                ));
+            }
+            (format!("table_{t:03}/part-0.csv"), csv.into_bytes())
+        })
+        .collect();
+    for chunk in tables.chunks(16) {
+        let puts = chunk.iter().map(|(n, b)| {
+            let root = &root;
+            async move { put_files(root, &[(n.as_str(), b.as_slice())]).await }
+        });
+        futures::future::join_all(puts).await;
+    }
+    let proxy = crate::common::proxy::FaultProxy::start(upstream_of(&blob)).await;
+    proxy.set_delay(std::time::Duration::from_millis(20));
+    let via = format!("http://127.0.0.1:{}/{AZURITE_ACCOUNT}", proxy.port);
+    let (source, wh) = (
+        format!("{via}/lake/{run}"),
+        format!("{via}/warehouse/{run}"),
+    );
+    let extract = |source: String, wh: String| async move {
+        let started = std::time::Instant::now();
+        let out = tokio::task::spawn_blocking(move || {
+            bin()
+                .args([
+                    "extract",
+                    &source,
+                    "--workflow-id",
+                    "wf_rerun",
+                    "--source-id",
+                    "s1",
+                ])
+                .args(["--warehouse", &wh, "--output", "json", "--no-progress"])
+                .output()
+                .unwrap()
+        })
+        .await
+        .unwrap();
+        let took = started.elapsed().as_secs_f64();
+        (ok(out), took)
+    };
+    let (first, t1) = extract(source.clone(), wh.clone()).await;
+    let (second, t2) = extract(source, wh).await;
+    let (s1, s2) = (&first["sources"][0], &second["sources"][0]);
+    assert_eq!(s1["tables_found"].as_u64(), Some(n as u64));
+    assert_eq!(s2["tables_carried"].as_u64(), Some(n as u64), "{s2}");
+    let q = &s2["requests"];
+    println!(
+        "BENCH re-run of an unchanged lake: {n} tables x {rows} rows at 20 ms/request: first {t1:.2} s, second {t2:.2} s ({:.1}x faster); second run's source requests: list {}, get {}, head {}; warehouse requests {}",
+        t1 / t2,
+        q["list"],
+        q["get"],
+        q["head"],
+        second["warehouse_requests"]
+    );
+}

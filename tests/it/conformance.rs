@@ -118,6 +118,17 @@ async fn conformance(source_root: String, warehouse: String) {
     )
     .await;
     assert_eq!(r2.status, RunStatus::Succeeded);
+    // Nothing changed: every table's profile is carried, and no data file is read (the
+    // store is only listed).
+    let s2 = &r2.sources[0];
+    assert_eq!(s2.tables_carried, 5, "{s2:#?}");
+    assert!(
+        s2.tables
+            .iter()
+            .all(|t| t.carried_from.as_deref() == Some(r.run_id.as_str()))
+    );
+    assert!(s2.changes.is_empty(), "{:?}", s2.changes);
+    assert_eq!(s2.requests.get, 0, "{:?}", s2.requests);
     let ctx = w.clone();
     let rows = ctx
         .select(
@@ -162,6 +173,93 @@ async fn conformance(source_root: String, warehouse: String) {
             def.name
         );
     }
+    // The carried rows are the first run's profile under the second run's id.
+    let carried = ctx
+        .select("SELECT DISTINCT run_id, profile_run_id FROM tables WHERE workflow_id = 'wf_conf'")
+        .await
+        .unwrap();
+    assert_eq!(carried.len(), 1);
+    assert_eq!(carried[0]["run_id"], r2.run_id.as_str());
+    assert_eq!(carried[0]["profile_run_id"], r.run_id.as_str());
+    let same = ctx
+        .select(
+            "SELECT count(*) AS n FROM column_history a JOIN column_history b              ON a.table_name = b.table_name AND a.column_name = b.column_name              AND a.data_type = b.data_type AND a.null_count = b.null_count              AND a.distinct_count = b.distinct_count AND (a.quantiles IS NOT DISTINCT FROM b.quantiles)              AND (a.top_values IS NOT DISTINCT FROM b.top_values)              WHERE a.run_id <> b.run_id AND a.workflow_id = 'wf_conf' AND b.workflow_id = 'wf_conf'              AND a.run_id = (SELECT run_id FROM executor_runs WHERE workflow_id = 'wf_conf' ORDER BY started_at LIMIT 1)",
+        )
+        .await
+        .unwrap();
+    let cols = ctx
+        .select("SELECT count(*) AS n FROM columns WHERE workflow_id = 'wf_conf'")
+        .await
+        .unwrap();
+    assert_eq!(same[0]["n"], cols[0]["n"]);
+
+    // One table changes (a column gone, the other's nulls up); one is removed: only the
+    // changed table is read again, and the changes are recorded.
+    let loc = location::parse(&source_root).unwrap();
+    let orders = loc.prefix.clone().join("orders");
+    loc.store
+        .put(
+            &orders.clone().join("part-00001.csv"),
+            PutPayload::from(b"order_id\n3\n4\n5\n".to_vec()),
+        )
+        .await
+        .unwrap();
+    loc.store
+        .delete(&loc.prefix.clone().join("frames").join("part-0.arrow"))
+        .await
+        .unwrap();
+    let r3 = run_job_at(
+        std::slice::from_ref(&source_root),
+        "wf_conf",
+        Some("s1"),
+        Some(&warehouse),
+    )
+    .await;
+    assert_eq!(r3.status, RunStatus::Succeeded, "{r3:#?}");
+    let s3 = &r3.sources[0];
+    assert_eq!(s3.tables_carried, 3, "{s3:#?}");
+    let profiled: Vec<&str> = s3
+        .tables
+        .iter()
+        .filter(|t| t.carried_from.is_none())
+        .map(|t| t.table_name.as_str())
+        .collect();
+    assert_eq!(profiled, ["orders"]);
+    let got: Vec<(&str, Option<&str>, &str, &str)> = s3
+        .changes
+        .iter()
+        .map(|c| {
+            (
+                c.table_name.as_str(),
+                c.column_name.as_deref(),
+                c.change.as_str(),
+                c.severity.as_str(),
+            )
+        })
+        .collect();
+    assert!(
+        got.contains(&("frames", None, "table_removed", "breaking")),
+        "{got:?}"
+    );
+    assert!(
+        got.contains(&("orders", Some("amount"), "null_fraction", "warning")),
+        "{got:?}"
+    );
+    assert!(
+        got.contains(&("orders", None, "row_count", "warning")),
+        "{got:?}"
+    );
+    assert_eq!(r3.changes.breaking, 1);
+    let listed = query::workflow_changes(&ctx, "hive_metastore", "wf_conf", Some("s1"), None)
+        .await
+        .unwrap();
+    let listed = nuvyn_executor::warehouse::to_json_rows(&listed).unwrap();
+    assert_eq!(listed.len(), s3.changes.len(), "{listed:?}");
+    assert!(
+        listed.iter().all(
+            |c| c["run_id"] == r3.run_id.as_str() && c["previous_run_id"] == r2.run_id.as_str()
+        )
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

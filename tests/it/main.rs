@@ -4,6 +4,7 @@
 mod common;
 
 mod azure;
+mod changes;
 mod cli;
 mod conformance;
 mod databricks;

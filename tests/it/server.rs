@@ -132,6 +132,7 @@ async fn endpoints_and_their_errors() {
         ("DELETE", "/jobs/x"),
         ("GET", "/openapi.json"),
         ("GET", "/workflows/w/metadata"),
+        ("GET", "/workflows/w/changes"),
         ("GET", "/workflows/w/notebooks"),
         ("POST", "/workflows/w/mappings/check"),
         ("GET", "/nope"),
@@ -321,6 +322,30 @@ async fn endpoints_and_their_errors() {
     )
     .await;
     assert_eq!(s, StatusCode::BAD_REQUEST);
+    // A first run has nothing to compare with: no changes; a bad time is named.
+    let (s, v, _) = call(
+        &router,
+        "GET",
+        "/workflows/api_wf/changes?source_id=api_src&since=2020-01-01",
+        None,
+        Some(KEY),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["changes"], serde_json::json!([]));
+    let (s, v, _) = call(
+        &router,
+        "GET",
+        "/workflows/api_wf/changes?since=yesterday",
+        None,
+        Some(KEY),
+    )
+    .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    assert!(
+        v["message"].as_str().unwrap_or_default().contains("since"),
+        "{v}"
+    );
 
     // Unknown job, finished job cannot be cancelled, unknown endpoint.
     let (s, v, _) = call(&router, "GET", "/jobs/job_nope", None, Some(KEY)).await;
