@@ -3,6 +3,8 @@
 
 use std::io::Write;
 
+use crate::profile::drift::ChangeKind;
+
 use anyhow::Context;
 
 use crate::cli::{Config, ResultFormat, Settings, Task};
@@ -250,12 +252,10 @@ fn print_report(report: &JobReport, format: ResultFormat) -> anyhow::Result<()> 
                     writeln!(out, "  skipped {}: {}", k.path, k.reason)?;
                 }
                 for ch in &s.changes {
-                    let what = if ch.column_name.is_some()
-                        || ch.column_name.is_none() && ch.detail.starts_with("rows")
-                    {
-                        format!("{}: {}", ch.table_name, ch.detail)
-                    } else {
-                        ch.detail.clone()
+                    // A table's own addition or removal names it already.
+                    let what = match ch.change {
+                        ChangeKind::TableAdded | ChangeKind::TableRemoved => ch.detail.clone(),
+                        _ => format!("{}: {}", ch.table_name, ch.detail),
                     };
                     writeln!(
                         out,

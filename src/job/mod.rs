@@ -254,6 +254,7 @@ async fn run_source(
     spec: &crate::job::payload::SourceSpec,
     opts: &JobOptions,
     previous: Option<&std::collections::BTreeMap<String, previous::PreviousTable>>,
+    latest_run: Option<&str>,
     pb: &indicatif::ProgressBar,
 ) -> SourceReport {
     let mut report = SourceReport {
@@ -423,7 +424,7 @@ async fn run_source(
     tables.extend(carried);
     tables.sort_by(|a, b| a.table_name.cmp(&b.table_name));
     if let Some(prev) = previous.filter(|p| !p.is_empty()) {
-        report.changes = changes_since(prev, &tables, &found_names, opts.spec.shard);
+        report.changes = changes_since(prev, &tables, &found_names, opts.spec.shard, latest_run);
     }
     report.tables_failed = tables
         .iter()
@@ -464,12 +465,9 @@ fn changes_since(
     tables: &[TableProfile],
     found: &[String],
     shard: Option<crate::job::payload::Shard>,
+    latest_run: Option<&str>,
 ) -> Vec<Change> {
-    let latest_run = prev
-        .values()
-        .map(|p| p.run_id.as_str())
-        .max()
-        .map(str::to_string);
+    let latest_run = latest_run.map(str::to_string);
     let mut out = Vec::new();
     for t in tables {
         if t.status != TableStatus::Ok || t.carried_from.is_some() {
@@ -592,7 +590,8 @@ pub async fn run(opts: JobOptions) -> JobReport {
             let opts = &opts;
             let pb = &pb;
             let prev = previous.of_source(&s.source_id);
-            async move { (i, run_source(s, opts, prev, pb).await) }
+            let latest = previous.latest_run(&s.source_id);
+            async move { (i, run_source(s, opts, prev, latest, pb).await) }
         }))
         .buffer_unordered(opts.source_concurrency.max(1))
         .collect()

@@ -26,6 +26,8 @@ pub struct PreviousTable {
 #[derive(Debug, Default)]
 pub struct Previous {
     by_source: HashMap<Option<String>, BTreeMap<String, PreviousTable>>,
+    /// Per `source_id`, the latest recorded run that left a table.
+    latest_run: HashMap<Option<String>, String>,
 }
 
 impl Previous {
@@ -34,6 +36,11 @@ impl Previous {
         source_id: &Option<String>,
     ) -> Option<&BTreeMap<String, PreviousTable>> {
         self.by_source.get(source_id)
+    }
+
+    /// The latest recorded run of `source_id`: what a new table is compared with.
+    pub fn latest_run(&self, source_id: &Option<String>) -> Option<&str> {
+        self.latest_run.get(source_id).map(String::as_str)
     }
 }
 
