@@ -397,7 +397,8 @@ pub struct DiscoveryArgs {
     /// Sources processed at once.
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=64))]
     pub source_concurrency: u16,
-    /// Tables profiled at once within a source.
+    /// Tables profiled at once within a source; small tables (up to 8 MB, read as one
+    /// partition) eight times as many.
     #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..=64))]
     pub table_concurrency: u16,
     /// Remote reads at once within a source (files sniffed while discovering, small files

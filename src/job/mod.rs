@@ -345,6 +345,7 @@ async fn run_source(
                     p.profile_run_id.clone(),
                 ));
                 carried_rows.insert(t.name.clone(), p.run_id.clone());
+                loc.done_with(&t.files);
                 false
             }
             _ => true,
@@ -370,6 +371,7 @@ async fn run_source(
     // ones are profiled (up to `io_concurrency` tables ahead): profiling waits on the CPU, not
     // on a round trip per table.
     let ahead = opts.io_concurrency.max(1);
+    let to_profile = found.tables.len();
     let prefetched = futures::stream::iter(found.tables.into_iter().map(|t| {
         let loc = loc.clone();
         async move {
@@ -380,9 +382,15 @@ async fn run_source(
         }
     }))
     .buffered(ahead);
-    let mut tables: Vec<TableProfile> = prefetched
+    // A small table waits on its reads and its set-up more than on the CPU, so several run
+    // for each slot; a big one reads with every core and holds a slot of its own.
+    let slots = opts.table_concurrency.max(1);
+    let big_tables = std::sync::Arc::new(tokio::sync::Semaphore::new(slots));
+    let mut tables: Vec<TableProfile> = Vec::with_capacity(to_profile + carried.len());
+    let mut profiled = prefetched
         .map(|t| {
         let (ctx, loc, limits) = (ctx.clone(), loc.clone(), opts.limits.clone());
+        let big_tables = big_tables.clone();
         let popts = profile::ProfileOptions {
             samples: opts.spec.samples,
             sample: opts.spec.sample,
@@ -395,10 +403,18 @@ async fn run_source(
                 pb.inc(1);
                 return profile::TableProfile::failed(&name, &root, "cancelled".to_string());
             }
+            let _slot = if profile::small_table(&t) {
+                None
+            } else {
+                big_tables.acquire_owned().await.ok()
+            };
             // Each table runs in its own task: a panic inside a reader library on a
             // malformed file fails that table, not the job.
-            let mut task =
-                tokio::spawn(async move { profile::profile_table(&ctx, &loc, &t, &limits, popts).await });
+            let mut task = tokio::spawn(async move {
+                let p = profile::profile_table(&ctx, &loc, &t, &limits, popts).await;
+                loc.done_with(&t.files);
+                p
+            });
             let p = tokio::select! {
                 p = &mut task => match p {
                     Ok(p) => p,
@@ -418,9 +434,13 @@ async fn run_source(
             p
         }
     })
-    .buffer_unordered(opts.table_concurrency.max(1))
-    .collect()
-    .await;
+    .buffer_unordered(slots * SMALL_TABLES_PER_SLOT);
+    // Collected into a vector of the right size: growing one by doubling held up to twice
+    // the profiles of a 20,000-table source at once.
+    while let Some(p) = profiled.next().await {
+        tables.push(p);
+    }
+    drop(profiled);
     tables.extend(carried);
     tables.sort_by(|a, b| a.table_name.cmp(&b.table_name));
     if let Some(prev) = previous.filter(|p| !p.is_empty()) {
@@ -516,6 +536,11 @@ async fn prefetch(loc: &Location, t: &discover::DiscoveredTable) {
         }
     }
 }
+
+/// Small tables ([`profile::small_table`]) profiled at once per `--table-concurrency` slot:
+/// a lake of 100,000 files in 20,000 tables took 21.2 s on 2 cores with 2 at once, 13.3 s
+/// with 8 and 11.4 s with 16.
+const SMALL_TABLES_PER_SLOT: usize = 8;
 
 /// Files fetched ahead: tiny ones, where a round trip costs more than the bytes, and only a
 /// table's first few (DataFusion reads many-file tables itself, concurrently). With 64

@@ -5,6 +5,7 @@
 use std::num::NonZeroUsize;
 use std::sync::Arc;
 
+use datafusion::execution::cache::cache_manager::CacheManagerConfig;
 use datafusion::execution::memory_pool::{GreedyMemoryPool, MemoryPool, TrackConsumersPool};
 use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
 
@@ -120,8 +121,15 @@ impl Limits {
             GreedyMemoryPool::new(memory_bytes),
             NonZeroUsize::new(3).expect("3 is not zero"),
         ));
+        // No listing or file-statistics caches: a job reads each file once, so they only grow
+        // (20 MB of statistics on a lake of 100,000 files), and the process's runtime outlives
+        // a job (the server): a cached folder listing would hide the next job's new files.
+        let caches = CacheManagerConfig::default()
+            .with_list_files_cache_limit(0)
+            .with_file_statistics_cache_limit(0);
         let runtime = RuntimeEnvBuilder::new()
             .with_memory_pool(pool.clone())
+            .with_cache_manager(caches)
             .build_arc()
             .expect("a runtime with a memory pool and default disk settings builds");
         Self {

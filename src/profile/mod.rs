@@ -21,7 +21,9 @@ use datafusion::datasource::file_format::parquet::ParquetFormat;
 use datafusion::datasource::listing::{
     ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
 };
+use datafusion::execution::SessionState;
 use datafusion::functions_aggregate::expr_fn::{approx_distinct, count, max, min};
+use datafusion::logical_expr::LogicalPlanBuilder;
 use datafusion::logical_expr::{
     ColumnarValue, Expr, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility, cast,
     ident,
@@ -416,19 +418,23 @@ impl ScalarUDFImpl for FloatBits {
 
 /// The expression whose approximate distinct count stands for the column's.
 fn distinct_expr(c: Expr, dt: &DataType) -> Option<Expr> {
-    match dt {
-        DataType::Float32 | DataType::Float64 => {
-            return Some(approx_distinct(FloatBits::udf().call(vec![c])));
-        }
-        DataType::Null => return None,
-        d if is_nested(value_type(d)) => return None,
-        _ => {}
+    let v = value_type(dt);
+    if matches!(v, DataType::Null | DataType::RunEndEncoded(..)) || is_nested(v) {
+        return None;
     }
-    match value_type(dt) {
-        // Dictionary-encoded and half floats: the text form is exact, if slower.
-        DataType::Float16 | DataType::Float32 | DataType::Float64 => {
-            Some(approx_distinct(cast(c, DataType::Utf8)))
+    // A dictionary-encoded column (a pandas category written to Parquet) is counted over
+    // its values: `approx_distinct` takes no dictionaries.
+    let c = if matches!(dt, DataType::Dictionary(..)) {
+        cast(c, v.clone())
+    } else {
+        c
+    };
+    match v {
+        DataType::Float32 | DataType::Float64 => {
+            Some(approx_distinct(FloatBits::udf().call(vec![c])))
         }
+        // Half floats: the text form is exact, if slower.
+        DataType::Float16 => Some(approx_distinct(cast(c, DataType::Utf8))),
         _ => Some(approx_distinct(c)),
     }
 }
@@ -489,13 +495,18 @@ fn file_format(t: &DiscoveredTable) -> Arc<dyn FileFormat> {
 /// A listing table over the discovered files; `file_schema` forces the schema (after a CSV
 /// type contradiction), otherwise it is inferred.
 async fn listing_table(
-    ctx: &SessionContext,
+    state: &SessionState,
     loc: &Location,
     t: &DiscoveredTable,
     file_schema: Option<SchemaRef>,
 ) -> Result<(Arc<ListingTable>, Vec<String>), ProfileError> {
+    // A folder is handed over only for its partition values: DataFusion lists a folder again
+    // (a stat per file on local disk, for every table), while the discovered files' sizes
+    // are known and the store answers their HEADs from the listing.
     let (urls, ext) = match &t.layout {
-        Layout::Folder { suffix } => (vec![loc.dir_url_of(&t.root)], suffix.clone()),
+        Layout::Folder { suffix } if !t.partition_cols.is_empty() => {
+            (vec![loc.dir_url_of(&t.root)], suffix.clone())
+        }
         _ => (
             t.files.iter().map(|f| loc.url_of(&f.location)).collect(),
             String::new(),
@@ -531,21 +542,34 @@ async fn listing_table(
         other => other,
     };
     let mut mixed = Vec::new();
-    let config = match file_schema {
-        Some(s) => config.with_schema(s),
-        None => match config.clone().infer_schema(&ctx.state()).await {
-            Ok(c) => c,
-            // Part files of one table often disagree on an inferred type (`30` in one CSV,
-            // `10.5` in the next): infer each file alone and widen instead of failing.
-            Err(e) if e.to_string().contains("Fail to merge schema") && t.files.len() > 1 => {
-                let (merged, differ) = widen_file_schemas(ctx, loc, t, &opts).await?;
+    // Inferred from every discovered file (DataFusion's own inference lists the folder again,
+    // and of several paths reads only the first); empty files say nothing of a schema.
+    let inferred = match file_schema {
+        Some(s) => Ok(s),
+        None => {
+            let store = state
+                .runtime_env()
+                .object_store(&urls[0])
+                .map_err(ProfileError::read)?;
+            let files: Vec<object_store::ObjectMeta> =
+                t.files.iter().filter(|f| f.size > 0).cloned().collect();
+            opts.format.infer_schema(state, &store, &files).await
+        }
+    };
+    let config = match inferred {
+        Ok(s) => config.with_schema(s),
+        // Part files of one table often disagree on an inferred type (`30` in one CSV,
+        // `10.5` in the next): infer each file alone and widen instead of failing.
+        Err(e) => match e {
+            e if e.to_string().contains("Fail to merge schema") && t.files.len() > 1 => {
+                let (merged, differ) = widen_file_schemas(state, loc, t, &opts).await?;
                 tracing::info!(table = %t.name, columns = ?differ, "part files disagree on column types; widened");
                 mixed = differ;
                 ListingTableConfig::new_with_multi_paths(urls)
                     .with_listing_options(opts)
                     .with_schema(merged)
             }
-            Err(e) => return Err(ProfileError::read(e)),
+            e => return Err(ProfileError::read(e)),
         },
     };
     Ok((
@@ -620,7 +644,7 @@ fn widen(a: &DataType, b: &DataType) -> DataType {
 /// Infers every file's schema alone and merges them by name, in first-seen order, widening
 /// types that disagree; with the names of the columns whose types disagreed.
 async fn widen_file_schemas(
-    ctx: &SessionContext,
+    state: &SessionState,
     loc: &Location,
     t: &DiscoveredTable,
     opts: &ListingOptions,
@@ -630,7 +654,7 @@ async fn widen_file_schemas(
     for f in &t.files {
         let url = ListingTableUrl::parse(loc.url_of(&f.location)).map_err(ProfileError::read)?;
         let single = ListingOptions::new(opts.format.clone()).with_file_extension("");
-        let schema = single.infer_schema(&ctx.state(), &url).await.map_err(|e| {
+        let schema = single.infer_schema(state, &url).await.map_err(|e| {
             ProfileError::Read(format!(
                 "{}: {}",
                 loc.display_of(&f.location),
@@ -748,14 +772,18 @@ impl ScalarUDFImpl for RowHash {
     }
 }
 
-/// One aggregate pass over the whole table: counts, distinct counts, min/max and each
-/// column's sketch, and the distinct count of row hashes.
-async fn aggregate_pass(
-    ctx: &SessionContext,
-    provider: Arc<dyn TableProvider>,
-) -> datafusion::error::Result<Stats> {
-    let schema = provider.schema();
-    let df = ctx.read_table(provider)?;
+/// How the aggregate pass is planned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Route {
+    /// DataFusion plans the query: parallel partial aggregates over split scans (big tables).
+    Planned,
+    /// The aggregate is built directly over the table's scan, with the same functions and
+    /// coercions: on a small table planning a query costs more than reading it.
+    Direct,
+}
+
+/// The aggregates of one pass (aliased aggregate function calls) over `schema`.
+fn pass_aggregates(schema: &Schema) -> Vec<Expr> {
     let mut aggs = vec![count(datafusion::logical_expr::lit(1)).alias("__rows")];
     let profile = sketch::ProfileAggregate::udaf();
     for (i, f) in schema.fields().iter().enumerate() {
@@ -781,13 +809,114 @@ async fn aggregate_pass(
         let cols = schema.fields().iter().map(|f| ident(f.name())).collect();
         aggs.push(approx_distinct(RowHash::udf().call(cols)).alias("__distinct_rows"));
     }
-    let batches = df.aggregate(vec![], aggs)?.collect().await?;
-    let batch = batches
+    aggs
+}
+
+/// The pass's one-row result, by either route.
+async fn aggregate_row(
+    state: &SessionState,
+    provider: Arc<dyn TableProvider>,
+    route: Route,
+) -> datafusion::error::Result<datafusion::arrow::array::RecordBatch> {
+    let aggs = pass_aggregates(&provider.schema());
+    let plan = match route {
+        Route::Planned => {
+            let plan = LogicalPlanBuilder::scan(
+                "t",
+                datafusion::datasource::provider_as_source(provider),
+                None,
+            )?
+            .aggregate(Vec::<Expr>::new(), aggs)?
+            .build()?;
+            state.create_physical_plan(&plan).await?
+        }
+        Route::Direct => direct_aggregate(state, provider, aggs).await?,
+    };
+    let batches = datafusion::physical_plan::collect(plan, state.task_ctx()).await?;
+    batches
         .into_iter()
         .find(|b| b.num_rows() > 0)
         .ok_or_else(|| {
             datafusion::error::DataFusionError::Internal("aggregate returned no row".into())
-        })?;
+        })
+}
+
+/// One aggregate over the table's scan as a physical plan, without logical planning: each
+/// aliased call's arguments become physical expressions (with the session's coercions) and
+/// are cast to the types the function's signature coerces them to, as the analyzer would.
+async fn direct_aggregate(
+    state: &SessionState,
+    provider: Arc<dyn TableProvider>,
+    aggs: Vec<Expr>,
+) -> datafusion::error::Result<Arc<dyn datafusion::physical_plan::ExecutionPlan>> {
+    use datafusion::common::{DFSchema, plan_err};
+    use datafusion::logical_expr::expr::{AggregateFunction, Alias};
+    use datafusion::logical_expr::type_coercion::functions::fields_with_udf;
+    use datafusion::physical_expr::aggregate::AggregateExprBuilder;
+    use datafusion::physical_plan::ExecutionPlanProperties;
+    use datafusion::physical_plan::aggregates::{AggregateExec, AggregateMode, PhysicalGroupBy};
+    use datafusion::physical_plan::coalesce_partitions::CoalescePartitionsExec;
+
+    let mut input = provider.scan(state, None, &[], None).await?;
+    if input.output_partitioning().partition_count() > 1 {
+        input = Arc::new(CoalescePartitionsExec::new(input));
+    }
+    let schema = input.schema();
+    let df_schema = DFSchema::try_from(schema.as_ref().clone())?;
+    let mut built = Vec::with_capacity(aggs.len());
+    for e in aggs {
+        let Expr::Alias(Alias { expr, name, .. }) = e else {
+            return plan_err!("an aggregate of the pass has no name: {e}");
+        };
+        let Expr::AggregateFunction(AggregateFunction { func, params }) = *expr else {
+            return plan_err!("{name} is not an aggregate call");
+        };
+        let mut args = params
+            .args
+            .iter()
+            .map(|a| state.create_physical_expr(a.clone(), &df_schema))
+            .collect::<datafusion::error::Result<Vec<_>>>()?;
+        let fields = args
+            .iter()
+            .map(|a| a.return_field(&schema))
+            .collect::<datafusion::error::Result<Vec<_>>>()?;
+        let coerced = fields_with_udf(&fields, func.as_ref())?;
+        for (a, (from, to)) in args.iter_mut().zip(fields.iter().zip(&coerced)) {
+            if from.data_type() != to.data_type() {
+                *a = datafusion::physical_expr::expressions::cast(
+                    a.clone(),
+                    &schema,
+                    to.data_type().clone(),
+                )?;
+            }
+        }
+        built.push(Arc::new(
+            AggregateExprBuilder::new(func, args)
+                .schema(schema.clone())
+                .alias(name)
+                .build()?,
+        ));
+    }
+    let filters = vec![None; built.len()];
+    Ok(Arc::new(AggregateExec::try_new(
+        AggregateMode::Single,
+        PhysicalGroupBy::default(),
+        built,
+        filters,
+        input,
+        schema,
+    )?))
+}
+
+/// One aggregate pass over the whole table: counts, distinct counts, min/max and each
+/// column's sketch, and the distinct count of row hashes.
+async fn aggregate_pass(
+    state: &SessionState,
+    provider: Arc<dyn TableProvider>,
+    route: Route,
+) -> datafusion::error::Result<Stats> {
+    let schema = provider.schema();
+    let batch = aggregate_row(state, provider, route).await?;
     let int_at = |name: &str| -> Option<i64> {
         let col = batch.column_by_name(name)?;
         let casted = datafusion::arrow::compute::cast(col, &DataType::Int64).ok()?;
@@ -967,7 +1096,7 @@ struct Source {
 }
 
 async fn delta_source(
-    ctx: &SessionContext,
+    state: &SessionState,
     loc: &Location,
     t: &DiscoveredTable,
 ) -> Result<Source, ProfileError> {
@@ -979,7 +1108,7 @@ async fn delta_source(
         .await
         .map_err(ProfileError::read)?;
     table
-        .update_datafusion_session(&ctx.state())
+        .update_datafusion_session(state)
         .map_err(ProfileError::read)?;
     let snapshot = table.snapshot().map_err(ProfileError::read)?;
     // With deletion vectors the file statistics over-count; count rows by scanning then.
@@ -1122,7 +1251,18 @@ async fn profile_into(
         None => None,
     };
     let share = cut.as_ref().map_or(1.0, |(_, s)| *s);
-    let partitions = ctx.state().config().target_partitions();
+    // One copy of the session per table: each `ctx.state()` copies every registry.
+    let mut state = ctx.state();
+    let partitions = state.config().target_partitions();
+    // A small table is read as one partition: splitting a few kilobytes across the cores
+    // costs more in tasks and merges than it saves, and its neighbours keep the cores busy.
+    let route = if small_table(t) && cut.is_none() {
+        state.config_mut().options_mut().execution.target_partitions = 1;
+        Route::Direct
+    } else {
+        Route::Planned
+    };
+    let state = &state;
     let sampled = |provider: Arc<dyn TableProvider>| -> Arc<dyn TableProvider> {
         match &cut {
             Some((c, _)) => Arc::new(sample::Sampled {
@@ -1134,10 +1274,10 @@ async fn profile_into(
         }
     };
     let mut source = match t.format {
-        Format::Delta => delta_source(ctx, loc, t).await?,
+        Format::Delta => delta_source(state, loc, t).await?,
         _ => Source {
             provider: {
-                let (table, mixed) = listing_table(ctx, loc, t, None).await?;
+                let (table, mixed) = listing_table(state, loc, t, None).await?;
                 p.mixed_columns = mixed;
                 table
             },
@@ -1158,7 +1298,7 @@ async fn profile_into(
     // column into STRING and the pass runs again.
     let n_part = t.partition_cols.len();
     let stats = loop {
-        match aggregate_pass(ctx, source.provider.clone()).await {
+        match aggregate_pass(state, source.provider.clone(), route).await {
             Ok(s) => break s,
             Err(e) => {
                 let msg = e.to_string();
@@ -1190,7 +1330,7 @@ async fn profile_into(
                             })
                             .collect();
                         source.provider = sampled(
-                            listing_table(ctx, loc, t, Some(Arc::new(Schema::new(fields))))
+                            listing_table(state, loc, t, Some(Arc::new(Schema::new(fields))))
                                 .await?
                                 .0,
                         );
@@ -1306,6 +1446,14 @@ async fn profile_into(
     Ok(())
 }
 
+/// Tables up to this many bytes (not Delta: its log decides what is read) are small.
+pub const SMALL_TABLE_BYTES: u64 = crate::storage::small_objects::SMALL_OBJECT_BYTES;
+
+/// Whether a table is small enough to be read as one partition.
+pub fn small_table(t: &DiscoveredTable) -> bool {
+    t.format != Format::Delta && t.size_bytes <= SMALL_TABLE_BYTES
+}
+
 /// What of the profiled values themselves a job keeps ([`SampleMode`]).
 fn apply_sample_mode(columns: &mut [ColumnProfile], mode: SampleMode) {
     for c in columns {
@@ -1355,7 +1503,16 @@ pub fn session_for(loc: &Location, limits: &Limits, tables: &[DiscoveredTable]) 
         .options_mut()
         .execution
         .enable_file_stream_work_stealing = false;
-    let ctx = SessionContext::new_with_config_rt(config, limits.runtime());
+    // No logical optimizer: every plan here is one aggregate over one whole scan, which the
+    // rules cannot improve, and on a lake of small tables optimising each plan cost more
+    // than reading the table. The analyzer (type coercion) and physical optimizer still run.
+    let state = datafusion::execution::SessionStateBuilder::new()
+        .with_config(config)
+        .with_runtime_env(limits.runtime())
+        .with_default_features()
+        .with_optimizer_rules(Vec::new())
+        .build();
+    let ctx = SessionContext::new_with_state(state);
     let store = LineLimitStore::new(
         loc.store.clone(),
         limits.max_record_bytes,
@@ -1442,5 +1599,148 @@ mod tests {
         let m = "Arrow error: Parser error: Error while parsing value 'x' as type 'Int64' for column 3 at line 1001. Row data: '[..]'";
         assert_eq!(csv_error_column(m), Some(3));
         assert_eq!(csv_error_column("other"), None);
+    }
+}
+
+#[cfg(test)]
+mod route_tests {
+    use super::*;
+    use datafusion::arrow::array::{
+        BooleanArray, Date32Array, Decimal128Array, DictionaryArray, Float32Array, Float64Array,
+        Int64Array, ListArray, NullArray, RecordBatch, StringArray, TimestampMicrosecondArray,
+    };
+    use datafusion::arrow::datatypes::{Int32Type, Int64Type, TimeUnit};
+    use datafusion::datasource::MemTable;
+
+    /// Rows `from..to` of a table with a column of every kind the pass treats apart.
+    fn batch(schema: &SchemaRef, from: i64, to: i64) -> RecordBatch {
+        let n = (to - from) as usize;
+        let ids: Vec<i64> = (from..to).collect();
+        let maybe = |i: i64| (i % 7 != 0).then_some(i);
+        let cols: Vec<ArrayRef> = vec![
+            Arc::new(Int64Array::from_iter(ids.iter().map(|&i| maybe(i)))),
+            Arc::new(Float64Array::from_iter(
+                ids.iter().map(|&i| maybe(i).map(|v| v as f64 / 3.0 - 20.0)),
+            )),
+            Arc::new(Float32Array::from_iter(
+                ids.iter().map(|&i| Some(i as f32 * 0.5)),
+            )),
+            Arc::new(StringArray::from_iter(ids.iter().map(|&i| {
+                maybe(i).map(|v| format!("name-{}@example.com", v % 13))
+            }))),
+            Arc::new(
+                ids.iter()
+                    .map(|&i| ["red", "green", "blue"][(i % 3) as usize])
+                    .collect::<DictionaryArray<Int32Type>>(),
+            ),
+            Arc::new(Date32Array::from_iter(
+                ids.iter().map(|&i| maybe(i).map(|v| 19000 + v as i32)),
+            )),
+            Arc::new(
+                TimestampMicrosecondArray::from_iter(
+                    ids.iter()
+                        .map(|&i| Some(1_700_000_000_000_000 + i * 1_000_000)),
+                )
+                .with_timezone("UTC"),
+            ),
+            Arc::new(BooleanArray::from_iter(
+                ids.iter().map(|&i| maybe(i).map(|v| v % 2 == 0)),
+            )),
+            Arc::new(
+                Decimal128Array::from_iter(ids.iter().map(|&i| Some(i as i128 * 101)))
+                    .with_precision_and_scale(12, 2)
+                    .unwrap(),
+            ),
+            Arc::new(ListArray::from_iter_primitive::<Int64Type, _, _>(
+                ids.iter().map(|&i| Some(vec![Some(i), None])),
+            )),
+            Arc::new(NullArray::new(n)),
+        ];
+        RecordBatch::try_new(schema.clone(), cols).unwrap()
+    }
+
+    /// The direct route builds the same aggregates as the planner (coercions included) and
+    /// gives the same row, over one partition or several.
+    #[tokio::test]
+    async fn direct_and_planned_routes_agree() {
+        let schema: SchemaRef = Arc::new(Schema::new(vec![
+            Field::new("id", DataType::Int64, true),
+            Field::new("score", DataType::Float64, true),
+            Field::new("half", DataType::Float32, true),
+            Field::new("email", DataType::Utf8, true),
+            Field::new(
+                "colour",
+                DataType::Dictionary(Box::new(DataType::Int32), Box::new(DataType::Utf8)),
+                true,
+            ),
+            Field::new("day", DataType::Date32, true),
+            Field::new(
+                "at",
+                DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+                true,
+            ),
+            Field::new("flag", DataType::Boolean, true),
+            Field::new("amount", DataType::Decimal128(12, 2), true),
+            Field::new_list("tags", Field::new("item", DataType::Int64, true), true),
+            Field::new("nothing", DataType::Null, true),
+        ]));
+        let limits = Limits::new(256 << 20, 1 << 20);
+        let loc = crate::storage::location::parse_with(
+            std::env::temp_dir().to_str().unwrap(),
+            &Default::default(),
+        )
+        .unwrap();
+        let ctx = session_for(&loc, &limits, &[]);
+        let state = ctx.state();
+        for partitions in [
+            vec![vec![batch(&schema, 0, 3000)]],
+            vec![
+                vec![batch(&schema, 0, 1000), batch(&schema, 1000, 1700)],
+                vec![batch(&schema, 1700, 3000)],
+            ],
+        ] {
+            let table: Arc<dyn TableProvider> =
+                Arc::new(MemTable::try_new(schema.clone(), partitions).unwrap());
+            let planned = aggregate_row(&state, table.clone(), Route::Planned)
+                .await
+                .unwrap();
+            let direct = aggregate_row(&state, table.clone(), Route::Direct)
+                .await
+                .unwrap();
+            assert_eq!(planned.schema(), direct.schema());
+            for (i, f) in planned.schema().fields().iter().enumerate() {
+                let (p, d) = (planned.column(i), direct.column(i));
+                if f.name().starts_with("sk") {
+                    // A sketch's bytes list its exact counts in hash order: compare what
+                    // it says. Its sample values are a random draw, which a merge of
+                    // partial sketches (the planned route) draws again: as many, each a
+                    // value of the column.
+                    use datafusion::arrow::array::AsArray;
+                    let say = |a: &ArrayRef| {
+                        let b = a.as_binary::<i32>();
+                        (!b.is_null(0)).then(|| {
+                            let mut s = sketch::Sketch::from_bytes(b.value(0))
+                                .unwrap()
+                                .summary(SAMPLE_VALUES);
+                            let drawn = std::mem::take(&mut s.sample_values);
+                            // Moments merged in another order differ in the last bits.
+                            let near = |v: Option<f64>| v.map(|x| format!("{x:.9e}"));
+                            let moments = (near(s.mean.take()), near(s.stddev.take()));
+                            (s, moments, drawn.len())
+                        })
+                    };
+                    assert_eq!(say(p), say(d), "{} differs between the routes", f.name());
+                } else {
+                    assert_eq!(p, d, "{} differs between the routes", f.name());
+                }
+            }
+            // And what the profile is made of agrees: counts, distinct counts, min/max.
+            let s = aggregate_pass(&state, table, Route::Direct).await.unwrap();
+            assert_eq!(s.rows, 3000);
+            assert_eq!(s.per_column[0].nulls, 429);
+            assert_eq!(s.per_column[4].min.as_deref(), Some("blue"));
+            assert!(s.per_column[9].min.is_none(), "no min of a list");
+            assert!(s.distinct_rows.is_none(), "a list column cannot be hashed");
+        }
     }
 }

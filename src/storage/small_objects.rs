@@ -37,7 +37,13 @@ pub struct SmallObjectStore {
     inner: Arc<dyn ObjectStore>,
     capacity: usize,
     kept: Arc<Mutex<Kept>>,
+    /// When `inner` is the local file system: the same store, to find a file's path.
+    local: Option<object_store::local::LocalFileSystem>,
 }
+
+/// A local file at most this big is read where it is asked for: a hand-off to a blocking
+/// thread and back (two per file in `LocalFileSystem`) costs more than the read itself.
+const INLINE_READ_BYTES: u64 = 64 * 1024;
 
 impl SmallObjectStore {
     pub fn new(inner: Arc<dyn ObjectStore>, capacity: usize) -> Self {
@@ -45,7 +51,33 @@ impl SmallObjectStore {
             inner,
             capacity,
             kept: Arc::default(),
+            local: None,
         }
+    }
+
+    /// `inner` is a `LocalFileSystem` rooted at `/` (as [`crate::storage::location`] makes
+    /// them): small files are then read without a blocking thread.
+    pub fn over_local_files(mut self) -> Self {
+        self.local = Some(object_store::local::LocalFileSystem::new());
+        self
+    }
+
+    /// A local file's bytes, read here.
+    fn read_local(local: &object_store::local::LocalFileSystem, location: &Path) -> Result<Bytes> {
+        let path = local.path_to_filesystem(location)?;
+        std::fs::read(&path).map(Bytes::from).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::NotFound {
+                object_store::Error::NotFound {
+                    path: location.to_string(),
+                    source: e.into(),
+                }
+            } else {
+                object_store::Error::Generic {
+                    store: "LocalFileSystem",
+                    source: e.into(),
+                }
+            }
+        })
     }
 
     fn meta(&self, location: &Path) -> Option<ObjectMeta> {
@@ -82,6 +114,23 @@ impl SmallObjectStore {
         k.bytes += body.len();
         k.order.push_back(location.clone());
         k.bodies.insert(location.clone(), body);
+    }
+
+    /// Drops what is kept of these objects (their profile is done): on a lake of 100,000
+    /// files the listing's metadata alone is tens of megabytes.
+    pub fn forget<'a>(&self, locations: impl IntoIterator<Item = &'a Path>) {
+        let mut k = self.kept.lock().unwrap_or_else(|e| e.into_inner());
+        for l in locations {
+            k.metas.remove(l);
+            if let Some(b) = k.bodies.remove(l) {
+                k.bytes -= b.len();
+            }
+        }
+        // `order` may still name forgotten objects; eviction skips what is no longer kept.
+        if k.order.len() > 2 * k.bodies.len() + 1024 {
+            let Kept { order, bodies, .. } = &mut *k;
+            order.retain(|p| bodies.contains_key(p));
+        }
     }
 
     fn remember(kept: &Mutex<Kept>, m: &ObjectMeta) {
@@ -176,10 +225,18 @@ impl ObjectStore for SmallObjectStore {
         let body = match self.body(location) {
             Some(b) => b,
             None => {
-                let whole = self.inner.get_opts(location, GetOptions::default()).await?;
-                let meta = whole.meta.clone();
-                let b = whole.bytes().await?;
-                Self::remember(&self.kept, &meta);
+                let inline = self
+                    .local
+                    .as_ref()
+                    .filter(|_| meta.size <= INLINE_READ_BYTES);
+                let b = match inline {
+                    Some(local) => Self::read_local(local, location)?,
+                    None => {
+                        let whole = self.inner.get_opts(location, GetOptions::default()).await?;
+                        Self::remember(&self.kept, &whole.meta);
+                        whole.bytes().await?
+                    }
+                };
                 self.keep(location, b.clone());
                 b
             }
