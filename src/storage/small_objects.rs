@@ -374,4 +374,48 @@ mod tests {
         assert_eq!((k.bytes, k.bodies.len()), (300, 3));
         assert!(k.bodies.contains_key(&Path::from("f9")));
     }
+
+    #[tokio::test]
+    async fn a_forgotten_object_is_read_from_the_store_again() {
+        let counting = Arc::new(CountingStore::new(Arc::new(InMemory::new()), false));
+        let stats = counting.stats();
+        let a = Path::from("a.csv");
+        counting
+            .put(&a, PutPayload::from(vec![b'x'; 100]))
+            .await
+            .unwrap();
+        let s = SmallObjectStore::new(counting.clone(), 1 << 20);
+        let _: Vec<ObjectMeta> = s.list(None).map(|m| m.unwrap()).collect().await;
+        s.get(&a).await.unwrap().bytes().await.unwrap();
+        let before = stats.snapshot();
+        s.forget([&a]);
+        assert_eq!(s.kept.lock().unwrap().bytes, 0);
+        // Neither the size nor the bytes are answered here any more.
+        assert_eq!(s.head(&a).await.unwrap().size, 100);
+        assert_eq!(s.get(&a).await.unwrap().bytes().await.unwrap().len(), 100);
+        let after = stats.snapshot();
+        assert_eq!((after.head - before.head, after.get - before.get), (1, 1));
+    }
+
+    #[tokio::test]
+    async fn small_local_files_are_read_in_place_as_the_store_would() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("a.csv"), b"id\n1\n").unwrap();
+        let local: Arc<dyn ObjectStore> = Arc::new(object_store::local::LocalFileSystem::new());
+        let s = SmallObjectStore::new(local, 1 << 20).over_local_files();
+        let prefix = Path::from_absolute_path(dir.path()).unwrap();
+        let _: Vec<ObjectMeta> = s.list(Some(&prefix)).map(|m| m.unwrap()).collect().await;
+        let a = prefix.clone().join("a.csv");
+        assert_eq!(
+            &s.get(&a).await.unwrap().bytes().await.unwrap()[..],
+            b"id\n1\n"
+        );
+        assert_eq!(&s.get_range(&a, 3..4).await.unwrap()[..], b"1");
+        // Gone after the listing: the store's own error.
+        std::fs::write(dir.path().join("b.csv"), b"x").unwrap();
+        let _: Vec<ObjectMeta> = s.list(Some(&prefix)).map(|m| m.unwrap()).collect().await;
+        std::fs::remove_file(dir.path().join("b.csv")).unwrap();
+        let err = s.get(&prefix.clone().join("b.csv")).await.unwrap_err();
+        assert!(matches!(err, object_store::Error::NotFound { .. }), "{err}");
+    }
 }
