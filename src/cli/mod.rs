@@ -1121,10 +1121,7 @@ impl Cli {
                 },
             }),
             Some(Command::Query(a)) => {
-                payload::validate_id("--workflow-id", &a.workflow_id)?;
-                if let Some(s) = &a.source_id {
-                    payload::validate_id("--source-id", s)?;
-                }
+                validate_ids(&a.workflow_id, a.source_id.as_deref())?;
                 Ok(Task::Query {
                     warehouse: warehouse(&a.warehouse)?,
                     catalog: a.catalog,
@@ -1133,10 +1130,7 @@ impl Cli {
                 })
             }
             Some(Command::Changes(a)) => {
-                payload::validate_id("--workflow-id", &a.workflow_id)?;
-                if let Some(s) = &a.source_id {
-                    payload::validate_id("--source-id", s)?;
-                }
+                validate_ids(&a.workflow_id, a.source_id.as_deref())?;
                 Ok(Task::Changes {
                     warehouse: warehouse(&a.warehouse)?,
                     catalog: a.catalog,
@@ -1148,6 +1142,15 @@ impl Cli {
             }
         }
     }
+}
+
+/// The ids a reading command (`query`, `changes`) is given, checked as a job's are.
+fn validate_ids(workflow_id: &str, source_id: Option<&str>) -> Result<(), ConfigError> {
+    payload::validate_id("--workflow-id", workflow_id)?;
+    if let Some(s) = source_id {
+        payload::validate_id("--source-id", s)?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -547,9 +547,12 @@ async fn listing_table(
     let inferred = match file_schema {
         Some(s) => Ok(s),
         None => {
+            let Some(url) = urls.first() else {
+                return Err(ProfileError::Read(format!("{}: no files", t.name)));
+            };
             let store = state
                 .runtime_env()
-                .object_store(&urls[0])
+                .object_store(url)
                 .map_err(ProfileError::read)?;
             let files: Vec<object_store::ObjectMeta> =
                 t.files.iter().filter(|f| f.size > 0).cloned().collect();
