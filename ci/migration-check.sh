@@ -39,13 +39,13 @@ counts() {
 }
 before="$(counts)"
 [ "$before" = '[{"n":2}][{"n":3}][{"n":7}][{"n":2}]' ] || fail "fixture rows: $before"
-same_json '["applied","pending","pending","pending","pending","pending","pending"]' \
+same_json '["applied","pending","pending","pending","pending","pending","pending","pending"]' \
   "$("$BIN" migrate status --warehouse "$WH" | python3 -c 'import json,sys; print(json.dumps([m["state"] for m in json.load(sys.stdin)["migrations"]]))')" \
   "status before"
 
 echo "==> migrate apply" >&2
-"$BIN" migrate apply --warehouse "$WH" | python3 -c 'import json,sys; r=json.load(sys.stdin); assert (r["from_version"], r["to_version"]) == (1, 7), r' \
-  || fail "apply did not go from V1 to V7"
+"$BIN" migrate apply --warehouse "$WH" | python3 -c 'import json,sys; r=json.load(sys.stdin); assert (r["from_version"], r["to_version"]) == (1, 8), r' \
+  || fail "apply did not go from V1 to V8"
 "$BIN" migrate apply --warehouse "$WH" | python3 -c 'import json,sys; assert json.load(sys.stdin)["applied"] == []' \
   || fail "a second apply was not a no-op"
 "$BIN" migrate validate --warehouse "$WH" > /dev/null || fail "validate"
@@ -64,4 +64,4 @@ done
 for q in 1 2 3 4; do
   same_json "tests/fixtures/migration_expected/q$q.json" "$(sqlj "$(cat "tests/fixtures/doc_queries/q$q.sql")")" "document query $q"
 done
-echo "migration check passed: V1 -> V7, rows kept (sources, tables, columns, executor_runs): $before" >&2
+echo "migration check passed: V1 -> V8, rows kept (sources, tables, columns, executor_runs): $before" >&2

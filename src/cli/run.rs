@@ -70,10 +70,7 @@ pub async fn run(config: Config) -> anyhow::Result<i32> {
         Task::Maintain { warehouse, options } => {
             let w = Warehouse::new(warehouse);
             let mut done = Vec::new();
-            for def in crate::warehouse::JOB_TABLES
-                .iter()
-                .chain(&crate::warehouse::HISTORY_TABLES)
-            {
+            for def in crate::warehouse::WRITTEN_TABLES {
                 tracing::info!(table = def.name, "maintaining");
                 done.push(
                     w.maintain(def, &options)

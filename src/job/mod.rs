@@ -255,6 +255,7 @@ async fn run_source(
     opts: &JobOptions,
     previous: Option<&std::collections::BTreeMap<String, previous::PreviousTable>>,
     latest_run: Option<&str>,
+    warehouse: Option<&Warehouse>,
     pb: &indicatif::ProgressBar,
 ) -> SourceReport {
     let mut report = SourceReport {
@@ -362,6 +363,7 @@ async fn run_source(
         files = found.files_found,
         "discovered"
     );
+    let mut sketched = partition_sketches(opts, spec, &found.tables, previous, warehouse).await;
     pb.inc_length((found.tables.len() + carried.len()) as u64);
     pb.inc(carried.len() as u64);
     // A session of its own: two sources on one container with different credentials must
@@ -372,10 +374,13 @@ async fn run_source(
     // on a round trip per table.
     let ahead = opts.io_concurrency.max(1);
     let to_profile = found.tables.len();
+    let partitioned: std::collections::HashSet<String> = sketched.keys().cloned().collect();
     let prefetched = futures::stream::iter(found.tables.into_iter().map(|t| {
         let loc = loc.clone();
+        // A partitioned table's unchanged partitions are not read at all.
+        let whole = !partitioned.contains(&t.name);
         async move {
-            if loc.remote.is_some() {
+            if loc.remote.is_some() && whole {
                 prefetch(&loc, &t).await;
             }
             t
@@ -395,6 +400,7 @@ async fn run_source(
             samples: opts.spec.samples,
             sample: opts.spec.sample,
         };
+        let prior = sketched.remove(&t.name);
         async move {
             let started = Instant::now();
             let name = t.name.clone();
@@ -411,7 +417,7 @@ async fn run_source(
             // Each table runs in its own task: a panic inside a reader library on a
             // malformed file fails that table, not the job.
             let mut task = tokio::spawn(async move {
-                let p = profile::profile_table(&ctx, &loc, &t, &limits, popts).await;
+                let p = profile::profile_table(&ctx, &loc, &t, &limits, popts, prior.as_ref()).await;
                 loc.done_with(&t.files);
                 p
             });
@@ -521,6 +527,46 @@ fn changes_since(
     out
 }
 
+/// The tables of a source profiled partition by partition, each with the sketches its
+/// latest profile kept (none on a first run or with `--full`). Sketches hold sampled values
+/// as read, so only a job that keeps raw values (`--samples raw`) and reads whole tables
+/// (no `--sample-*`) keeps them; a failure to read them reads the tables whole.
+async fn partition_sketches(
+    opts: &JobOptions,
+    spec: &crate::job::payload::SourceSpec,
+    tables: &[discover::DiscoveredTable],
+    previous: Option<&std::collections::BTreeMap<String, previous::PreviousTable>>,
+    warehouse: Option<&Warehouse>,
+) -> std::collections::HashMap<String, profile::partitions::PriorSketches> {
+    let mut out = std::collections::HashMap::new();
+    if warehouse.is_none()
+        || opts.spec.samples != profile::SampleMode::Raw
+        || opts.spec.sample.is_some()
+    {
+        return out;
+    }
+    let mut runs = std::collections::BTreeMap::new();
+    for t in tables.iter().filter(|t| profile::partitions::applies(t)) {
+        out.insert(t.name.clone(), Default::default());
+        if let Some(p) = previous.and_then(|p| p.get(&t.name))
+            && !opts.spec.full_refresh
+        {
+            runs.insert(t.name.clone(), p.profile_run_id.clone());
+        }
+    }
+    if let Some(w) = warehouse
+        && !runs.is_empty()
+    {
+        match previous::sketches(w, &opts.spec.workflow_id, &spec.source_id, &runs).await {
+            Ok(found) => out.extend(found),
+            Err(e) => tracing::warn!(
+                "reading the partition sketches of earlier runs failed ({e}); those tables are read whole"
+            ),
+        }
+    }
+    out
+}
+
 /// Reads a table's small files once, so that profiling finds them kept (see
 /// [`crate::storage::small_objects`]); a failure here is left for profiling to report.
 async fn prefetch(loc: &Location, t: &discover::DiscoveredTable) {
@@ -616,7 +662,8 @@ pub async fn run(opts: JobOptions) -> JobReport {
             let pb = &pb;
             let prev = previous.of_source(&s.source_id);
             let latest = previous.latest_run(&s.source_id);
-            async move { (i, run_source(s, opts, prev, latest, pb).await) }
+            let w = warehouse.as_ref();
+            async move { (i, run_source(s, opts, prev, latest, w, pb).await) }
         }))
         .buffer_unordered(opts.source_concurrency.max(1))
         .collect()

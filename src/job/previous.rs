@@ -9,6 +9,7 @@ use serde_json::{Map, Value};
 
 use super::payload::JobSpec;
 use crate::profile::drift::{ColumnSnapshot, Histogram, TableSnapshot};
+use crate::profile::partitions::{PartitionSketch, PriorSketches};
 use crate::warehouse::{self, Warehouse, WarehouseError};
 
 /// One table as the previous recorded run left it.
@@ -141,6 +142,75 @@ pub async fn load(w: &Warehouse, spec: &JobSpec) -> Result<Previous, WarehouseEr
             histogram: text(r, "histogram").and_then(|h| Histogram::parse(&h)),
             pii: r.get("pii").and_then(Value::as_bool).unwrap_or(false),
         });
+    }
+    Ok(out)
+}
+
+/// The partition sketches that tables' latest profiles kept: `tables` maps each table name
+/// of `source_id` to the run that computed its profile. One query for the source.
+pub async fn sketches(
+    w: &Warehouse,
+    workflow_id: &str,
+    source_id: &Option<String>,
+    tables: &BTreeMap<String, String>,
+) -> Result<HashMap<String, PriorSketches>, WarehouseError> {
+    use datafusion::arrow::array::{Array, AsArray};
+    use datafusion::arrow::datatypes::{DataType, Int64Type};
+
+    let mut out: HashMap<String, PriorSketches> = HashMap::new();
+    if tables.is_empty() {
+        return Ok(out);
+    }
+    let pairs = warehouse::replace_predicate(workflow_id, std::slice::from_ref(source_id));
+    let names: Vec<String> = tables.keys().map(|n| warehouse::sql_literal(n)).collect();
+    let runs: BTreeSet<String> = tables.values().map(|r| warehouse::sql_literal(r)).collect();
+    let batches = w
+        .select_batches(
+            warehouse::DEFAULT_CATALOG,
+            &format!(
+                "SELECT table_name, run_id, partition_path, fingerprint, schema_key, row_count, \
+                 file_schema, sketch FROM {sketches} WHERE {pairs} AND table_name IN ({names}) \
+                 AND run_id IN ({runs})",
+                sketches = warehouse::PARTITION_SKETCHES.name,
+                names = names.join(", "),
+                runs = runs.into_iter().collect::<Vec<_>>().join(", "),
+            ),
+        )
+        .await?;
+    for b in &batches {
+        // The reader may hand strings over as views or dictionaries: one type each.
+        let cast = |i: usize, to: &DataType| {
+            datafusion::arrow::compute::cast(b.column(i), to)
+                .map_err(datafusion::error::DataFusionError::from)
+        };
+        let text = (0..5)
+            .map(|i| cast(i, &DataType::Utf8))
+            .collect::<Result<Vec<_>, _>>()?;
+        let s = |i: usize| text[i].as_string::<i32>();
+        let (table, run, path, fp, key) = (s(0), s(1), s(2), s(3), s(4));
+        let rows = cast(5, &DataType::Int64)?;
+        let rows = rows.as_primitive::<Int64Type>();
+        let (schema, sketch) = (cast(6, &DataType::Binary)?, cast(7, &DataType::Binary)?);
+        let (schema, sketch) = (schema.as_binary::<i32>(), sketch.as_binary::<i32>());
+        for r in 0..b.num_rows() {
+            if [table.is_null(r), run.is_null(r), path.is_null(r), sketch.is_null(r)]
+                .contains(&true)
+                || tables.get(table.value(r)).map(String::as_str) != Some(run.value(r))
+            {
+                continue;
+            }
+            out.entry(table.value(r).to_string()).or_default().insert(
+                path.value(r).to_string(),
+                PartitionSketch {
+                    path: path.value(r).to_string(),
+                    fingerprint: fp.value(r).to_string(),
+                    schema_key: key.value(r).to_string(),
+                    rows: rows.value(r),
+                    file_schema: schema.value(r).to_vec(),
+                    sketch: sketch.value(r).to_vec(),
+                },
+            );
+        }
     }
     Ok(out)
 }

@@ -20,20 +20,14 @@ pub(super) async fn prepare_warehouse(
 ) -> Result<(), crate::migrate::MigrateError> {
     // Every table's features first: a table this binary cannot write stops the job before
     // anything is created or written.
-    for def in warehouse::JOB_TABLES
-        .iter()
-        .chain(&warehouse::HISTORY_TABLES)
-    {
+    for def in warehouse::WRITTEN_TABLES {
         match w.open(def).await? {
             Some(t) => w.ensure_writable(def.name, &t)?,
             None => w.refuse_managed_layout(def.name).await?,
         }
     }
     crate::migrate::ensure_current(w, migrate).await?;
-    for def in warehouse::JOB_TABLES
-        .iter()
-        .chain(&warehouse::HISTORY_TABLES)
-    {
+    for def in warehouse::WRITTEN_TABLES {
         w.ensure_valid(def).await?;
     }
     Ok(())
@@ -305,6 +299,7 @@ pub(super) async fn write_results(w: &Warehouse, report: &JobReport) -> Result<(
     let tables_batch = with_carried(w, &warehouse::TABLES, report, &carried, tables_batch).await?;
     let columns = with_carried(w, &warehouse::COLUMNS, report, &carried, columns).await?;
     let changes = changes_batch(report, &srcs, ts)?;
+    let sketches = sketches_batch(report, &srcs, ts)?;
 
     // The history gets the same rows with the run's time; readers of it, too, go by the
     // recorded runs.
@@ -317,6 +312,7 @@ pub(super) async fn write_results(w: &Warehouse, report: &JobReport) -> Result<(
     // before parents.
     let mut appended = false;
     for (def, batch) in [
+        (&warehouse::PARTITION_SKETCHES, sketches),
         (&warehouse::CHANGES, changes),
         (&warehouse::COLUMN_HISTORY, column_history),
         (&warehouse::TABLE_HISTORY, table_history),
@@ -413,7 +409,12 @@ pub async fn settle(w: &Warehouse, report: &JobReport) {
         }
     };
     // Parents first: a reader that joins naively never meets a child whose parent is gone.
-    for def in [&warehouse::SOURCES, &warehouse::TABLES, &warehouse::COLUMNS] {
+    for def in [
+        &warehouse::SOURCES,
+        &warehouse::TABLES,
+        &warehouse::COLUMNS,
+        &warehouse::PARTITION_SKETCHES,
+    ] {
         let rows = if def.name == warehouse::SOURCES.name {
             // Shard 0 writes the source rows.
             if report.shard.is_some_and(|s| s.index != 0) {
@@ -426,10 +427,16 @@ pub async fn settle(w: &Warehouse, report: &JobReport) {
                 None => continue,
             }
         };
-        let older = format!(
+        let mut older = format!(
             "{rows} AND (run_id IS NULL OR run_id <> {})",
             warehouse::sql_literal(run)
         );
+        // A carried table's sketches stay under the run that computed them.
+        if def.name == warehouse::PARTITION_SKETCHES.name
+            && let Some(keep) = carried_tables(&srcs)
+        {
+            older = format!("{older} AND NOT ({keep})");
+        }
         if let Err(e) = w.delete_where(def, &older, run).await {
             tracing::warn!(
                 table = def.name,
@@ -455,6 +462,7 @@ pub async fn retract(w: &Warehouse, report: &JobReport) {
         &warehouse::TABLE_HISTORY,
         &warehouse::COLUMN_HISTORY,
         &warehouse::CHANGES,
+        &warehouse::PARTITION_SKETCHES,
     ] {
         if let Err(e) = w.delete_where(def, &mine, &report.run_id).await {
             tracing::warn!(
@@ -463,6 +471,74 @@ pub async fn retract(w: &Warehouse, report: &JobReport) {
             );
         }
     }
+}
+
+/// The tables the sources carried (not read this run), as a predicate; `None`: none.
+fn carried_tables(srcs: &[&SourceReport]) -> Option<String> {
+    let mut by_source: BTreeMap<Option<&str>, BTreeSet<&str>> = BTreeMap::new();
+    for s in srcs {
+        by_source
+            .entry(s.source_id.as_deref())
+            .or_default()
+            .extend(s.carried_rows.keys().map(String::as_str));
+    }
+    let parts: Vec<String> = by_source
+        .into_iter()
+        .filter(|(_, names)| !names.is_empty())
+        .map(|(sid, names)| {
+            let source = match sid {
+                Some(s) => format!("source_id = {}", warehouse::sql_literal(s)),
+                None => "source_id IS NULL".to_string(),
+            };
+            let names: Vec<String> = names.iter().map(|n| warehouse::sql_literal(n)).collect();
+            format!("({source} AND table_name IN ({}))", names.join(", "))
+        })
+        .collect();
+    (!parts.is_empty()).then(|| parts.join(" OR "))
+}
+
+/// The partition sketches of the tables profiled partition by partition this run.
+fn sketches_batch(
+    report: &JobReport,
+    srcs: &[&SourceReport],
+    ts: chrono::DateTime<chrono::Utc>,
+) -> Result<RecordBatch, WarehouseError> {
+    let rows: Vec<(&SourceReport, &TableProfile, &profile::partitions::PartitionSketch)> = srcs
+        .iter()
+        .flat_map(|s| s.tables.iter().map(move |t| (*s, t)))
+        .filter(|(_, t)| t.status == TableStatus::Ok && t.carried_from.is_none())
+        .flat_map(|(s, t)| t.partition_sketches.iter().map(move |k| (s, t, k)))
+        .collect();
+    let n = rows.len();
+    BatchBuilder::new(&warehouse::PARTITION_SKETCHES)
+        .i64s("id", warehouse::new_ids(n))
+        .strings("workflow_id", vec![Some(report.workflow_id.as_str()); n])
+        .strings("source_id", rows.iter().map(|(s, _, _)| s.source_id.as_deref()))
+        .strings("run_id", vec![Some(report.run_id.as_str()); n])
+        .strings(
+            "table_name",
+            rows.iter().map(|(_, t, _)| Some(t.table_name.as_str())),
+        )
+        .strings(
+            "partition_path",
+            rows.iter().map(|(_, _, k)| Some(k.path.as_str())),
+        )
+        .strings(
+            "fingerprint",
+            rows.iter().map(|(_, _, k)| Some(k.fingerprint.as_str())),
+        )
+        .strings(
+            "schema_key",
+            rows.iter().map(|(_, _, k)| Some(k.schema_key.as_str())),
+        )
+        .i64s("row_count", rows.iter().map(|(_, _, k)| Some(k.rows)))
+        .binaries(
+            "file_schema",
+            rows.iter().map(|(_, _, k)| Some(k.file_schema.as_slice())),
+        )
+        .binaries("sketch", rows.iter().map(|(_, _, k)| Some(k.sketch.as_slice())))
+        .timestamps("computed_at", vec![Some(ts); n])
+        .build()
 }
 
 /// The table names stored in `tables` for the rows `predicate` selects.

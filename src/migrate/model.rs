@@ -47,6 +47,7 @@ impl ModelTable {
                 d if *d == SqlType::Boolean.delta() => SqlType::Boolean,
                 d if *d == SqlType::Timestamp.delta() => SqlType::Timestamp,
                 d if *d == SqlType::Double.delta() => SqlType::Double,
+                d if *d == SqlType::Binary.delta() => SqlType::Binary,
                 other => {
                     return Err(format!(
                         "column {} has unsupported type {other:?}",
@@ -75,6 +76,7 @@ pub(super) fn sql_type_of_arrow(t: &ArrowType) -> Option<SqlType> {
         ArrowType::Boolean => SqlType::Boolean,
         ArrowType::Float64 | ArrowType::Float32 => SqlType::Double,
         ArrowType::Timestamp(TimeUnit::Microsecond, _) => SqlType::Timestamp,
+        ArrowType::Binary | ArrowType::LargeBinary | ArrowType::BinaryView => SqlType::Binary,
         _ => return None,
     })
 }

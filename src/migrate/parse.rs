@@ -42,6 +42,10 @@ pub const EMBEDDED: &[(&str, &str)] = &[
         "V7__changes_and_fingerprints.sql",
         include_str!("../../sql/migrations/V7__changes_and_fingerprints.sql"),
     ),
+    (
+        "V8__partition_sketches.sql",
+        include_str!("../../sql/migrations/V8__partition_sketches.sql"),
+    ),
 ];
 
 /// A column in a table model.
@@ -285,9 +289,10 @@ pub(super) fn sql_type(dt: &ast::DataType) -> Result<SqlType, String> {
         "BOOLEAN" | "BOOL" => SqlType::Boolean,
         "TIMESTAMP" => SqlType::Timestamp,
         "DOUBLE" => SqlType::Double,
+        "BINARY" => SqlType::Binary,
         _ => {
             return Err(format!(
-                "type {t} is not supported (STRING, BIGINT, INT, DOUBLE, BOOLEAN, TIMESTAMP)"
+                "type {t} is not supported (STRING, BIGINT, INT, DOUBLE, BOOLEAN, TIMESTAMP, BINARY)"
             ));
         }
     })

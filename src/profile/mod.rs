@@ -40,6 +40,7 @@ use crate::storage::location::Location;
 
 pub mod drift;
 pub mod limits;
+pub mod partitions;
 pub mod quality;
 pub mod sample;
 pub mod semantic;
@@ -268,6 +269,13 @@ pub struct TableProfile {
     /// table's fingerprint did not change): its columns are in the warehouse, not here.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub carried_from: Option<String>,
+    /// Of a table profiled partition by partition: the partitions read and those whose
+    /// stored sketches were merged unread.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub partitions: Option<partitions::PartitionCounts>,
+    /// The sketches to keep for the next run (see [`partitions`]).
+    #[serde(skip)]
+    pub partition_sketches: Vec<partitions::PartitionSketch>,
     pub columns: Vec<ColumnProfile>,
 }
 
@@ -565,7 +573,7 @@ async fn listing_table(
         // `10.5` in the next): infer each file alone and widen instead of failing.
         Err(e) => match e {
             e if e.to_string().contains("Fail to merge schema") && t.files.len() > 1 => {
-                let (merged, differ) = widen_file_schemas(state, loc, t, &opts).await?;
+                let (merged, differ) = widen_file_schemas(state, loc, &t.files, &t.partition_cols, &opts).await?;
                 tracing::info!(table = %t.name, columns = ?differ, "part files disagree on column types; widened");
                 mixed = differ;
                 ListingTableConfig::new_with_multi_paths(urls)
@@ -649,12 +657,13 @@ fn widen(a: &DataType, b: &DataType) -> DataType {
 async fn widen_file_schemas(
     state: &SessionState,
     loc: &Location,
-    t: &DiscoveredTable,
+    files: &[object_store::ObjectMeta],
+    partition_cols: &[(String, bool)],
     opts: &ListingOptions,
 ) -> Result<(SchemaRef, Vec<String>), ProfileError> {
     let mut merged: Vec<Field> = Vec::new();
     let mut differ: Vec<String> = Vec::new();
-    for f in &t.files {
+    for f in files {
         let url = ListingTableUrl::parse(loc.url_of(&f.location)).map_err(ProfileError::read)?;
         let single = ListingOptions::new(opts.format.clone()).with_file_extension("");
         let schema = single.infer_schema(state, &url).await.map_err(|e| {
@@ -681,7 +690,7 @@ async fn widen_file_schemas(
         }
     }
     // Partition columns come from paths, not files.
-    merged.retain(|f| !t.partition_cols.iter().any(|(n, _)| n == f.name()));
+    merged.retain(|f| !partition_cols.iter().any(|(n, _)| n == f.name()));
     Ok((Arc::new(Schema::new(merged)), differ))
 }
 
@@ -852,10 +861,6 @@ async fn direct_aggregate(
     provider: Arc<dyn TableProvider>,
     aggs: Vec<Expr>,
 ) -> datafusion::error::Result<Arc<dyn datafusion::physical_plan::ExecutionPlan>> {
-    use datafusion::common::{DFSchema, plan_err};
-    use datafusion::logical_expr::expr::{AggregateFunction, Alias};
-    use datafusion::logical_expr::type_coercion::functions::fields_with_udf;
-    use datafusion::physical_expr::aggregate::AggregateExprBuilder;
     use datafusion::physical_plan::ExecutionPlanProperties;
     use datafusion::physical_plan::aggregates::{AggregateExec, AggregateMode, PhysicalGroupBy};
     use datafusion::physical_plan::coalesce_partitions::CoalescePartitionsExec;
@@ -865,6 +870,33 @@ async fn direct_aggregate(
         input = Arc::new(CoalescePartitionsExec::new(input));
     }
     let schema = input.schema();
+    let built = physical_aggregates(state, aggs, &schema)?;
+    let filters = vec![None; built.len()];
+    Ok(Arc::new(AggregateExec::try_new(
+        AggregateMode::Single,
+        PhysicalGroupBy::default(),
+        built,
+        filters,
+        input,
+        schema,
+    )?))
+}
+
+/// The pass's aliased aggregate calls as physical aggregates over `schema`: each call's
+/// arguments become physical expressions (with the session's coercions) and are cast to the
+/// types the function's signature coerces them to, as the analyzer would.
+fn physical_aggregates(
+    state: &SessionState,
+    aggs: Vec<Expr>,
+    schema: &SchemaRef,
+) -> datafusion::error::Result<
+    Vec<Arc<datafusion::physical_expr::aggregate::AggregateFunctionExpr>>,
+> {
+    use datafusion::common::{DFSchema, plan_err};
+    use datafusion::logical_expr::expr::{AggregateFunction, Alias};
+    use datafusion::logical_expr::type_coercion::functions::fields_with_udf;
+    use datafusion::physical_expr::aggregate::AggregateExprBuilder;
+
     let df_schema = DFSchema::try_from(schema.as_ref().clone())?;
     let mut built = Vec::with_capacity(aggs.len());
     for e in aggs {
@@ -881,14 +913,14 @@ async fn direct_aggregate(
             .collect::<datafusion::error::Result<Vec<_>>>()?;
         let fields = args
             .iter()
-            .map(|a| a.return_field(&schema))
+            .map(|a| a.return_field(schema))
             .collect::<datafusion::error::Result<Vec<_>>>()?;
         let coerced = fields_with_udf(&fields, func.as_ref())?;
         for (a, (from, to)) in args.iter_mut().zip(fields.iter().zip(&coerced)) {
             if from.data_type() != to.data_type() {
                 *a = datafusion::physical_expr::expressions::cast(
                     a.clone(),
-                    &schema,
+                    schema,
                     to.data_type().clone(),
                 )?;
             }
@@ -900,15 +932,7 @@ async fn direct_aggregate(
                 .build()?,
         ));
     }
-    let filters = vec![None; built.len()];
-    Ok(Arc::new(AggregateExec::try_new(
-        AggregateMode::Single,
-        PhysicalGroupBy::default(),
-        built,
-        filters,
-        input,
-        schema,
-    )?))
+    Ok(built)
 }
 
 /// One aggregate pass over the whole table: counts, distinct counts, min/max and each
@@ -920,6 +944,14 @@ async fn aggregate_pass(
 ) -> datafusion::error::Result<Stats> {
     let schema = provider.schema();
     let batch = aggregate_row(state, provider, route).await?;
+    stats_of(&batch, &schema)
+}
+
+/// The statistics in the pass's one-row result (named as [`pass_aggregates`] names them).
+fn stats_of(
+    batch: &datafusion::arrow::array::RecordBatch,
+    schema: &Schema,
+) -> datafusion::error::Result<Stats> {
     let int_at = |name: &str| -> Option<i64> {
         let col = batch.column_by_name(name)?;
         let casted = datafusion::arrow::compute::cast(col, &DataType::Int64).ok()?;
@@ -1182,19 +1214,24 @@ impl TableProfile {
             profiled_fraction: 1.0,
             fingerprint: None,
             carried_from: None,
+            partitions: None,
+            partition_sketches: Vec::new(),
             columns: Vec::new(),
         }
     }
 }
 
 /// Profiles one table. Never fails: a table that cannot be read comes back with
-/// `status: failed` and the reason.
+/// `status: failed` and the reason. With `prior` (the sketches its latest profile kept,
+/// perhaps none), a `key=value` partitioned table is profiled partition by partition and
+/// its sketches are kept in the result ([`partitions`]).
 pub async fn profile_table(
     ctx: &SessionContext,
     loc: &Location,
     t: &DiscoveredTable,
     limits: &Limits,
     opts: ProfileOptions,
+    prior: Option<&partitions::PriorSketches>,
 ) -> TableProfile {
     let mut p = TableProfile {
         table_name: t.name.clone(),
@@ -1216,14 +1253,18 @@ pub async fn profile_table(
         profiled_fraction: 1.0,
         fingerprint: Some(t.fingerprint.clone()),
         carried_from: None,
+        partitions: None,
+        partition_sketches: Vec::new(),
         columns: Vec::new(),
     };
-    if let Err(e) = profile_into(ctx, loc, t, limits, opts, &mut p).await {
+    if let Err(e) = profile_into(ctx, loc, t, limits, opts, prior, &mut p).await {
         tracing::warn!(table = %t.name, "table failed: {e}");
         p.status = TableStatus::Failed;
         p.error_message = Some(e.to_string());
         p.columns.clear();
         p.row_count = None;
+        p.partitions = None;
+        p.partition_sketches.clear();
     }
     p
 }
@@ -1234,10 +1275,35 @@ async fn profile_into(
     t: &DiscoveredTable,
     limits: &Limits,
     opts: ProfileOptions,
+    prior: Option<&partitions::PriorSketches>,
     p: &mut TableProfile,
 ) -> Result<(), ProfileError> {
     if let Some(problem) = &t.problem {
         return Err(ProfileError::Discovery(problem.clone()));
+    }
+    let n_part = t.partition_cols.len();
+    if let Some(prior) = prior
+        && opts.sample.is_none()
+        && partitions::applies(t)
+    {
+        match partitions::profile(&ctx.state(), loc, t, prior).await {
+            Ok(m) => {
+                let stats = stats_of(&m.row, &m.schema)
+                    .map_err(|e| ProfileError::from_datafusion(e, limits))?;
+                p.mixed_columns = m.mixed;
+                p.partition_sketches = m.sketches;
+                p.partitions = Some(m.counts);
+                let declared = matches!(t.format, Format::Parquet | Format::Avro);
+                fill(p, &m.schema, stats, None, declared, None, n_part, opts.samples);
+                return Ok(());
+            }
+            // The whole-table route reports what is wrong with the table itself, and widens
+            // a CSV column whose values contradict their inferred type.
+            Err(e) => tracing::info!(
+                table = %t.name,
+                "profiling partition by partition failed ({e}); reading the table whole"
+            ),
+        }
     }
     // Parquet footers are checked by us first: a corrupt footer must fail the table with a
     // clear reason before any reader library sees it.
@@ -1299,7 +1365,6 @@ async fn profile_into(
 
     // The aggregate pass; a CSV value that contradicts its inferred type turns that
     // column into STRING and the pass runs again.
-    let n_part = t.partition_cols.len();
     let stats = loop {
         match aggregate_pass(state, source.provider.clone(), route).await {
             Ok(s) => break s,
@@ -1344,13 +1409,41 @@ async fn profile_into(
         }
     };
     let schema = source.provider.schema();
+    let known_rows = source.row_count;
+    let share = cut.is_some().then_some(share);
+    fill(
+        p,
+        &schema,
+        stats,
+        known_rows,
+        source.declared_nullability,
+        share,
+        n_part,
+        opts.samples,
+    );
+    Ok(())
+}
+
+/// The table's and its columns' profiles from the pass's statistics. `share`: the share of
+/// the table a sample read (`None`: all of it); `known_rows`: the row count where files
+/// say it.
+#[allow(clippy::too_many_arguments)]
+fn fill(
+    p: &mut TableProfile,
+    schema: &Schema,
+    stats: Stats,
+    known_rows: Option<i64>,
+    declared_nullability: bool,
+    share: Option<f64>,
+    n_part: usize,
+    samples: SampleMode,
+) {
     // A sample's counts stand for the whole table: scaled by the share of rows read. A text
     // table's row count is then itself an estimate (rows read / share of bytes read).
-    let rows = source
-        .row_count
-        .unwrap_or_else(|| (stats.rows as f64 / share).round() as i64);
+    let rows =
+        known_rows.unwrap_or_else(|| (stats.rows as f64 / share.unwrap_or(1.0)).round() as i64);
     let read = stats.rows;
-    let scale = if cut.is_some() && read > 0 && rows > read {
+    let scale = if share.is_some() && read > 0 && rows > read {
         rows as f64 / read as f64
     } else {
         1.0
@@ -1395,7 +1488,7 @@ async fn profile_into(
             column_name: f.name().clone(),
             data_type: spark_type(f.data_type()),
             position: i as i32,
-            is_nullable: if source.declared_nullability && !is_partition {
+            is_nullable: if declared_nullability && !is_partition {
                 f.is_nullable()
             } else {
                 st.nulls > 0
@@ -1445,8 +1538,7 @@ async fn profile_into(
     p.candidate_keys = keys;
     p.columns = columns;
     p.quality = Some(quality::score(p));
-    apply_sample_mode(&mut p.columns, opts.samples);
-    Ok(())
+    apply_sample_mode(&mut p.columns, samples);
 }
 
 /// Tables up to this many bytes (not Delta: its log decides what is read) are small.

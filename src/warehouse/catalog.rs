@@ -25,6 +25,7 @@ pub enum SqlType {
     BigInt,
     Double,
     Boolean,
+    Binary,
 }
 
 impl SqlType {
@@ -36,6 +37,7 @@ impl SqlType {
             Self::BigInt => "BIGINT",
             Self::Double => "DOUBLE",
             Self::Boolean => "BOOLEAN",
+            Self::Binary => "BINARY",
         }
     }
 
@@ -48,6 +50,7 @@ impl SqlType {
             Self::BigInt => ArrowType::Int64,
             Self::Double => ArrowType::Float64,
             Self::Boolean => ArrowType::Boolean,
+            Self::Binary => ArrowType::Binary,
         }
     }
 
@@ -59,6 +62,7 @@ impl SqlType {
             Self::BigInt => DeltaType::LONG,
             Self::Double => DeltaType::DOUBLE,
             Self::Boolean => DeltaType::BOOLEAN,
+            Self::Binary => DeltaType::BINARY,
         }
     }
 }
@@ -257,6 +261,33 @@ pub const CHANGES: TableDef = TableDef {
     trimmed_by: Some("detected_at"),
 };
 
+/// The per-partition sketches of a `key=value` partitioned table's latest profile (V8;
+/// README "Profiles over time"): one row per partition with the files it was computed from
+/// (`fingerprint`), the table schema it was computed against (`schema_key`) and the
+/// aggregate's mergeable state (`sketch`, Arrow IPC). A re-run reads only the partitions
+/// whose files changed and merges the rest. The sketches hold sampled values as read, so
+/// they are kept only by jobs that keep raw values (`--samples raw`); replaced per
+/// `(workflow_id, source_id)` like `tables`.
+pub const PARTITION_SKETCHES: TableDef = TableDef {
+    name: "partition_sketches",
+    columns: cols!(
+        id: BigInt, workflow_id: String, source_id: String, run_id: String,
+        table_name: String, partition_path: String, fingerprint: String, schema_key: String,
+        row_count: BigInt, file_schema: Binary, sketch: Binary, computed_at: Timestamp,
+    ),
+    partition_by: &[PARTITION_COLUMN],
+    stats_columns: &[
+        "id",
+        "source_id",
+        "run_id",
+        "table_name",
+        "partition_path",
+        "row_count",
+        "computed_at",
+    ],
+    trimmed_by: None,
+};
+
 /// v2.0 `executor_runs`.
 pub const EXECUTOR_RUNS: TableDef = TableDef {
     name: "executor_runs",
@@ -342,8 +373,20 @@ pub const NOTEBOOK_TABLES: [&TableDef; 2] = [&NOTEBOOK_SOURCE, &NOTEBOOK_MAPPING
 /// (V7). `maintain --history-days` trims them.
 pub const HISTORY_TABLES: [&TableDef; 3] = [&TABLE_HISTORY, &COLUMN_HISTORY, &CHANGES];
 
+/// Every table a job writes: its four, the history and the partition sketches (V8).
+pub const WRITTEN_TABLES: [&TableDef; 8] = [
+    &SOURCES,
+    &TABLES,
+    &COLUMNS,
+    &EXECUTOR_RUNS,
+    &TABLE_HISTORY,
+    &COLUMN_HISTORY,
+    &CHANGES,
+    &PARTITION_SKETCHES,
+];
+
 /// The tables made by migrations, in registration order (`_schema_history` is not).
-pub const MIGRATED_TABLES: [&TableDef; 9] = [
+pub const MIGRATED_TABLES: [&TableDef; 10] = [
     &SOURCES,
     &TABLES,
     &COLUMNS,
@@ -353,10 +396,11 @@ pub const MIGRATED_TABLES: [&TableDef; 9] = [
     &TABLE_HISTORY,
     &COLUMN_HISTORY,
     &CHANGES,
+    &PARTITION_SKETCHES,
 ];
 
 /// Every table, in registration order.
-pub const ALL_TABLES: [&TableDef; 10] = [
+pub const ALL_TABLES: [&TableDef; 11] = [
     &SOURCES,
     &TABLES,
     &COLUMNS,
@@ -366,6 +410,7 @@ pub const ALL_TABLES: [&TableDef; 10] = [
     &TABLE_HISTORY,
     &COLUMN_HISTORY,
     &CHANGES,
+    &PARTITION_SKETCHES,
     &SCHEMA_HISTORY,
 ];
 
@@ -474,7 +519,7 @@ mod tests {
             assert!(def.columns.iter().any(|c| c.name == "workflow_id"));
             assert_eq!(def.partition_by, [PARTITION_COLUMN]);
         }
-        for def in JOB_TABLES.iter().chain(&HISTORY_TABLES) {
+        for def in WRITTEN_TABLES {
             assert!(def.columns.iter().any(|c| c.name == "run_id"));
         }
         for def in ALL_TABLES {

@@ -155,6 +155,18 @@ impl BatchBuilder {
         self
     }
 
+    pub fn binaries<B: AsRef<[u8]>>(
+        mut self,
+        name: &'static str,
+        v: impl IntoIterator<Item = Option<B>>,
+    ) -> Self {
+        self.columns.insert(
+            name,
+            Arc::new(datafusion::arrow::array::BinaryArray::from_iter(v)),
+        );
+        self
+    }
+
     pub fn timestamps(
         mut self,
         name: &'static str,

@@ -68,7 +68,7 @@ async fn a_v1_warehouse_migrates_keeping_every_row() {
     assert_eq!(out.status.code(), Some(1));
     let err = stdout_json(&out)["error"].as_str().unwrap().to_string();
     assert!(
-        err.contains("the warehouse schema is at V1, this executor writes V7"),
+        err.contains("the warehouse schema is at V1, this executor writes V8"),
         "{err}"
     );
     assert!(
@@ -90,7 +90,7 @@ async fn a_v1_warehouse_migrates_keeping_every_row() {
         ]
     );
     let plan = ok(migrate(&wh, &["plan"]));
-    assert_eq!(plan["pending"].as_array().unwrap().len(), 6);
+    assert_eq!(plan["pending"].as_array().unwrap().len(), 7);
     // A dry run shows the same steps and changes nothing.
     let dry = ok(migrate(&wh, &["apply", "--dry-run"]));
     assert_eq!(dry["planned"], plan["pending"]);
@@ -109,7 +109,7 @@ async fn a_v1_warehouse_migrates_keeping_every_row() {
             applied["from_version"].clone(),
             applied["to_version"].clone()
         ),
-        (1.into(), 7.into())
+        (1.into(), 8.into())
     );
     // Re-running is a no-op.
     let again = ok(migrate(&wh, &["apply"]));
@@ -304,57 +304,57 @@ async fn bad_migration_files_are_refused_before_anything_runs() {
         v
     };
     let before = versions().await;
-    // Each V8 starts with a valid step, so "nothing changed" means nothing ran at all.
+    // Each V9 starts with a valid step, so "nothing changed" means nothing ran at all.
     let good = "ALTER TABLE hive_metastore._executor_metadata.sources ADD COLUMN note STRING;\n";
     let cases: Vec<(&str, Files, &str)> = vec![
         (
             "syntax error",
             vec![(
-                "V8__bad.sql",
+                "V9__bad.sql",
                 format!(
                     "{good}\nUPDATE hive_metastore._executor_metadata.tables SETT row_count = 0;\n"
                 ),
             )],
-            "V8__bad.sql line 3: syntax error:",
+            "V9__bad.sql line 3: syntax error:",
         ),
         (
             "unsupported statement",
             vec![(
-                "V8__bad.sql",
+                "V9__bad.sql",
                 format!("{good}DROP TABLE hive_metastore._executor_metadata.tables;\n"),
             )],
-            "V8__bad.sql line 2: DROP TABLE is not a supported migration statement",
+            "V9__bad.sql line 2: DROP TABLE is not a supported migration statement",
         ),
         (
             "missing table",
             vec![(
-                "V8__bad.sql",
+                "V9__bad.sql",
                 format!("{good}UPDATE hive_metastore._executor_metadata.nope SET a = 1;\n"),
             )],
-            "V8__bad.sql line 2: table nope does not exist",
+            "V9__bad.sql line 2: table nope does not exist",
         ),
         (
             "type-incompatible UPDATE",
             vec![(
-                "V8__bad.sql",
+                "V9__bad.sql",
                 format!(
                     "{good}UPDATE hive_metastore._executor_metadata.sources SET files_found = source_path;\n"
                 ),
             )],
-            "V8__bad.sql line 2: type mismatch: files_found is INT, the new value is Utf8",
+            "V9__bad.sql line 2: type mismatch: files_found is INT, the new value is Utf8",
         ),
         (
             "gap in versions",
-            vec![("V9__later.sql", good.to_string())],
-            "migration versions have a gap: V8 is missing (found V7 and V9)",
+            vec![("V10__later.sql", good.to_string())],
+            "migration versions have a gap: V9 is missing (found V8 and V10)",
         ),
         (
             "two files with one version",
             vec![
-                ("V8__a.sql", good.to_string()),
-                ("V8__b.sql", good.to_string()),
+                ("V9__a.sql", good.to_string()),
+                ("V9__b.sql", good.to_string()),
             ],
-            "migration version 8 is given twice: V8__a.sql and V8__b.sql",
+            "migration version 9 is given twice: V9__a.sql and V9__b.sql",
         ),
     ];
     for (i, (case, files, expected)) in cases.into_iter().enumerate() {
@@ -386,13 +386,13 @@ async fn bad_migration_files_are_refused_before_anything_runs() {
 async fn edited_failed_and_interrupted_migrations() {
     let d = tmp();
     let wh = d.path().join("wh");
-    // V8 fails at its second step (a type the file's model allows but delta-rs rejects is
+    // V9 fails at its second step (a type the file's model allows but delta-rs rejects is
     // hard to make: a constraint violation is simplest to make fail at run time).
     let v4 = "ALTER TABLE hive_metastore._executor_metadata.sources ADD COLUMN note STRING;\n\
               UPDATE hive_metastore._executor_metadata.sources SET note = 'x' WHERE CAST(source_path AS INT) > 0;\n";
-    let dir = migrations_dir(d.path(), &[("V8__note.sql", v4)]);
-    ok(migrate_with(&wh, &dir, &["apply", "--target", "7"]));
-    // Rows whose source_path is not a number make the CAST fail when V8 runs.
+    let dir = migrations_dir(d.path(), &[("V9__note.sql", v4)]);
+    ok(migrate_with(&wh, &dir, &["apply", "--target", "8"]));
+    // Rows whose source_path is not a number make the CAST fail when V9 runs.
     let lake = d.path().join("lake");
     write(&lake.join("a.csv"), "x\n1\n");
     let out = bin()
@@ -409,12 +409,12 @@ async fn edited_failed_and_interrupted_migrations() {
     let out = migrate_with(&wh, &dir, &["apply"]);
     assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("V8__note.sql line 2 failed:"), "{stderr}");
+    assert!(stderr.contains("V9__note.sql line 2 failed:"), "{stderr}");
     let status = stdout_json(&migrate_with(&wh, &dir, &["status"]));
-    assert_eq!(status["migrations"][7]["state"], "failed");
-    assert_eq!(status["schema_version"], 7);
-    // The failed V8 is reported to jobs run by a binary that knows V8; this one knows V7 and
-    // sees the V8 attempt as a warehouse ahead of it... so it is the status that tells.
+    assert_eq!(status["migrations"][8]["state"], "failed");
+    assert_eq!(status["schema_version"], 8);
+    // The failed V9 is reported to jobs run by a binary that knows V9; this one knows V8 and
+    // sees the V9 attempt as a warehouse ahead of it... so it is the status that tells.
     let w = warehouse(&wh);
     assert_eq!(
         readiness(
@@ -424,15 +424,15 @@ async fn edited_failed_and_interrupted_migrations() {
         .await
         .unwrap(),
         Readiness::Unfinished {
-            version: 8,
+            version: 9,
             state: nuvyn_executor::migrate::State::Failed
         }
     );
 
-    // Fixing the file and applying again resumes V8: its first step is already done.
+    // Fixing the file and applying again resumes V9: its first step is already done.
     let fixed = "ALTER TABLE hive_metastore._executor_metadata.sources ADD COLUMN note STRING;\n\
                  UPDATE hive_metastore._executor_metadata.sources SET note = 'x' WHERE note IS NULL;\n";
-    std::fs::write(dir.join("V8__note.sql"), fixed).unwrap();
+    std::fs::write(dir.join("V9__note.sql"), fixed).unwrap();
     let r = ok(migrate_with(&wh, &dir, &["apply"]));
     assert_eq!(r["applied"][0]["resumed"], true);
     assert_eq!(r["applied"][0]["steps_skipped"], 1);
@@ -446,28 +446,28 @@ async fn edited_failed_and_interrupted_migrations() {
     );
 
     // Editing an applied file is refused by validate and apply, naming both checksums.
-    std::fs::write(dir.join("V8__note.sql"), format!("{fixed}-- edited\n")).unwrap();
+    std::fs::write(dir.join("V9__note.sql"), format!("{fixed}-- edited\n")).unwrap();
     for action in ["validate", "apply"] {
         let out = migrate_with(&wh, &dir, &[action]);
         assert_eq!(out.status.code(), Some(1), "{action}");
         let e = String::from_utf8_lossy(&out.stderr);
         assert!(
-            e.contains("V8__note.sql (V8) was changed after it was applied: checksum applied "),
+            e.contains("V9__note.sql (V9) was changed after it was applied: checksum applied "),
             "{e}"
         );
     }
     // repair accepts the edit.
     let r = ok(migrate_with(&wh, &dir, &["repair"]));
-    assert_eq!(r["realigned_checksums"][0]["version"], 8);
+    assert_eq!(r["realigned_checksums"][0]["version"], 9);
     ok(migrate_with(&wh, &dir, &["validate"]));
 
     // A run that died long ago (an executor before leases) left its lock: the next apply
-    // takes it over at once. (Nothing pending needs no lock, so V9 gives it work.)
+    // takes it over at once. (Nothing pending needs no lock, so V10 gives it work.)
     let lock = wh.join("_executor_metadata/_migrate.lock");
     std::fs::write(&lock, r#"{"owner":"test","since":"2026-01-01T00:00:00Z"}"#).unwrap();
     ok(migrate_with(&wh, &dir, &["apply"]));
     std::fs::write(
-        dir.join("V9__more.sql"),
+        dir.join("V10__more.sql"),
         "ALTER TABLE hive_metastore._executor_metadata.tables ADD COLUMN note STRING;\n",
     )
     .unwrap();
@@ -491,7 +491,7 @@ async fn edited_failed_and_interrupted_migrations() {
         "expires": (chrono::Utc::now() + chrono::Duration::hours(1)).to_rfc3339()});
     std::fs::write(&lock, live.to_string()).unwrap();
     std::fs::write(
-        dir.join("V10__more.sql"),
+        dir.join("V11__more.sql"),
         "ALTER TABLE hive_metastore._executor_metadata.tables ADD COLUMN note2 STRING;\n",
     )
     .unwrap();
@@ -521,9 +521,9 @@ async fn edited_failed_and_interrupted_migrations() {
         .unwrap());
     assert_eq!(r["removed_lock"], true);
     let r = ok(migrate_with(&wh, &dir, &["apply"]));
-    assert_eq!(r["to_version"], 10);
+    assert_eq!(r["to_version"], 11);
 
-    // This binary knows V7 only: the warehouse is ahead of it, and jobs refuse to write.
+    // This binary knows V8 only: the warehouse is ahead of it, and jobs refuse to write.
     let out = bin()
         .args(["extract", "--workflow-id", "w", "--warehouse"])
         .arg(&wh)
@@ -534,13 +534,13 @@ async fn edited_failed_and_interrupted_migrations() {
     let err = stdout_json(&out)["error"].as_str().unwrap().to_string();
     assert!(
         err.contains(
-            "the warehouse schema is at V10, newer than this executor's V7: upgrade nuvyn-executor"
+            "the warehouse schema is at V11, newer than this executor's V8: upgrade nuvyn-executor"
         ),
         "{err}"
     );
     let out = migrate(&wh, &["validate"]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("newer than this executor's V7"));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("newer than this executor's V8"));
 }
 
 /// Two `migrate apply` runs at once on a fresh warehouse: each step runs once, every table is
@@ -565,7 +565,7 @@ async fn concurrent_applies_never_run_a_step_twice() {
         let out = c.wait_with_output().unwrap();
         applied += ok(out)["applied"].as_array().unwrap().len();
     }
-    assert_eq!(applied, 7, "V1..V7 applied once between the two runs");
+    assert_eq!(applied, 8, "V1..V8 applied once between the two runs");
     let w = warehouse(&wh);
     let history = Migrator::new(w.clone()).history().await.unwrap();
     let done: Vec<i32> = history
@@ -573,7 +573,7 @@ async fn concurrent_applies_never_run_a_step_twice() {
         .filter(|r| r.success == Some(true))
         .map(|r| r.version)
         .collect();
-    assert_eq!(done, [1, 2, 3, 4, 5, 6, 7]);
+    assert_eq!(done, [1, 2, 3, 4, 5, 6, 7, 8]);
     // One CREATE TABLE per table: version 0 is the only metaData-with-protocol commit.
     let reference = tmp();
     let r = Warehouse::new(location::parse(&reference.path().display().to_string()).unwrap());
@@ -608,7 +608,7 @@ fn a_job_with_migrate_upgrades_the_warehouse_first() {
         String::from_utf8_lossy(&out.stderr)
     );
     let status = ok(migrate(&wh, &["status"]));
-    assert_eq!(status["schema_version"], 7);
+    assert_eq!(status["schema_version"], 8);
     assert_eq!(
         sql_json(
             &wh,
@@ -717,7 +717,7 @@ async fn a_killed_migration_is_reported_and_resumed() {
             started.elapsed()
         );
         let r = stdout_json(&out);
-        assert_eq!(r["to_version"], 7);
+        assert_eq!(r["to_version"], 8);
         let check = ok(bin()
             .args(["schema_validation", "--no-create", "--warehouse"])
             .arg(&wh)

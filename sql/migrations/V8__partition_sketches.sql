@@ -1,0 +1,15 @@
+-- V8: per-partition sketches (README "Profiles over time"). A table partitioned by
+-- `key=value` folders keeps, per partition, the mergeable state of its profile aggregate
+-- (counts, null counts, min/max, moments, distinct-count and quantile sketches, value
+-- counts) with the fingerprint of the partition's files: a re-run reads only new or
+-- changed partitions, drops removed ones and merges the rest. The sketches hold sampled
+-- values as read, so only jobs that keep raw values (`--samples raw`) write them.
+
+CREATE TABLE IF NOT EXISTS hive_metastore._executor_metadata.partition_sketches (
+  id BIGINT, workflow_id STRING, source_id STRING, run_id STRING, table_name STRING,
+  partition_path STRING, fingerprint STRING, schema_key STRING, row_count BIGINT,
+  file_schema BINARY, sketch BINARY, computed_at TIMESTAMP
+) USING DELTA PARTITIONED BY (workflow_id);
+
+ALTER TABLE hive_metastore._executor_metadata.partition_sketches
+  SET TBLPROPERTIES ('delta.dataSkippingStatsColumns' = 'id,source_id,run_id,table_name,partition_path,row_count,computed_at');
