@@ -192,3 +192,18 @@ CREATE TABLE IF NOT EXISTS `hive_metastore`.`_executor_metadata`.`changes` (
   `detail` STRING,
   `detected_at` TIMESTAMP
 ) USING DELTA PARTITIONED BY (`workflow_id`) LOCATION '${warehouse}/_executor_metadata/changes';
+
+CREATE TABLE IF NOT EXISTS `hive_metastore`.`_executor_metadata`.`partition_sketches` (
+  `id` BIGINT,
+  `workflow_id` STRING,
+  `source_id` STRING,
+  `run_id` STRING,
+  `table_name` STRING,
+  `partition_path` STRING,
+  `fingerprint` STRING,
+  `schema_key` STRING,
+  `row_count` BIGINT,
+  `file_schema` BINARY,
+  `sketch` BINARY,
+  `computed_at` TIMESTAMP
+) USING DELTA PARTITIONED BY (`workflow_id`) LOCATION '${warehouse}/_executor_metadata/partition_sketches';

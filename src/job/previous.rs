@@ -193,8 +193,13 @@ pub async fn sketches(
         let (schema, sketch) = (cast(6, &DataType::Binary)?, cast(7, &DataType::Binary)?);
         let (schema, sketch) = (schema.as_binary::<i32>(), sketch.as_binary::<i32>());
         for r in 0..b.num_rows() {
-            if [table.is_null(r), run.is_null(r), path.is_null(r), sketch.is_null(r)]
-                .contains(&true)
+            if [
+                table.is_null(r),
+                run.is_null(r),
+                path.is_null(r),
+                sketch.is_null(r),
+            ]
+            .contains(&true)
                 || tables.get(table.value(r)).map(String::as_str) != Some(run.value(r))
             {
                 continue;

@@ -503,7 +503,11 @@ fn sketches_batch(
     srcs: &[&SourceReport],
     ts: chrono::DateTime<chrono::Utc>,
 ) -> Result<RecordBatch, WarehouseError> {
-    let rows: Vec<(&SourceReport, &TableProfile, &profile::partitions::PartitionSketch)> = srcs
+    let rows: Vec<(
+        &SourceReport,
+        &TableProfile,
+        &profile::partitions::PartitionSketch,
+    )> = srcs
         .iter()
         .flat_map(|s| s.tables.iter().map(move |t| (*s, t)))
         .filter(|(_, t)| t.status == TableStatus::Ok && t.carried_from.is_none())
@@ -513,7 +517,10 @@ fn sketches_batch(
     BatchBuilder::new(&warehouse::PARTITION_SKETCHES)
         .i64s("id", warehouse::new_ids(n))
         .strings("workflow_id", vec![Some(report.workflow_id.as_str()); n])
-        .strings("source_id", rows.iter().map(|(s, _, _)| s.source_id.as_deref()))
+        .strings(
+            "source_id",
+            rows.iter().map(|(s, _, _)| s.source_id.as_deref()),
+        )
         .strings("run_id", vec![Some(report.run_id.as_str()); n])
         .strings(
             "table_name",
@@ -536,7 +543,10 @@ fn sketches_batch(
             "file_schema",
             rows.iter().map(|(_, _, k)| Some(k.file_schema.as_slice())),
         )
-        .binaries("sketch", rows.iter().map(|(_, _, k)| Some(k.sketch.as_slice())))
+        .binaries(
+            "sketch",
+            rows.iter().map(|(_, _, k)| Some(k.sketch.as_slice())),
+        )
         .timestamps("computed_at", vec![Some(ts); n])
         .build()
 }

@@ -573,7 +573,8 @@ async fn listing_table(
         // `10.5` in the next): infer each file alone and widen instead of failing.
         Err(e) => match e {
             e if e.to_string().contains("Fail to merge schema") && t.files.len() > 1 => {
-                let (merged, differ) = widen_file_schemas(state, loc, &t.files, &t.partition_cols, &opts).await?;
+                let (merged, differ) =
+                    widen_file_schemas(state, loc, &t.files, &t.partition_cols, &opts).await?;
                 tracing::info!(table = %t.name, columns = ?differ, "part files disagree on column types; widened");
                 mixed = differ;
                 ListingTableConfig::new_with_multi_paths(urls)
@@ -889,9 +890,8 @@ fn physical_aggregates(
     state: &SessionState,
     aggs: Vec<Expr>,
     schema: &SchemaRef,
-) -> datafusion::error::Result<
-    Vec<Arc<datafusion::physical_expr::aggregate::AggregateFunctionExpr>>,
-> {
+) -> datafusion::error::Result<Vec<Arc<datafusion::physical_expr::aggregate::AggregateFunctionExpr>>>
+{
     use datafusion::common::{DFSchema, plan_err};
     use datafusion::logical_expr::expr::{AggregateFunction, Alias};
     use datafusion::logical_expr::type_coercion::functions::fields_with_udf;
@@ -1294,7 +1294,16 @@ async fn profile_into(
                 p.partition_sketches = m.sketches;
                 p.partitions = Some(m.counts);
                 let declared = matches!(t.format, Format::Parquet | Format::Avro);
-                fill(p, &m.schema, stats, None, declared, None, n_part, opts.samples);
+                fill(
+                    p,
+                    &m.schema,
+                    stats,
+                    None,
+                    declared,
+                    None,
+                    n_part,
+                    opts.samples,
+                );
                 return Ok(());
             }
             // The whole-table route reports what is wrong with the table itself, and widens

@@ -203,18 +203,21 @@ async fn infer_partition(
     let non_empty: Vec<ObjectMeta> = files.iter().filter(|f| f.size > 0).cloned().collect();
     match opts.format.infer_schema(state, &store, &non_empty).await {
         Ok(s) => Ok(s),
-        Err(e) if e.to_string().contains("Fail to merge schema") && non_empty.len() > 1 => {
-            Ok(super::widen_file_schemas(state, loc, &non_empty, &t.partition_cols, opts)
+        Err(e) if e.to_string().contains("Fail to merge schema") && non_empty.len() > 1 => Ok(
+            super::widen_file_schemas(state, loc, &non_empty, &t.partition_cols, opts)
                 .await?
-                .0)
-        }
+                .0,
+        ),
         Err(e) => Err(ProfileError::read(e)),
     }
 }
 
 /// The partitions' file schemas merged in path order: a column keeps its first place, its
 /// type widens to hold every partition's, and it is nullable where any partition lacks it.
-fn merge_schemas(schemas: &[SchemaRef], partition_cols: &[(String, bool)]) -> (Schema, Vec<String>) {
+fn merge_schemas(
+    schemas: &[SchemaRef],
+    partition_cols: &[(String, bool)],
+) -> (Schema, Vec<String>) {
     let mut merged: Vec<Field> = Vec::new();
     let mut seen_in: Vec<usize> = Vec::new();
     let mut differ: Vec<String> = Vec::new();
@@ -342,11 +345,10 @@ pub(super) async fn profile(
             async move { (i, infer_partition(state, loc, t, opts, files).await) }
         })
         .collect();
-    let inferred: Vec<(usize, Result<SchemaRef, ProfileError>)> =
-        futures::stream::iter(inferring)
-            .buffer_unordered(16)
-            .collect()
-            .await;
+    let inferred: Vec<(usize, Result<SchemaRef, ProfileError>)> = futures::stream::iter(inferring)
+        .buffer_unordered(16)
+        .collect()
+        .await;
     for (i, s) in inferred {
         file_schemas[i] = Some(s?);
     }

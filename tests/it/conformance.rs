@@ -496,3 +496,300 @@ async fn azurite_wrong_or_missing_credentials_are_named_once() {
         assert!(!stderr.contains("backing off"), "{case}: {stderr}");
     }
 }
+
+/// One day of sales: `rows` rows drawn from `seed`, some ids null; `extra` adds a column.
+fn sales_day(seed: u64, rows: usize, extra: bool) -> RecordBatch {
+    use nuvyn_executor::deltalake::arrow::array::{
+        ArrayRef, Float64Array, Int64Array, StringArray,
+    };
+    use std::sync::Arc;
+    let mut x = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
+    let mut next = move || {
+        x = x
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        x >> 33
+    };
+    let (mut ids, mut amounts, mut cities) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..rows {
+        let r = next();
+        ids.push((r % 10 != 0).then_some((r % 5000) as i64));
+        amounts.push((next() % 100_000) as f64 / 100.0 + seed as f64);
+        cities.push(["oslo", "lima", "pune", "kyiv", "baku"][(next() % 5) as usize].to_string());
+    }
+    let mut cols: Vec<(&str, ArrayRef)> = vec![
+        ("id", Arc::new(Int64Array::from(ids))),
+        ("amount", Arc::new(Float64Array::from(amounts))),
+        ("city", Arc::new(StringArray::from(cities))),
+    ];
+    if extra {
+        cols.push((
+            "note",
+            Arc::new(StringArray::from(vec![Some("late"); rows])),
+        ));
+    }
+    RecordBatch::try_from_iter(cols).unwrap()
+}
+
+async fn put_sales_day(loc: &location::Location, day: u64, batch: &RecordBatch) {
+    let path = loc
+        .prefix
+        .clone()
+        .join("sales")
+        .join(format!("day=2024-01-{day:02}"))
+        .join("part-0.parquet");
+    loc.store
+        .put(&path, PutPayload::from(parquet_bytes(batch)))
+        .await
+        .unwrap();
+}
+
+/// The statistics that merging partition sketches must give exactly as a whole-table pass
+/// (top values: exact counts while a column has few distinct values).
+fn exact_view(t: &nuvyn_executor::profile::TableProfile) -> Vec<String> {
+    let mut out = vec![format!(
+        "rows {:?} dup {:?} keys {:?}",
+        t.row_count, t.duplicate_rows, t.candidate_keys
+    )];
+    for c in &t.columns {
+        out.push(format!(
+            "{} {} nullable={} nulls={} distinct={:?} min={:?} max={:?} zero={:?} neg={:?} len={:?}/{:?} top={:?}",
+            c.column_name,
+            c.data_type,
+            c.is_nullable,
+            c.null_count,
+            c.distinct_count,
+            c.min_value,
+            c.max_value,
+            c.zero_count,
+            c.negative_count,
+            c.min_length,
+            c.max_length,
+            c.top_values.iter().map(|v| (&v.value, v.count)).collect::<Vec<_>>(),
+        ));
+    }
+    out
+}
+
+fn close(a: Option<f64>, b: Option<f64>) -> bool {
+    match (a, b) {
+        (Some(a), Some(b)) => (a - b).abs() <= 1e-9 * a.abs().max(b.abs()).max(1.0),
+        (a, b) => a == b,
+    }
+}
+
+/// A daily-partitioned table re-run after a day is added reads that day only and merges the
+/// rest from the stored sketches; the result equals a full profile of the table (exact
+/// statistics exactly, moments to 9 digits), and removed, changed and widened partitions are
+/// handled.
+async fn partitioned_reruns(source_root: String, warehouse: String, remote: bool) {
+    let loc = location::parse(&source_root).unwrap();
+    for day in 1..=4 {
+        put_sales_day(&loc, day, &sales_day(day, 3000, false)).await;
+    }
+    let raw = |c: &mut nuvyn_executor::job::payload::CliJobArgs| c.samples = Some("raw".into());
+    let run = |wh: String, full: bool| {
+        let src = source_root.clone();
+        async move {
+            run_job_with(&[src], "wf_parts", Some("p1"), Some(&wh), |c| {
+                raw(c);
+                c.full = full;
+            })
+            .await
+        }
+    };
+    let sales = |r: &nuvyn_executor::job::JobReport| {
+        r.sources[0]
+            .tables
+            .iter()
+            .find(|t| t.table_name == "sales")
+            .cloned()
+            .unwrap_or_else(|| panic!("{r:#?}"))
+    };
+    let counts = |read, reused, dropped| {
+        Some(nuvyn_executor::profile::partitions::PartitionCounts {
+            read,
+            reused,
+            dropped,
+        })
+    };
+    let r1 = run(warehouse.clone(), false).await;
+    assert_eq!(r1.status, RunStatus::Succeeded, "{r1:#?}");
+    assert_eq!(sales(&r1).partitions, counts(4, 0, 0));
+    let first_gets = r1.sources[0].requests.get;
+
+    // A new day: only it is read.
+    put_sales_day(&loc, 5, &sales_day(5, 3000, false)).await;
+    let r2 = run(warehouse.clone(), false).await;
+    assert_eq!(r2.status, RunStatus::Succeeded, "{r2:#?}");
+    let merged = sales(&r2);
+    assert_eq!(merged.partitions, counts(1, 4, 0));
+    assert_eq!(merged.row_count, Some(15_000));
+    if remote {
+        let gets = r2.sources[0].requests.get;
+        assert!(
+            gets > 0 && gets * 4 <= first_gets,
+            "one day of five read: {gets} GETs now, {first_gets} for four days"
+        );
+    }
+    // The same lake profiled in full, partition by partition and as one table.
+    let full_wh = format!("{warehouse}-full");
+    let full = sales(&run(full_wh.clone(), true).await);
+    assert_eq!(full.partitions, counts(5, 0, 0));
+    let whole = run_job_at(
+        std::slice::from_ref(&source_root),
+        "wf_parts",
+        Some("p1"),
+        Some(&format!("{warehouse}-whole")),
+    )
+    .await;
+    let whole = sales(&whole);
+    assert_eq!(whole.partitions, None, "masked samples keep no sketches");
+    for other in [&full, &whole] {
+        assert_eq!(exact_view(&merged), exact_view(other));
+        for (a, b) in merged.columns.iter().zip(&other.columns) {
+            assert!(
+                close(a.mean, b.mean),
+                "{}: {:?} {:?}",
+                a.column_name,
+                a.mean,
+                b.mean
+            );
+            assert!(close(a.stddev, b.stddev), "{}", a.column_name);
+            assert_eq!(a.sample_values.len(), b.sample_values.len());
+        }
+    }
+    // Quantiles come from a sample of 8,192 of the 15,000 values: the merged sketches give
+    // the very sample a full partition-by-partition run draws, and each quantile's rank in
+    // the real values is within the stated bound.
+    let quantiles = |t: &nuvyn_executor::profile::TableProfile| -> Vec<Option<String>> {
+        t.columns
+            .iter()
+            .map(|c| c.quantiles.as_ref().map(|q| q.0.clone()))
+            .collect()
+    };
+    assert_eq!(quantiles(&merged), quantiles(&full));
+    let days: Vec<RecordBatch> = (1..=5).map(|d| sales_day(d, 3000, false)).collect();
+    let bound =
+        nuvyn_executor::profile::sketch::share_bound(nuvyn_executor::profile::sketch::SAMPLE_SIZE);
+    for (i, name) in [(0, "id"), (1, "amount")] {
+        let mut values: Vec<f64> = days
+            .iter()
+            .flat_map(|b| {
+                let c = nuvyn_executor::deltalake::arrow::compute::cast(
+                    b.column(i),
+                    &nuvyn_executor::deltalake::arrow::datatypes::DataType::Float64,
+                )
+                .unwrap();
+                c.as_any()
+                    .downcast_ref::<nuvyn_executor::deltalake::arrow::array::Float64Array>()
+                    .unwrap()
+                    .iter()
+                    .flatten()
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        values.sort_by(f64::total_cmp);
+        let n = values.len() as f64;
+        let col = merged
+            .columns
+            .iter()
+            .find(|c| c.column_name == name)
+            .unwrap();
+        let q: serde_json::Value =
+            serde_json::from_str(&col.quantiles.as_ref().unwrap().0).unwrap();
+        assert_eq!(q["exact"], false, "{q}");
+        for (key, rank) in [
+            ("p05", 0.05),
+            ("p25", 0.25),
+            ("p50", 0.5),
+            ("p75", 0.75),
+            ("p95", 0.95),
+        ] {
+            let v = q[key].as_f64().unwrap();
+            let below = values.partition_point(|x| *x < v) as f64 / n;
+            let upto = values.partition_point(|x| *x <= v) as f64 / n;
+            assert!(
+                below - bound <= rank && rank <= upto + bound,
+                "{name} {key} = {v}: rank {below}..{upto}, bound {bound}"
+            );
+        }
+    }
+
+    // The warehouse keeps one sketch per partition, of the latest profile.
+    let w = Warehouse::new(location::parse(&warehouse).unwrap());
+    let stored = w
+        .select(
+            "SELECT count(*) AS n, count(DISTINCT run_id) AS runs, sum(row_count) AS total \
+             FROM partition_sketches WHERE workflow_id = 'wf_parts'",
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (&stored[0]["n"], &stored[0]["runs"], &stored[0]["total"]),
+        (&5.into(), &1.into(), &15_000.into())
+    );
+
+    // Unchanged: carried whole, sketches kept under the run that computed them.
+    let r3 = run(warehouse.clone(), false).await;
+    assert_eq!(r3.sources[0].tables_carried, 1);
+    assert_eq!(r3.sources[0].requests.get, 0);
+    let kept = w
+        .select("SELECT DISTINCT run_id FROM partition_sketches WHERE workflow_id = 'wf_parts'")
+        .await
+        .unwrap();
+    assert_eq!(kept.len(), 1);
+    assert_eq!(kept[0]["run_id"], r2.run_id.as_str());
+
+    // A day removed and another rewritten: one read, three merged, one dropped.
+    loc.store
+        .delete(
+            &loc.prefix
+                .clone()
+                .join("sales")
+                .join("day=2024-01-01")
+                .join("part-0.parquet"),
+        )
+        .await
+        .unwrap();
+    put_sales_day(&loc, 2, &sales_day(20, 1000, false)).await;
+    let r4 = sales(&run(warehouse.clone(), false).await);
+    assert_eq!(r4.partitions, counts(1, 3, 1));
+    assert_eq!(r4.row_count, Some(10_000));
+
+    // A day with a new column changes the table's schema: every day is read again, and the
+    // column is null where the days lack it.
+    put_sales_day(&loc, 6, &sales_day(6, 500, true)).await;
+    let r5 = sales(&run(warehouse.clone(), false).await);
+    assert_eq!(r5.partitions, counts(5, 0, 0));
+    let note = r5.columns.iter().find(|c| c.column_name == "note").unwrap();
+    assert_eq!(note.null_count, 10_000);
+    assert!(note.is_nullable);
+    let full = sales(&run(format!("{warehouse}-full2"), true).await);
+    assert_eq!(exact_view(&r5), exact_view(&full));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn partition_sketches_local_disk() {
+    let d = tmp();
+    partitioned_reruns(
+        d.path().join("lake").display().to_string(),
+        d.path().join("wh").display().to_string(),
+        false,
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn partition_sketches_azurite() {
+    let Some(blob) = azurite() else { return };
+    let run = uuid::Uuid::new_v4().simple().to_string();
+    partitioned_reruns(
+        format!("{blob}/lake/{run}"),
+        format!("{blob}/warehouse/{run}"),
+        true,
+    )
+    .await;
+}

@@ -142,12 +142,24 @@ pub async fn run_job_at(
     source_id: Option<&str>,
     warehouse: Option<&str>,
 ) -> JobReport {
-    let cli = CliJobArgs {
+    run_job_with(paths, workflow_id, source_id, warehouse, |_| {}).await
+}
+
+/// [`run_job_at`] with command-line options set by `options` (`--samples`, `--full`, ...).
+pub async fn run_job_with(
+    paths: &[String],
+    workflow_id: &str,
+    source_id: Option<&str>,
+    warehouse: Option<&str>,
+    options: impl FnOnce(&mut CliJobArgs),
+) -> JobReport {
+    let mut cli = CliJobArgs {
         paths: paths.to_vec(),
         workflow_id: Some(workflow_id.to_string()),
         source_id: source_id.map(str::to_string),
         ..Default::default()
     };
+    options(&mut cli);
     let spec = payload::resolve(None, &cli, true).unwrap();
     job::run(JobOptions {
         spec,
