@@ -521,7 +521,8 @@ with tempfile.TemporaryDirectory() as tmp:
                                      "history_days": "400", "secret_scope": "", "secret_keys": ""})
     maintained = json.loads(out)
     if sorted(maintained.get("tables", [])) != sorted(["sources", "tables", "columns", "executor_runs",
-                                                       "table_history", "column_history", "changes"]):
+                                                       "table_history", "column_history", "changes",
+                                                       "partition_sketches"]):
         failures.append(f"maintain: {maintained}")
     for widget, bad in [("vacuum_hours", "a week"), ("history_days", "-3")]:
         try:
@@ -536,7 +537,7 @@ with tempfile.TemporaryDirectory() as tmp:
     scope = {}
     exec(compile(cells(os.path.join(NOTEBOOKS, "register_tables.py"))[2], "register_tables", "exec"), scope)
     statements = scope["registration_statements"](executor, "main", "abfss://lake@acct.dfs.core.windows.net/wh")
-    if len(statements) != 10 or not all("`main`.`_executor_metadata`" in s for s in statements):
+    if len(statements) != 11 or not all("`main`.`_executor_metadata`" in s for s in statements):
         failures.append(f"register_tables: {len(statements)} statements")
 
     # apply_migrations' Databricks route, with a stub spark.sql that records statements.

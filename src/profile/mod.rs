@@ -795,8 +795,9 @@ enum Route {
     Direct,
 }
 
-/// The aggregates of one pass (aliased aggregate function calls) over `schema`.
-fn pass_aggregates(schema: &Schema) -> Vec<Expr> {
+/// The aggregates of one pass (aliased aggregate function calls) over `schema`; `salt` goes
+/// into the column sketches' random draws (a partition's path, see [`partitions`]).
+fn pass_aggregates(schema: &Schema, salt: Option<&str>) -> Vec<Expr> {
     let mut aggs = vec![count(datafusion::logical_expr::lit(1)).alias("__rows")];
     let profile = sketch::ProfileAggregate::udaf();
     for (i, f) in schema.fields().iter().enumerate() {
@@ -810,7 +811,11 @@ fn pass_aggregates(schema: &Schema) -> Vec<Expr> {
             aggs.push(max(c.clone()).alias(format!("mx{i}")));
         }
         if !matches!(f.data_type(), DataType::Null) {
-            aggs.push(profile.call(vec![c]).alias(format!("sk{i}")));
+            let args = match salt {
+                Some(salt) => vec![c, datafusion::logical_expr::lit(salt)],
+                None => vec![c],
+            };
+            aggs.push(profile.call(args).alias(format!("sk{i}")));
         }
     }
     let hashable = !schema.fields().is_empty()
@@ -831,7 +836,7 @@ async fn aggregate_row(
     provider: Arc<dyn TableProvider>,
     route: Route,
 ) -> datafusion::error::Result<datafusion::arrow::array::RecordBatch> {
-    let aggs = pass_aggregates(&provider.schema());
+    let aggs = pass_aggregates(&provider.schema(), None);
     let plan = match route {
         Route::Planned => {
             let plan = LogicalPlanBuilder::scan(

@@ -369,7 +369,7 @@ pub(super) async fn profile(
             .collect::<Vec<_>>(),
     ));
     let key = schema_key(&table_schema);
-    let aggs = physical_aggregates(state, pass_aggregates(&table_schema), &table_schema)
+    let aggs = physical_aggregates(state, pass_aggregates(&table_schema, None), &table_schema)
         .map_err(ProfileError::read)?;
     let state_schema = AggregateExec::try_new(
         AggregateMode::Partial,
@@ -402,20 +402,29 @@ pub(super) async fn profile(
         .map(|&i| {
             let (format, store_url) = (format.clone(), store_url.clone());
             let (file_schema, table_schema) = (file_schema.clone(), table_schema.clone());
-            let (partition_fields, aggs) = (partition_fields.clone(), aggs.clone());
+            let partition_fields = partition_fields.clone();
             let part = &parts[i];
+            let table = table_schema.clone();
             async move {
-                let s = partial_state(
-                    state,
-                    format,
-                    store_url,
-                    file_schema,
-                    partition_fields,
-                    table_schema,
-                    aggs,
-                    part,
-                )
-                .await;
+                // Each partition draws its sample with its own salt (its path).
+                let aggs =
+                    physical_aggregates(state, pass_aggregates(&table, Some(&part.path)), &table);
+                let s = match aggs {
+                    Ok(aggs) => {
+                        partial_state(
+                            state,
+                            format,
+                            store_url,
+                            file_schema,
+                            partition_fields,
+                            table_schema,
+                            aggs,
+                            part,
+                        )
+                        .await
+                    }
+                    Err(e) => Err(e),
+                };
                 (i, s)
             }
         })
@@ -435,10 +444,14 @@ pub(super) async fn profile(
         })?);
     }
 
+    let mut states: Vec<RecordBatch> = states
+        .into_iter()
+        .map(|s| s.expect("every partition has a state"))
+        .collect();
+    keep_merged_samples(&mut states).map_err(ProfileError::read)?;
     let mut sketches = Vec::with_capacity(parts.len());
     let mut batches = Vec::with_capacity(parts.len());
-    for (i, part) in parts.iter().enumerate() {
-        let batch = states[i].take().expect("every partition has a state");
+    for (i, (part, batch)) in parts.iter().zip(states).enumerate() {
         let rows = rows_of(&batch);
         sketches.push(PartitionSketch {
             path: part.path.clone(),
@@ -487,6 +500,66 @@ pub(super) async fn profile(
             dropped,
         },
     })
+}
+
+/// Each column's sampled values kept only where the merged sample holds them: with many
+/// partitions, each keeps about its share of the table's sample instead of a sample of its
+/// own, which makes the stored sketches a hundred times smaller on a hundred partitions.
+fn keep_merged_samples(states: &mut [RecordBatch]) -> datafusion::error::Result<()> {
+    use super::sketch::{SAMPLE_SIZE, Sketch};
+    use datafusion::arrow::array::{Array, ArrayRef, AsArray, BinaryArray};
+
+    let Some(first) = states.first() else {
+        return Ok(());
+    };
+    let schema = first.schema();
+    for (c, field) in schema.fields().iter().enumerate() {
+        if !field.name().ends_with("[sketch]") {
+            continue;
+        }
+        let mut sketches: Vec<Vec<Option<Sketch>>> = Vec::with_capacity(states.len());
+        for b in states.iter() {
+            let col = b.column(c).as_binary::<i32>();
+            sketches.push(
+                col.iter()
+                    .map(|v| v.map(Sketch::from_bytes).transpose())
+                    .collect::<datafusion::error::Result<_>>()?,
+            );
+        }
+        let mut priorities: Vec<f64> = sketches
+            .iter_mut()
+            .flatten()
+            .flatten()
+            .flat_map(|s| s.priorities())
+            .collect();
+        if priorities.len() <= SAMPLE_SIZE {
+            continue;
+        }
+        priorities.select_nth_unstable_by(SAMPLE_SIZE - 1, f64::total_cmp);
+        let tau = priorities[SAMPLE_SIZE - 1];
+        // Strictly below: the k-th itself is kept.
+        let tau = f64::from_bits(tau.to_bits() + 1);
+        for (b, row) in states.iter_mut().zip(sketches) {
+            let trimmed: BinaryArray = row
+                .into_iter()
+                .map(|s| {
+                    s.map(|mut s| {
+                        s.keep_below(tau);
+                        s.to_bytes()
+                    })
+                })
+                .collect();
+            let mut columns: Vec<ArrayRef> = b.columns().to_vec();
+            if trimmed.null_count() != columns[c].null_count() {
+                return Err(datafusion::error::DataFusionError::Internal(
+                    "a trimmed sketch lost a row".into(),
+                ));
+            }
+            columns[c] = Arc::new(trimmed);
+            *b = RecordBatch::try_new(b.schema(), columns)?;
+        }
+    }
+    Ok(())
 }
 
 /// The rows a partition's state counted (the `__rows` count's state, summed).

@@ -15,7 +15,7 @@ use datafusion::common::{HashMap, ScalarValue};
 use datafusion::error::{DataFusionError, Result};
 use datafusion::logical_expr::function::{AccumulatorArgs, StateFieldsArgs};
 use datafusion::logical_expr::{
-    Accumulator, AggregateUDF, AggregateUDFImpl, Signature, Volatility,
+    Accumulator, AggregateUDF, AggregateUDFImpl, Signature, TypeSignature, Volatility,
 };
 use serde::{Deserialize, Serialize};
 
@@ -233,6 +233,9 @@ struct Live {
     tau: f64,
     rng: Draws,
     seeded: bool,
+    /// Mixed into the seed: sketches of parts that may hold the same values (the partitions
+    /// of a table, merged later) must not draw the same priorities.
+    salt: Vec<u8>,
     skip: Option<u64>,
 }
 
@@ -246,6 +249,7 @@ impl Default for Live {
             tau: 1.0,
             rng: Draws::default(),
             seeded: false,
+            salt: Vec::new(),
             skip: None,
         }
     }
@@ -267,7 +271,11 @@ impl Live {
         if !self.seeded {
             // Seeded by the partition's first value: partitions differ in their draws, and
             // the same data gives the same draws on every run.
-            self.rng = Draws::seeded(bytes);
+            self.rng = if self.salt.is_empty() {
+                Draws::seeded(bytes)
+            } else {
+                Draws::seeded(&[self.salt.as_slice(), b"\0", bytes].concat())
+            };
             self.seeded = true;
         }
     }
@@ -402,6 +410,12 @@ impl Sketch {
                 ..Live::default()
             })),
         }
+    }
+
+    /// A sketch whose random draws also depend on `salt` (see [`ProfileAggregate`]).
+    pub fn salted(mut self, salt: &[u8]) -> Self {
+        self.live().salt = salt.to_vec();
+        self
     }
 
     fn live(&mut self) -> &mut Live {
@@ -698,6 +712,21 @@ impl Sketch {
         serde_json::to_vec(self).expect("a sketch serialises")
     }
 
+    /// The priorities of the sampled values (each uniform in (0, 1)).
+    pub fn priorities(&mut self) -> Vec<f64> {
+        self.settle();
+        self.sample.iter().map(|e| e.p).collect()
+    }
+
+    /// Drops the sampled values of priority `tau` or above. With `tau` the largest priority
+    /// of the bottom-[`SAMPLE_SIZE`] of several sketches' samples together, what is dropped
+    /// is in no merge of them (or of them and more) again; a merge without some of them
+    /// keeps a smaller uniform sample (every value with priority below `tau`).
+    pub fn keep_below(&mut self, tau: f64) {
+        self.settle();
+        self.sample.retain(|e| e.p < tau);
+    }
+
     pub fn from_bytes(b: &[u8]) -> Result<Self> {
         serde_json::from_slice(b)
             .map_err(|e| DataFusionError::Internal(format!("bad profile sketch: {e}")))
@@ -741,9 +770,16 @@ pub struct ProfileAggregate {
 }
 
 impl ProfileAggregate {
+    /// `nuvyn_profile(column)`, or `nuvyn_profile(column, salt)` with a text literal mixed
+    /// into the sample's random draws: the partitions of a table are sketched apart and
+    /// merged later, and partitions that begin with the same values would otherwise draw
+    /// the same priorities and sample the same rows of each.
     pub fn udaf() -> AggregateUDF {
         AggregateUDF::new_from_impl(Self {
-            signature: Signature::any(1, Volatility::Immutable),
+            signature: Signature::one_of(
+                vec![TypeSignature::Any(1), TypeSignature::Any(2)],
+                Volatility::Immutable,
+            ),
         })
     }
 }
@@ -763,10 +799,19 @@ impl AggregateUDFImpl for ProfileAggregate {
 
     fn accumulator(&self, args: AccumulatorArgs) -> Result<Box<dyn Accumulator>> {
         let dt = args.expr_fields[0].data_type();
-        Ok(Box::new(SketchAccumulator(
-            Sketch::for_type(dt),
-            Vec::new(),
-        )))
+        let mut sketch = Sketch::for_type(dt);
+        if let Some(e) = args.exprs.get(1) {
+            use datafusion::physical_expr::expressions::Literal;
+            match e.downcast_ref::<Literal>().map(|l| l.value()) {
+                Some(ScalarValue::Utf8(Some(salt))) => sketch = sketch.salted(salt.as_bytes()),
+                _ => {
+                    return Err(DataFusionError::Plan(
+                        "nuvyn_profile's second argument must be a text literal".into(),
+                    ));
+                }
+            }
+        }
+        Ok(Box::new(SketchAccumulator(sketch, Vec::new())))
     }
 
     fn state_fields(&self, args: StateFieldsArgs) -> Result<Vec<FieldRef>> {
