@@ -24,6 +24,12 @@
 # 20,000 folders and prints the job time of each, its peak RSS, discovery time and the ratio
 # of the two times (linear discovery: about 5x). BENCH_ONLY=lakes runs only it.
 #
+# The partitions case makes a table of 100 daily Parquet partitions (BENCH_DAYS) of 100,000
+# rows (BENCH_DAY_ROWS), profiles it with --samples raw (partition sketches kept), adds one
+# day and runs again, then runs --full: times, peak RSS, partitions read and reused, the
+# re-run's speed-up over the full run (goal >= 20x) and DuckDB's SUMMARIZE of the same
+# table. BENCH_ONLY=partitions runs only it (with the profile cases it runs too).
+#
 # Usage: ci/bench.sh [DATA_DIR]   (default: ./bench-data; generated once, then reused)
 # Not part of ci/test.sh: a release build takes ~16 minutes from scratch on 2 cores.
 set -euo pipefail
@@ -67,6 +73,59 @@ PYEOF
   awk "BEGIN{printf \"100,000 / 20,000 files: %.2fx the time for 5x the files (target <= 5.5x; 100,000 under 15 s and 256 MB)\\n\", $t100/$t20}"
   rm -f "$out" "$out.time" "$out.err" "$out.json"
 }
+partitions_case() {  # a daily-partitioned table re-run after one new day (README "Profiles over time")
+  local days="${BENCH_DAYS:-100}" rows="${BENCH_DAY_ROWS:-100000}"
+  echo "==> $days daily Parquet partitions of $rows rows, then one more day (local, --samples raw)" >&2
+  "$PY" - "$DATA" "$days" "$rows" <<'PYEOF'
+import os, sys, duckdb
+d, days, rows = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+root = os.path.join(d, f"daily{days}x{rows}")
+if not os.path.isdir(root):
+    con = duckdb.connect()
+    for day in range(days + 1):
+        out = os.path.join(root + ".tmp", "sales", f"day={day:03d}")
+        os.makedirs(out, exist_ok=True)
+        con.sql(f"""COPY (SELECT i AS id, 'c' || (hash(i * {day + 1}) % 5000)::VARCHAR AS customer,
+            (hash(i + {day}) % 100000) / 100.0 AS amount, ['north','south','east','west'][1 + (i % 4)] AS region,
+            DATE '2026-01-01' + CAST(hash(i) % 365 AS INTEGER) AS shipped FROM range({rows}) t(i))
+            TO '{out}/part-0.parquet' (FORMAT parquet)""")
+    os.rename(root + ".tmp", root)
+PYEOF
+  local src="$DATA/daily${days}x${rows}" work; work=$(mktemp -d)
+  local last; last=$(printf 'day=%03d' "$days")
+  mkdir -p "$work/lake/sales"
+  for p in "$src"/sales/day=*; do [ "$(basename "$p")" = "$last" ] || cp -al "$p" "$work/lake/sales/"; done
+  run_days() {  # $1: label; prints "secs json"
+    /usr/bin/time -f "%e %M" -o "$work/time" "$BIN" extract "$work/lake" --workflow-id bench_days --samples raw \
+      --warehouse "$work/wh" --no-progress "${@:2}" > "$work/$1.json" 2> "$work/err" || { cat "$work/err" >&2; exit 1; }
+    cat "$work/time"
+  }
+  local first second full
+  first=$(run_days first)
+  cp -al "$src/sales/$last" "$work/lake/sales/"
+  second=$(run_days second)
+  full=$(run_days full --full)
+  local duck; duck=$("$PY" - "$work/lake" <<'PYEOF'
+import sys, time, duckdb
+t = time.time()
+duckdb.sql(f"SUMMARIZE SELECT * FROM read_parquet('{sys.argv[1]}/sales/*/*.parquet', hive_partitioning = true)").fetchall()
+print(f"{time.time() - t:.2f}")
+PYEOF
+)
+  python3 - "$work" "$first" "$second" "$full" "$duck" <<'PYEOF'
+import json, sys
+work, first, second, full, duck = sys.argv[1], *[a.split() for a in sys.argv[2:5]], float(sys.argv[5])
+def table(name):
+    return json.load(open(f"{work}/{name}.json"))["sources"][0]["tables"][0]
+t1, t2, tf = float(first[0]), float(second[0]), float(full[0])
+p2, pf = table("second")["partitions"], table("full")["partitions"]
+print(f"first run   {t1:6.2f} s  peak RSS {int(first[1]) // 1024} MB   partitions {table('first')['partitions']}")
+print(f"one new day {t2:6.2f} s  peak RSS {int(second[1]) // 1024} MB   partitions {p2}")
+print(f"--full      {tf:6.2f} s  peak RSS {int(full[1]) // 1024} MB   partitions {pf}   (DuckDB SUMMARIZE of the same table: {duck:.2f} s, {tf / duck:.2f}x)")
+print(f"re-run with one new day: {tf / t2:.1f}x faster than a full run (goal >= 20x), read {p2['read']} of {p2['read'] + p2['reused']} partitions")
+PYEOF
+  rm -rf "$work"
+}
 if [ "${BENCH_ONLY:-}" = "lakes" ]; then
   mkdir -p "$DATA"; DATA="$(cd "$DATA" && pwd)"
   echo "==> release build" >&2
@@ -92,6 +151,13 @@ if [ ! -x "$VENV/bin/python" ]; then
 fi
 "$VENV/bin/pip" install --quiet "duckdb==${DUCKDB_VERSION}"
 PY="$VENV/bin/python"
+
+if [ "${BENCH_ONLY:-}" = "partitions" ]; then
+  echo "==> release build" >&2
+  cargo build --release --locked --quiet
+  partitions_case
+  exit 0
+fi
 
 echo "==> generating data in $DATA (once)" >&2
 "$PY" - "$DATA" <<'PYEOF'
@@ -193,6 +259,7 @@ if [ "${BENCH_5GB:-1}" != "0" ]; then
   fi
   RUNS=1 summarize_case "csv 5 GB" "$BIG5" csv
 fi
+partitions_case
 [ "${BENCH_ONLY:-}" = "profile" ] && exit 0
 echo "==> other cases (best of $RUNS)" >&2
 run "2000 files" "$DATA/small_files" "$(du -sb "$DATA/small_files" | cut -f1)"

@@ -782,8 +782,8 @@ mod tests {
     #[test]
     fn embedded_migrations_parse_and_match_the_directory() {
         let ms = embedded();
-        assert_eq!(ms.len(), 7);
-        assert_eq!(binary_version(), 7);
+        assert_eq!(ms.len(), 8);
+        assert_eq!(binary_version(), 8);
         let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("sql/migrations");
         let from_disk = read_dir(&dir).unwrap();
         let names: Vec<_> = from_disk
@@ -908,7 +908,7 @@ mod tests {
     #[test]
     fn export_carries_whole_statements() {
         let e = export(&embedded());
-        assert_eq!(e["binary_version"], 7);
+        assert_eq!(e["binary_version"], 8);
         let v2 = &e["migrations"][1];
         let stmts = v2["statements"].as_array().unwrap();
         assert_eq!(stmts.len(), embedded()[1].steps.len());

@@ -529,8 +529,8 @@ fn maintain_compacts_and_checkpoints_without_changing_results() {
     );
     let report = stdout_json(&out);
     let tables = report["tables"].as_array().unwrap();
-    // The four job tables, the two history tables and the changes.
-    assert_eq!(tables.len(), 7);
+    // The four job tables, the two history tables, the changes and the partition sketches.
+    assert_eq!(tables.len(), 8);
     let t = tables.iter().find(|t| t["table"] == "tables").unwrap();
     // Four job commits (after the schema's own) wrote partition w1 three times (one file
     // each, two later replaced) and w2 once: w1's live files are compacted into one commit.
@@ -637,7 +637,7 @@ fn ddl_writes_locations_spark_can_reach() {
     assert_eq!(
         text.matches("LOCATION 'abfss://lake@acct.dfs.core.windows.net/wh/_executor_metadata/")
             .count(),
-        9,
+        10,
         "{text}"
     );
     assert!(

@@ -86,7 +86,7 @@ async fn a_v1_warehouse_migrates_keeping_every_row() {
     assert_eq!(
         states,
         [
-            "applied", "pending", "pending", "pending", "pending", "pending", "pending"
+            "applied", "pending", "pending", "pending", "pending", "pending", "pending", "pending"
         ]
     );
     let plan = ok(migrate(&wh, &["plan"]));
