@@ -112,11 +112,29 @@ pub struct TableCheck {
 #[derive(Debug, Clone)]
 pub struct Warehouse {
     pub root: Location,
+    /// Tables opened before (and what commits left them at), shared by clones: opening one
+    /// again reads only the commits since (a listing of the log after its version), not
+    /// its log from the last checkpoint. A job opens each table several times.
+    opened: Arc<std::sync::Mutex<std::collections::HashMap<String, DeltaTable>>>,
 }
 
 impl Warehouse {
     pub fn new(root: Location) -> Self {
-        Self { root }
+        Self {
+            root,
+            opened: Default::default(),
+        }
+    }
+
+    /// Keeps `table` as the latest known state of table `name`.
+    fn remember(&self, name: &str, table: &DeltaTable) {
+        if let Ok(mut m) = self.opened.lock() {
+            m.insert(name.to_string(), table.clone());
+        }
+    }
+
+    fn remembered(&self, name: &str) -> Option<DeltaTable> {
+        self.opened.lock().ok()?.get(name).cloned()
     }
 
     pub fn table_location(&self, def: &TableDef) -> Location {
@@ -179,12 +197,26 @@ impl Warehouse {
         {
             return Ok(None);
         }
+        if let Some(mut table) = self.remembered(name) {
+            match table.update_incremental(None).await {
+                Ok(()) => {
+                    self.remember(name, &table);
+                    return Ok(Some(table));
+                }
+                // Whatever happened to the log since (a vacuum, a re-creation), a fresh
+                // load says what the table is now.
+                Err(e) => tracing::debug!(table = name, "reloading the table: {e}"),
+            }
+        }
         let mut table = self
             .builder_of(name)?
             .build()
             .map_err(|e| self.err_named(name, e))?;
         match table.load().await {
-            Ok(()) => Ok(Some(table)),
+            Ok(()) => {
+                self.remember(name, &table);
+                Ok(Some(table))
+            }
             Err(DeltaTableError::NotATable(_)) => Ok(None),
             Err(e) => Err(self.err_named(name, e)),
         }
@@ -219,7 +251,10 @@ impl Warehouse {
             .with_commit_properties(base_commit_properties().with_max_retries(0))
             .await;
         match created {
-            Ok(t) => Ok((t, true)),
+            Ok(t) => {
+                self.remember(def.name, &t);
+                Ok((t, true))
+            }
             Err(e) => match self.open(def).await? {
                 Some(t) => Ok((t, false)),
                 None => Err(self.err(def, e)),
@@ -505,7 +540,10 @@ impl Warehouse {
         let mut attempt = 0u32;
         loop {
             match op(table.clone()).await {
-                Ok(t) => return Ok(t),
+                Ok(t) => {
+                    self.remember(def.name, &t);
+                    return Ok(t);
+                }
                 Err(DeltaTableError::Transaction {
                     source: deltalake::kernel::transaction::TransactionError::CommitConflict(e),
                 }) if attempt < 20 => {

@@ -1009,3 +1009,92 @@ async fn bench_rerun_unchanged_at_20ms() {
         second["warehouse_requests"]
     );
 }
+
+/// BENCH_DAYS daily Parquet partitions (default 100) of BENCH_DAY_ROWS rows (default
+/// 100,000) on Azurite, source and warehouse behind a proxy holding each request 20 ms,
+/// profiled with `--samples raw` (partition sketches kept); then one more day, then `--full`.
+/// Times, partitions read and the source's requests of each run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a benchmark: ci/bench.sh runs it"]
+async fn bench_new_partition_at_20ms() {
+    let Some(blob) = azurite() else { return };
+    let env = |k: &str, d: usize| -> usize {
+        std::env::var(k)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(d)
+    };
+    let (days, rows) = (env("BENCH_DAYS", 100), env("BENCH_DAY_ROWS", 100_000));
+    let run = uuid::Uuid::new_v4().simple().to_string();
+    let root = format!("{blob}/lake/{run}");
+    let day_file = |d: usize| {
+        (
+            format!("sales/day={d:03}/part-0.parquet"),
+            parquet_bytes(&sales_day(d as u64 + 1, rows, false)),
+        )
+    };
+    for chunk in (0..days).collect::<Vec<_>>().chunks(8) {
+        let puts = chunk.iter().map(|&d| {
+            let root = &root;
+            async move {
+                let (n, b) = day_file(d);
+                put_files(root, &[(n.as_str(), b.as_slice())]).await
+            }
+        });
+        futures::future::join_all(puts).await;
+    }
+    let proxy = crate::common::proxy::FaultProxy::start(upstream_of(&blob)).await;
+    proxy.set_delay(std::time::Duration::from_millis(20));
+    let via = format!("http://127.0.0.1:{}/{AZURITE_ACCOUNT}", proxy.port);
+    let (source, wh) = (
+        format!("{via}/lake/{run}"),
+        format!("{via}/warehouse/{run}"),
+    );
+    let extract = |full: bool| {
+        let (source, wh) = (source.clone(), wh.clone());
+        async move {
+            let started = std::time::Instant::now();
+            let out = tokio::task::spawn_blocking(move || {
+                let mut c = bin();
+                c.args(["extract", &source, "--workflow-id", "wf_days", "--samples", "raw"])
+                    .args(["--warehouse", &wh, "--output", "json", "--no-progress"]);
+                if full {
+                    c.arg("--full");
+                }
+                c.output().unwrap()
+            })
+            .await
+            .unwrap();
+            let took = started.elapsed().as_secs_f64();
+            (ok(out), took)
+        }
+    };
+    let say = |what: &str, r: &serde_json::Value, t: f64| {
+        let s = &r["sources"][0];
+        let q = &s["requests"];
+        println!(
+            "BENCH {what}: {t:.2} s; partitions {}; source requests: list {}, get {}, head {} ({:.1} MB read); warehouse requests {}",
+            s["tables"][0]["partitions"],
+            q["list"],
+            q["get"],
+            q["head"],
+            q["bytes_read"].as_f64().unwrap_or(0.0) / 1048576.0,
+            r["warehouse_requests"]
+        );
+    };
+    let (first, t1) = extract(false).await;
+    say(&format!("{days} days x {rows} rows, first run"), &first, t1);
+    let (n, b) = day_file(days);
+    put_files(&root, &[(n.as_str(), b.as_slice())]).await;
+    let (second, t2) = extract(false).await;
+    say("one new day", &second, t2);
+    assert_eq!(second["sources"][0]["tables"][0]["partitions"]["read"], 1);
+    let (full, tf) = extract(true).await;
+    say("--full", &full, tf);
+    println!(
+        "BENCH re-run with one new day of {}: {:.1}x faster than --full (goal >= 20x), {:.1}x than the first run",
+        days + 1,
+        tf / t2,
+        t1 / t2
+    );
+}

@@ -11,14 +11,6 @@ use nuvyn_executor::storage::location;
 use nuvyn_executor::warehouse::Warehouse;
 use object_store::{ObjectStoreExt, PutPayload};
 
-fn parquet_bytes(batch: &RecordBatch) -> Vec<u8> {
-    let mut buf = Vec::new();
-    let mut w = parquet::arrow::ArrowWriter::try_new(&mut buf, batch.schema(), None).unwrap();
-    w.write(batch).unwrap();
-    w.close().unwrap();
-    buf
-}
-
 /// An Arrow IPC file as arrow-rs writes it (its schema message is padded away from the magic:
 /// DataFusion's stream-based schema inference misread it on remote stores).
 fn ipc_bytes(batch: &RecordBatch) -> Vec<u8> {
@@ -495,42 +487,6 @@ async fn azurite_wrong_or_missing_credentials_are_named_once() {
         }
         assert!(!stderr.contains("backing off"), "{case}: {stderr}");
     }
-}
-
-/// One day of sales: `rows` rows drawn from `seed`, some ids null; `extra` adds a column.
-fn sales_day(seed: u64, rows: usize, extra: bool) -> RecordBatch {
-    use nuvyn_executor::deltalake::arrow::array::{
-        ArrayRef, Float64Array, Int64Array, StringArray,
-    };
-    use std::sync::Arc;
-    let mut x = seed
-        .wrapping_mul(6364136223846793005)
-        .wrapping_add(1442695040888963407);
-    let mut next = move || {
-        x = x
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        x >> 33
-    };
-    let (mut ids, mut amounts, mut cities) = (Vec::new(), Vec::new(), Vec::new());
-    for _ in 0..rows {
-        let r = next();
-        ids.push((r % 10 != 0).then_some((r % 5000) as i64));
-        amounts.push((next() % 100_000) as f64 / 100.0 + seed as f64);
-        cities.push(["oslo", "lima", "pune", "kyiv", "baku"][(next() % 5) as usize].to_string());
-    }
-    let mut cols: Vec<(&str, ArrayRef)> = vec![
-        ("id", Arc::new(Int64Array::from(ids))),
-        ("amount", Arc::new(Float64Array::from(amounts))),
-        ("city", Arc::new(StringArray::from(cities))),
-    ];
-    if extra {
-        cols.push((
-            "note",
-            Arc::new(StringArray::from(vec![Some("late"); rows])),
-        ));
-    }
-    RecordBatch::try_from_iter(cols).unwrap()
 }
 
 async fn put_sales_day(loc: &location::Location, day: u64, batch: &RecordBatch) {

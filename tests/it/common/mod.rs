@@ -179,6 +179,51 @@ pub async fn run_job_with(
     .await
 }
 
+/// A Parquet file of `batch`, as bytes.
+pub fn parquet_bytes(batch: &RecordBatch) -> Vec<u8> {
+    let mut buf = Vec::new();
+    let mut w = parquet::arrow::ArrowWriter::try_new(&mut buf, batch.schema(), None).unwrap();
+    w.write(batch).unwrap();
+    w.close().unwrap();
+    buf
+}
+
+/// One day of sales: `rows` rows drawn from `seed`, some ids null; `extra` adds a column.
+pub fn sales_day(seed: u64, rows: usize, extra: bool) -> RecordBatch {
+    use nuvyn_executor::deltalake::arrow::array::{
+        ArrayRef, Float64Array, Int64Array, StringArray,
+    };
+    use std::sync::Arc;
+    let mut x = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
+    let mut next = move || {
+        x = x
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        x >> 33
+    };
+    let (mut ids, mut amounts, mut cities) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..rows {
+        let r = next();
+        ids.push((r % 10 != 0).then_some((r % 5000) as i64));
+        amounts.push((next() % 100_000) as f64 / 100.0 + seed as f64);
+        cities.push(["oslo", "lima", "pune", "kyiv", "baku"][(next() % 5) as usize].to_string());
+    }
+    let mut cols: Vec<(&str, ArrayRef)> = vec![
+        ("id", Arc::new(Int64Array::from(ids))),
+        ("amount", Arc::new(Float64Array::from(amounts))),
+        ("city", Arc::new(StringArray::from(cities))),
+    ];
+    if extra {
+        cols.push((
+            "note",
+            Arc::new(StringArray::from(vec![Some("late"); rows])),
+        ));
+    }
+    RecordBatch::try_from_iter(cols).unwrap()
+}
+
 /// The binary, with nothing from the test's own environment that would change what it does
 /// (payload, warehouse, log level, Azure credentials).
 pub fn bin() -> assert_cmd::Command {
