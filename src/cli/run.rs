@@ -212,6 +212,12 @@ fn print_report(report: &JobReport, format: ResultFormat) -> anyhow::Result<()> 
                     if let Some(r) = &t.carried_from {
                         notes.push(format!("unchanged: profile of run {r}"));
                     }
+                    if let Some(p) = &t.partitions {
+                        notes.push(format!(
+                            "partitions: {} read, {} merged from their sketches, {} gone",
+                            p.read, p.reused, p.dropped
+                        ));
+                    }
                     if !t.candidate_keys.is_empty() {
                         notes.push(format!("keys {}", t.candidate_keys.join(", ")));
                     }

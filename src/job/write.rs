@@ -20,15 +20,28 @@ pub(super) async fn prepare_warehouse(
 ) -> Result<(), crate::migrate::MigrateError> {
     // Every table's features first: a table this binary cannot write stops the job before
     // anything is created or written.
-    for def in warehouse::WRITTEN_TABLES {
-        match w.open(def).await? {
+    // Opened at once: on a remote warehouse each is a few round trips.
+    let opened = futures::future::join_all(
+        warehouse::WRITTEN_TABLES
+            .iter()
+            .map(|def| async move { (def, w.open(def).await) }),
+    )
+    .await;
+    for (def, t) in opened {
+        match t? {
             Some(t) => w.ensure_writable(def.name, &t)?,
             None => w.refuse_managed_layout(def.name).await?,
         }
     }
     crate::migrate::ensure_current(w, migrate).await?;
-    for def in warehouse::WRITTEN_TABLES {
-        w.ensure_valid(def).await?;
+    for checked in futures::future::join_all(
+        warehouse::WRITTEN_TABLES
+            .iter()
+            .map(|def| w.ensure_valid(def)),
+    )
+    .await
+    {
+        checked?;
     }
     Ok(())
 }
@@ -308,10 +321,10 @@ pub(super) async fn write_results(w: &Warehouse, report: &JobReport) -> Result<(
 
     // Appended, not replaced: the rows an earlier run left stay whole, and the only ones
     // readers see, until this run is recorded in `executor_runs` (the commit point); then
-    // [`settle`] removes them (from the current tables; the history keeps them). Children
-    // before parents.
-    let mut appended = false;
-    for (def, batch) in [
+    // [`settle`] removes them (from the current tables; the history keeps them). Readers go
+    // by that record, so the tables are appended to at once: on a remote warehouse each
+    // commit is several round trips.
+    let writes = [
         (&warehouse::PARTITION_SKETCHES, sketches),
         (&warehouse::CHANGES, changes),
         (&warehouse::COLUMN_HISTORY, column_history),
@@ -319,37 +332,32 @@ pub(super) async fn write_results(w: &Warehouse, report: &JobReport) -> Result<(
         (&warehouse::COLUMNS, columns),
         (&warehouse::TABLES, tables_batch),
         (&warehouse::SOURCES, sources),
-    ] {
-        // Shard 0 writes the source rows.
-        if def.name == warehouse::SOURCES.name && report.shard.is_some_and(|s| s.index != 0) {
-            continue;
-        }
+    ]
+    .into_iter()
+    // Shard 0 writes the source rows.
+    .filter(|(def, _)| {
+        !(def.name == warehouse::SOURCES.name && report.shard.is_some_and(|s| s.index != 0))
+    })
+    .filter(|(_, batch)| batch.num_rows() > 0)
+    .map(|(def, batch)| async move {
         let rows = batch.num_rows();
-        if rows == 0 {
-            continue;
+        let table = w.ensure_valid(def).await?;
+        let t = w.append(def, table, batch, run).await?;
+        tracing::info!(
+            table = def.name,
+            rows,
+            version = t.version().unwrap_or_default(),
+            "written"
+        );
+        Ok::<(), WarehouseError>(())
+    });
+    let results = futures::future::join_all(writes).await;
+    let appended = results.iter().any(Result::is_ok);
+    if let Some(e) = results.into_iter().find_map(Result::err) {
+        if appended {
+            retract(w, report).await;
         }
-        let written = async {
-            let table = w.ensure_valid(def).await?;
-            w.append(def, table, batch, run).await
-        }
-        .await;
-        match written {
-            Ok(t) => {
-                appended = true;
-                tracing::info!(
-                    table = def.name,
-                    rows,
-                    version = t.version().unwrap_or_default(),
-                    "written"
-                );
-            }
-            Err(e) => {
-                if appended {
-                    retract(w, report).await;
-                }
-                return Err(e);
-            }
-        }
+        return Err(e);
     }
     Ok(())
 }

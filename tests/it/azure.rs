@@ -1056,8 +1056,15 @@ async fn bench_new_partition_at_20ms() {
             let started = std::time::Instant::now();
             let out = tokio::task::spawn_blocking(move || {
                 let mut c = bin();
-                c.args(["extract", &source, "--workflow-id", "wf_days", "--samples", "raw"])
-                    .args(["--warehouse", &wh, "--output", "json", "--no-progress"]);
+                c.args([
+                    "extract",
+                    &source,
+                    "--workflow-id",
+                    "wf_days",
+                    "--samples",
+                    "raw",
+                ])
+                .args(["--warehouse", &wh, "--output", "json", "--no-progress"]);
                 if full {
                     c.arg("--full");
                 }
