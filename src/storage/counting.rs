@@ -141,6 +141,7 @@ impl ObjectStore for CountingStore {
 
     async fn get_opts(&self, location: &Path, options: GetOptions) -> Result<GetResult> {
         let head = options.head;
+        tracing::trace!(path = %location, head, range = ?options.range, "storage get");
         bump(if head {
             &self.stats.head
         } else {
@@ -172,6 +173,7 @@ impl ObjectStore for CountingStore {
     }
 
     fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, Result<ObjectMeta>> {
+        tracing::trace!(prefix = ?prefix.map(Path::as_ref), "storage list");
         bump(&self.stats.list);
         self.inner.list(prefix)
     }
@@ -181,6 +183,7 @@ impl ObjectStore for CountingStore {
         prefix: Option<&Path>,
         offset: &Path,
     ) -> BoxStream<'static, Result<ObjectMeta>> {
+        tracing::trace!(prefix = ?prefix.map(Path::as_ref), %offset, "storage list");
         bump(&self.stats.list);
         if self.client_side_offset {
             let offset = offset.clone();

@@ -240,6 +240,9 @@ impl Warehouse {
             .with_save_mode(SaveMode::Ignore)
             // Log cleanup lists the whole `_delta_log` after every commit; `maintain` runs it.
             .with_configuration_property(TableProperty::EnableExpiredLogCleanup, Some("false"))
+            // Opening a table reads its log since the last checkpoint (Delta's default: every
+            // 100 commits), and a job opens each table it writes.
+            .with_configuration_property(TableProperty::CheckpointInterval, Some("10"))
             // File statistics only of ids, names and counts: never a profiled value.
             .with_configuration_property(
                 TableProperty::DataSkippingStatsColumns,
