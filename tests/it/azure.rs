@@ -924,6 +924,14 @@ async fn bench_small_tables_at_20ms() {
 }
 
 /// `ci/bench.sh`'s re-run case (not a timed test: it prints, the bench compares):
+/// A benchmark's size from the environment (`ci/bench.sh` passes them), or `default`.
+fn bench_setting(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
 /// BENCH_RERUN_TABLES tables (default 200) of BENCH_RERUN_ROWS rows (default 20,000) on
 /// Azurite, source and warehouse both behind a proxy holding each request 20 ms. A first
 /// run, then the same lake unchanged: both times and the second run's source requests.
@@ -931,12 +939,7 @@ async fn bench_small_tables_at_20ms() {
 #[ignore = "a benchmark: ci/bench.sh runs it"]
 async fn bench_rerun_unchanged_at_20ms() {
     let Some(blob) = azurite() else { return };
-    let env = |k: &str, d: usize| -> usize {
-        std::env::var(k)
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(d)
-    };
+    let env = bench_setting;
     let (n, rows) = (
         env("BENCH_RERUN_TABLES", 200),
         env("BENCH_RERUN_ROWS", 20_000),
@@ -1018,12 +1021,7 @@ async fn bench_rerun_unchanged_at_20ms() {
 #[ignore = "a benchmark: ci/bench.sh runs it"]
 async fn bench_new_partition_at_20ms() {
     let Some(blob) = azurite() else { return };
-    let env = |k: &str, d: usize| -> usize {
-        std::env::var(k)
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(d)
-    };
+    let env = bench_setting;
     let (days, rows) = (env("BENCH_DAYS", 100), env("BENCH_DAY_ROWS", 100_000));
     let run = uuid::Uuid::new_v4().simple().to_string();
     let root = format!("{blob}/lake/{run}");
