@@ -300,8 +300,26 @@ impl Migrator {
         }
         let held = self.take_lock().await?;
         let result = self.apply_locked(target, &mut report).await;
+        if result.is_ok() && !report.applied.is_empty() {
+            self.compact_history().await;
+        }
         held.release().await;
         result.map(|()| report)
+    }
+
+    /// Compacts `_schema_history` (one small file per step) after migrations ran, under the
+    /// lock: every job reads it whole to know the warehouse is current, and on a remote
+    /// warehouse each file is three round trips. A failure changes nothing but that cost.
+    async fn compact_history(&self) {
+        let opts = crate::warehouse::MaintainOptions {
+            optimize: true,
+            vacuum_hours: None,
+            history_days: None,
+            dry_run: false,
+        };
+        if let Err(e) = self.w.maintain(&SCHEMA_HISTORY, &opts).await {
+            tracing::warn!("compacting the migration history failed ({e}); jobs read it as it is");
+        }
     }
 
     async fn apply_locked(
