@@ -126,6 +126,7 @@ impl ObjectStore for CountingStore {
         payload: PutPayload,
         opts: PutOptions,
     ) -> Result<PutResult> {
+        tracing::trace!(path = %location, mode = ?opts.mode, "storage put");
         bump(&self.stats.put);
         self.inner.put_opts(location, payload, opts).await
     }
@@ -135,6 +136,7 @@ impl ObjectStore for CountingStore {
         location: &Path,
         opts: PutMultipartOptions,
     ) -> Result<Box<dyn MultipartUpload>> {
+        tracing::trace!(path = %location, "storage multipart put");
         bump(&self.stats.put);
         self.inner.put_multipart_opts(location, opts).await
     }

@@ -14,9 +14,8 @@ use futures::StreamExt;
 use futures::stream::BoxStream;
 use object_store::path::Path;
 use object_store::{
-    Attributes, CopyOptions, GetOptions, GetRange, GetResult, GetResultPayload, ListResult,
-    MultipartUpload, ObjectMeta, ObjectStore, PutMultipartOptions, PutOptions, PutPayload,
-    PutResult, RenameOptions, Result,
+    CopyOptions, GetOptions, GetResult, ListResult, MultipartUpload, ObjectMeta, ObjectStore,
+    PutMultipartOptions, PutOptions, PutPayload, PutResult, RenameOptions, Result,
 };
 
 /// An object at most this big is fetched whole on its first read.
@@ -140,31 +139,6 @@ impl SmallObjectStore {
             .insert(m.location.clone(), m.clone());
     }
 
-    /// Answers a read from kept bytes, as the store would have.
-    fn serve(meta: ObjectMeta, body: Bytes, options: &GetOptions) -> Result<GetResult> {
-        let size = body.len() as u64;
-        let range = match &options.range {
-            None => 0..size,
-            Some(GetRange::Bounded(r)) => r.start.min(size)..r.end.min(size),
-            Some(GetRange::Offset(o)) => (*o).min(size)..size,
-            Some(GetRange::Suffix(n)) => size.saturating_sub(*n)..size,
-        };
-        if range.start > range.end || (options.range.is_some() && range.start >= size && size > 0) {
-            return Err(object_store::Error::Generic {
-                store: "small objects",
-                source: format!("range {range:?} is outside the object's {size} bytes").into(),
-            });
-        }
-        let part = body.slice(range.start as usize..range.end as usize);
-        let stream = futures::stream::once(async move { Ok(part) }).boxed();
-        Ok(GetResult {
-            payload: GetResultPayload::Stream(stream),
-            meta,
-            range,
-            attributes: Attributes::default(),
-        })
-    }
-
     /// Whether a read of this object may be answered here: a plain read (no conditions)
     /// of an object the listing saw as small.
     fn small(&self, location: &Path, options: &GetOptions) -> Option<ObjectMeta> {
@@ -217,7 +191,7 @@ impl ObjectStore for SmallObjectStore {
             return self.inner.get_opts(location, options).await;
         };
         if options.head {
-            return Self::serve(meta, Bytes::new(), &GetOptions::default()).map(|mut r| {
+            return super::serve_kept(meta, Bytes::new(), &GetOptions::default()).map(|mut r| {
                 r.range = 0..r.meta.size;
                 r
             });
@@ -242,7 +216,7 @@ impl ObjectStore for SmallObjectStore {
             }
         };
         let meta = self.meta(location).unwrap_or(meta);
-        Self::serve(meta, body, &options)
+        super::serve_kept(meta, body, &options)
     }
 
     async fn get_ranges(&self, location: &Path, ranges: &[Range<u64>]) -> Result<Vec<Bytes>> {
@@ -308,8 +282,8 @@ impl ObjectStore for SmallObjectStore {
 mod tests {
     use super::*;
     use crate::storage::counting::CountingStore;
-    use object_store::ObjectStoreExt;
     use object_store::memory::InMemory;
+    use object_store::{GetRange, ObjectStoreExt};
 
     #[tokio::test]
     async fn a_listed_small_object_costs_one_read_however_often_it_is_read() {

@@ -1,0 +1,465 @@
+//! The warehouse's read cache. A Delta table never changes a file once written: a commit
+//! (`_delta_log/<version>.json`), a checkpoint and a data file each get a new name, so what
+//! was read once can be answered from memory for the rest of the job. delta-rs reads each
+//! commit twice when it loads a table and a checkpoint's footer several times, and a job
+//! reads the previous run's files to compare, to carry and to settle: at 20 ms a request
+//! (a remote store) those repeats were most of a re-run's time. A small object is also
+//! fetched whole on its first ranged read (a Parquet footer, then its metadata, then its
+//! pages: three round trips become one). Mutable names (`_last_checkpoint`, the migration
+//! lock, anything not shaped like a Delta file) and conditional reads always go to the store.
+//! What is kept is bounded (`capacity` bytes, oldest first out).
+
+use std::collections::{HashMap, VecDeque};
+use std::fmt;
+use std::ops::Range;
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use futures::StreamExt;
+use futures::stream::BoxStream;
+use object_store::path::Path;
+use object_store::{
+    CopyOptions, GetOptions, GetRange, GetResult, ListResult, MultipartUpload, ObjectMeta,
+    ObjectStore, PutMultipartOptions, PutOptions, PutPayload, PutResult, RenameOptions, Result,
+};
+
+/// A ranged read that ends within this many bytes of an object's start is widened to them:
+/// an object this small comes whole in one request.
+pub const WIDENED_READ_BYTES: u64 = 1 << 20;
+/// An object at most this big is kept once read whole.
+pub const KEPT_OBJECT_BYTES: u64 = 16 << 20;
+/// Bytes kept at most per warehouse.
+pub const DEFAULT_CAPACITY: usize = 128 << 20;
+
+/// Whether the object at `path` is a file Delta writes once and never changes: a commit
+/// (`00000000000000000007.json`), a checkpoint or data file (`*.parquet`), a checksum
+/// (`*.crc`).
+pub fn is_immutable(path: &Path) -> bool {
+    let Some(name) = path.filename() else {
+        return false;
+    };
+    let commit = name
+        .strip_suffix(".json")
+        .is_some_and(|v| v.len() == 20 && v.bytes().all(|b| b.is_ascii_digit()));
+    commit || name.ends_with(".parquet") || name.ends_with(".crc")
+}
+
+#[derive(Default)]
+struct Kept {
+    objects: HashMap<Path, (ObjectMeta, Bytes)>,
+    order: VecDeque<Path>,
+    bytes: usize,
+}
+
+pub struct ImmutableObjectCache {
+    inner: Arc<dyn ObjectStore>,
+    capacity: usize,
+    kept: Arc<Mutex<Kept>>,
+}
+
+impl ImmutableObjectCache {
+    pub fn new(inner: Arc<dyn ObjectStore>, capacity: usize) -> Self {
+        Self {
+            inner,
+            capacity,
+            kept: Arc::default(),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Kept> {
+        self.kept.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn kept(&self, location: &Path) -> Option<(ObjectMeta, Bytes)> {
+        self.lock().objects.get(location).cloned()
+    }
+
+    fn keep(&self, meta: ObjectMeta, body: Bytes) {
+        if body.len() > self.capacity || body.len() as u64 > KEPT_OBJECT_BYTES {
+            return;
+        }
+        let mut k = self.lock();
+        if k.objects.contains_key(&meta.location) {
+            return;
+        }
+        while k.bytes + body.len() > self.capacity {
+            let Some(old) = k.order.pop_front() else {
+                break;
+            };
+            if let Some((_, b)) = k.objects.remove(&old) {
+                k.bytes -= b.len();
+            }
+        }
+        k.bytes += body.len();
+        k.order.push_back(meta.location.clone());
+        k.objects.insert(meta.location.clone(), (meta, body));
+    }
+
+    fn forget(&self, location: &Path) {
+        forget_in(&self.kept, location);
+    }
+
+    /// Reads `location` whole (or its first [`WIDENED_READ_BYTES`], for a ranged read near
+    /// its start) and keeps it; `None` when that was not all of it, or the store refused the
+    /// widened read (an empty object, say): the read is then made as asked.
+    async fn read_whole(
+        &self,
+        location: &Path,
+        range: Option<&GetRange>,
+    ) -> Result<Option<(ObjectMeta, Bytes)>> {
+        let widened = match range {
+            None => None,
+            Some(GetRange::Bounded(r)) if r.end <= WIDENED_READ_BYTES => {
+                Some(GetRange::Bounded(0..WIDENED_READ_BYTES))
+            }
+            Some(_) => return Ok(None),
+        };
+        let was_widened = widened.is_some();
+        let opts = GetOptions {
+            range: widened,
+            ..Default::default()
+        };
+        let got = match self.inner.get_opts(location, opts).await {
+            Ok(got) => got,
+            Err(e) if !was_widened => return Err(e),
+            Err(e @ object_store::Error::NotFound { .. }) => return Err(e),
+            Err(_) => return Ok(None),
+        };
+        let (meta, got_range) = (got.meta.clone(), got.range.clone());
+        let body = got.bytes().await?;
+        if got_range.start != 0 || got_range.end != meta.size || body.len() as u64 != meta.size {
+            return Ok(None);
+        }
+        self.keep(meta.clone(), body.clone());
+        Ok(Some((meta, body)))
+    }
+}
+
+fn forget_in(kept: &Mutex<Kept>, location: &Path) {
+    let mut k = kept.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some((_, b)) = k.objects.remove(location) {
+        k.bytes -= b.len();
+    }
+    if k.order.len() > 2 * k.objects.len() + 1024 {
+        let Kept { order, objects, .. } = &mut *k;
+        order.retain(|p| objects.contains_key(p));
+    }
+}
+
+/// A read with no conditions (those must be checked by the store).
+fn plain(options: &GetOptions) -> bool {
+    options.if_match.is_none()
+        && options.if_none_match.is_none()
+        && options.if_modified_since.is_none()
+        && options.if_unmodified_since.is_none()
+        && options.version.is_none()
+}
+
+impl fmt::Debug for ImmutableObjectCache {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ImmutableObjectCache")
+            .field("store", &format_args!("{}", self.inner))
+            .field("capacity", &self.capacity)
+            .finish_non_exhaustive()
+    }
+}
+
+impl fmt::Display for ImmutableObjectCache {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.inner)
+    }
+}
+
+#[async_trait::async_trait]
+impl ObjectStore for ImmutableObjectCache {
+    async fn put_opts(
+        &self,
+        location: &Path,
+        payload: PutPayload,
+        opts: PutOptions,
+    ) -> Result<PutResult> {
+        // A checkpoint may be written again (same state); what was kept of it goes.
+        self.forget(location);
+        let keep = (is_immutable(location)
+            && payload.content_length() as u64 <= WIDENED_READ_BYTES)
+            .then(|| Bytes::from(payload.clone()));
+        let put = self.inner.put_opts(location, payload, opts).await?;
+        // What was written is what a read would get: delta-rs reads each commit it makes
+        // right after making it.
+        if let Some(body) = keep {
+            self.keep(
+                ObjectMeta {
+                    location: location.clone(),
+                    last_modified: chrono::Utc::now(),
+                    size: body.len() as u64,
+                    e_tag: put.e_tag.clone(),
+                    version: put.version.clone(),
+                },
+                body,
+            );
+        }
+        Ok(put)
+    }
+
+    async fn put_multipart_opts(
+        &self,
+        location: &Path,
+        opts: PutMultipartOptions,
+    ) -> Result<Box<dyn MultipartUpload>> {
+        self.forget(location);
+        self.inner.put_multipart_opts(location, opts).await
+    }
+
+    async fn get_opts(&self, location: &Path, options: GetOptions) -> Result<GetResult> {
+        if !is_immutable(location) || !plain(&options) {
+            return self.inner.get_opts(location, options).await;
+        }
+        if let Some((meta, body)) = self.kept(location) {
+            if options.head {
+                let mut r = super::serve_kept(meta, Bytes::new(), &GetOptions::default())?;
+                r.range = 0..r.meta.size;
+                return Ok(r);
+            }
+            return super::serve_kept(meta, body, &options);
+        }
+        if !options.head
+            && let Some((meta, body)) = self.read_whole(location, options.range.as_ref()).await?
+        {
+            return super::serve_kept(meta, body, &options);
+        }
+        self.inner.get_opts(location, options).await
+    }
+
+    async fn get_ranges(&self, location: &Path, ranges: &[Range<u64>]) -> Result<Vec<Bytes>> {
+        if !is_immutable(location) {
+            return self.inner.get_ranges(location, ranges).await;
+        }
+        super::ranges_via_get_opts(self, location, ranges).await
+    }
+
+    fn delete_stream(
+        &self,
+        locations: BoxStream<'static, Result<Path>>,
+    ) -> BoxStream<'static, Result<Path>> {
+        // Vacuum deletes data files: nothing kept of them should outlive them.
+        let kept = self.kept.clone();
+        let locations = locations
+            .inspect(move |p| {
+                if let Ok(p) = p {
+                    forget_in(&kept, p);
+                }
+            })
+            .boxed();
+        self.inner.delete_stream(locations)
+    }
+
+    fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, Result<ObjectMeta>> {
+        self.inner.list(prefix)
+    }
+
+    fn list_with_offset(
+        &self,
+        prefix: Option<&Path>,
+        offset: &Path,
+    ) -> BoxStream<'static, Result<ObjectMeta>> {
+        self.inner.list_with_offset(prefix, offset)
+    }
+
+    async fn list_with_delimiter(&self, prefix: Option<&Path>) -> Result<ListResult> {
+        self.inner.list_with_delimiter(prefix).await
+    }
+
+    async fn copy_opts(&self, from: &Path, to: &Path, options: CopyOptions) -> Result<()> {
+        self.forget(to);
+        self.inner.copy_opts(from, to, options).await
+    }
+
+    async fn rename_opts(&self, from: &Path, to: &Path, options: RenameOptions) -> Result<()> {
+        self.forget(from);
+        self.forget(to);
+        self.inner.rename_opts(from, to, options).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::counting::CountingStore;
+    use object_store::ObjectStoreExt;
+    use object_store::memory::InMemory;
+
+    async fn setup(objects: &[(&str, usize)]) -> (ImmutableObjectCache, Arc<CountingStore>) {
+        let counting = Arc::new(CountingStore::new(Arc::new(InMemory::new()), false));
+        for (name, size) in objects {
+            let body: Vec<u8> = (0..*size).map(|i| (i % 251) as u8).collect();
+            counting
+                .put(&Path::from(*name), PutPayload::from(body))
+                .await
+                .unwrap();
+        }
+        let cache = ImmutableObjectCache::new(counting.clone(), 1 << 30);
+        (cache, counting)
+    }
+
+    fn gets(c: &CountingStore) -> u64 {
+        c.stats().snapshot().get
+    }
+
+    #[test]
+    fn only_delta_files_are_immutable() {
+        for p in [
+            "t/_delta_log/00000000000000000007.json",
+            "t/_delta_log/00000000000000000010.checkpoint.parquet",
+            "t/workflow_id=w/part-00000-1.snappy.parquet",
+            "t/_delta_log/00000000000000000003.crc",
+        ] {
+            assert!(is_immutable(&Path::from(p)), "{p}");
+        }
+        for p in [
+            "t/_delta_log/_last_checkpoint",
+            "_migrate.lock",
+            "t/_delta_log/7.json",
+            "t/_delta_log/0000000000000000000x.json",
+            "t/_delta_log/00000000000000000007.json.tmp",
+        ] {
+            assert!(!is_immutable(&Path::from(p)), "{p}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_small_file_read_as_footer_metadata_and_pages_costs_one_request() {
+        let (cache, counting) = setup(&[("t/part-0.parquet", 18_611)]).await;
+        let p = Path::from("t/part-0.parquet");
+        let footer = cache.get_range(&p, 18_603..18_611).await.unwrap();
+        assert_eq!(footer.len(), 8);
+        assert_eq!(footer[0], (18_603 % 251) as u8);
+        let meta = cache.get_range(&p, 14_178..18_603).await.unwrap();
+        assert_eq!(meta[0], (14_178 % 251) as u8);
+        let pages = cache.get_ranges(&p, &[4..100, 5_000..6_000]).await.unwrap();
+        assert_eq!(pages[1][0], (5_000 % 251) as u8);
+        assert_eq!(
+            cache.get(&p).await.unwrap().bytes().await.unwrap().len(),
+            18_611
+        );
+        let head = cache.head(&p).await.unwrap();
+        assert_eq!(head.size, 18_611);
+        assert_eq!(gets(&counting), 1);
+        assert_eq!(counting.stats().snapshot().head, 0);
+    }
+
+    #[tokio::test]
+    async fn mutable_names_and_big_files_go_to_the_store_every_time() {
+        let big = (WIDENED_READ_BYTES + 10) as usize;
+        let (cache, counting) = setup(&[
+            ("t/_delta_log/_last_checkpoint", 40),
+            ("t/big.parquet", big),
+            ("t/_delta_log/00000000000000000001.json", 300),
+        ])
+        .await;
+        let last = Path::from("t/_delta_log/_last_checkpoint");
+        cache.get(&last).await.unwrap();
+        cache.get(&last).await.unwrap();
+        assert_eq!(gets(&counting), 2);
+        // A footer read of a big file is read as asked, not widened or kept.
+        let p = Path::from("t/big.parquet");
+        let end = big as u64;
+        cache.get_range(&p, end - 8..end).await.unwrap();
+        cache.get_range(&p, end - 8..end).await.unwrap();
+        let s = counting.stats().snapshot();
+        assert_eq!((s.get, s.bytes_read), (4, 80 + 16));
+        // A commit is read once however often it is asked for.
+        let commit = Path::from("t/_delta_log/00000000000000000001.json");
+        for _ in 0..3 {
+            assert_eq!(
+                cache
+                    .get(&commit)
+                    .await
+                    .unwrap()
+                    .bytes()
+                    .await
+                    .unwrap()
+                    .len(),
+                300
+            );
+        }
+        assert_eq!(gets(&counting), 5);
+    }
+
+    #[tokio::test]
+    async fn what_is_written_is_kept_and_what_is_deleted_is_forgotten() {
+        let p = Path::from("t/_delta_log/00000000000000000009.checkpoint.parquet");
+        let (cache, counting) = setup(&[(p.as_ref(), 50)]).await;
+        assert_eq!(
+            cache.get(&p).await.unwrap().bytes().await.unwrap().len(),
+            50
+        );
+        let put = cache
+            .put(&p, PutPayload::from(vec![1u8; 70]))
+            .await
+            .unwrap();
+        // The new content, without asking the store.
+        let got = cache.get(&p).await.unwrap();
+        assert_eq!(got.meta.e_tag, put.e_tag);
+        assert_eq!(got.bytes().await.unwrap(), vec![1u8; 70]);
+        assert_eq!(cache.head(&p).await.unwrap().size, 70);
+        assert_eq!(gets(&counting), 1);
+        // A failed write keeps nothing.
+        let commit = Path::from("t/_delta_log/00000000000000000010.json");
+        cache
+            .put(&commit, PutPayload::from_static(b"first"))
+            .await
+            .unwrap();
+        let again = cache
+            .put_opts(
+                &commit,
+                PutPayload::from_static(b"second!"),
+                object_store::PutMode::Create.into(),
+            )
+            .await;
+        assert!(matches!(
+            again,
+            Err(object_store::Error::AlreadyExists { .. })
+        ));
+        assert_eq!(
+            cache
+                .get(&commit)
+                .await
+                .unwrap()
+                .bytes()
+                .await
+                .unwrap()
+                .as_ref(),
+            b"first"
+        );
+        cache.delete(&p).await.unwrap();
+        assert!(matches!(
+            cache.get(&p).await,
+            Err(object_store::Error::NotFound { .. })
+        ));
+        assert_eq!(gets(&counting), 3);
+    }
+
+    #[tokio::test]
+    async fn an_empty_file_and_a_full_cache_still_read_right() {
+        let (_, counting) =
+            setup(&[("t/a.crc", 0), ("t/b.parquet", 100), ("t/c.parquet", 100)]).await;
+        let cache = ImmutableObjectCache::new(counting.clone(), 150);
+        assert!(
+            cache
+                .get(&Path::from("t/a.crc"))
+                .await
+                .unwrap()
+                .bytes()
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        for name in ["t/b.parquet", "t/c.parquet", "t/b.parquet"] {
+            let r = cache.get_range(&Path::from(name), 10..20).await.unwrap();
+            assert_eq!(r[0], 10);
+        }
+        // b was let go to make room for c, so its second read is a request again.
+        assert!(cache.lock().bytes <= 150);
+        assert_eq!(gets(&counting), 1 + 3);
+    }
+}
