@@ -634,7 +634,7 @@ pub async fn run(opts: JobOptions) -> JobReport {
 
     // The warehouse is checked before any source is read: a job that cannot record its
     // results should fail in seconds, not after an hour of profiling.
-    let warehouse = opts.warehouse.clone().map(Warehouse::new);
+    let warehouse = opts.warehouse.clone().map(Warehouse::for_job);
     if let Some(w) = &warehouse
         && let Err(e) = prepare_warehouse(w, opts.migrate).await
     {
@@ -642,6 +642,10 @@ pub async fn run(opts: JobOptions) -> JobReport {
         report.warehouse_requests = w.root.requests();
         return finish(report, clock);
     }
+    if let Some(w) = &warehouse {
+        w.pin_snapshots();
+    }
+    phase(&clock, "warehouse ready");
     // What the previous recorded run left: fingerprints to skip by, profiles to compare with.
     let previous = match &warehouse {
         Some(w) => match previous::load(w, spec).await {
@@ -654,6 +658,7 @@ pub async fn run(opts: JobOptions) -> JobReport {
         },
         None => previous::Previous::default(),
     };
+    phase(&clock, "previous run read");
 
     let pb = progress_bar(opts.progress);
     let mut sources: Vec<(usize, SourceReport)> =
@@ -669,6 +674,7 @@ pub async fn run(opts: JobOptions) -> JobReport {
         .collect()
         .await;
     pb.finish_and_clear();
+    phase(&clock, "sources profiled");
     sources.sort_by_key(|(i, _)| *i);
     report.sources = sources.into_iter().map(|(_, s)| s).collect();
 
@@ -725,11 +731,17 @@ pub async fn run(opts: JobOptions) -> JobReport {
                 report.error = Some(format!("writing results failed: {e}"));
             }
         }
+        phase(&clock, "results written");
         report.finished_at = Utc::now();
         if opts.record_run {
-            match record_run(w, &report).await {
+            let recorded = record_run(w, &report).await;
+            phase(&clock, "run recorded");
+            match recorded {
                 // Recorded: the run is what readers see; the earlier rows can go.
-                Ok(()) if report.written => write::settle(w, &report).await,
+                Ok(()) if report.written => {
+                    write::settle(w, &report).await;
+                    phase(&clock, "earlier rows settled");
+                }
                 Ok(()) => {}
                 Err(e) => {
                     tracing::error!("recording the run in executor_runs failed: {e}");
@@ -744,9 +756,15 @@ pub async fn run(opts: JobOptions) -> JobReport {
                 }
             }
         }
+        w.finish_checkpoints().await;
         report.warehouse_requests = w.root.requests();
     }
     finish(report, clock)
+}
+
+/// Where a job's time goes, at debug level (`EXECUTOR_LOG_LEVEL=nuvyn_executor=debug`).
+fn phase(clock: &Instant, name: &str) {
+    tracing::debug!(ms = clock.elapsed().as_millis() as u64, "{name}");
 }
 
 /// Reasons may carry what a storage endpoint answered: kept short and without secrets

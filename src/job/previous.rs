@@ -59,8 +59,11 @@ pub async fn load(w: &Warehouse, spec: &JobSpec) -> Result<Previous, WarehouseEr
         spec.sources.iter().map(|s| s.source_id.clone()).collect();
     let pairs = warehouse::replace_predicate(&spec.workflow_id, &source_ids);
     let wf = warehouse::sql_literal(&spec.workflow_id);
-    let tables = w
-        .select(&format!(
+    // Both at once: each is a few round trips on a remote warehouse. `columns` is read for
+    // the pairs whole (after a settled run it holds that run only) and matched to each
+    // table's latest recorded run below.
+    let (tables, columns) = futures::future::try_join(
+        w.select(&format!(
             "SELECT t.source_id, t.table_name, t.run_id, t.profile_run_id, t.fingerprint, t.row_count \
              FROM (SELECT * FROM {tables} WHERE {pairs} AND status = 'ok') t \
              JOIN (SELECT run_id, started_at FROM {runs} WHERE workflow_id = {wf} \
@@ -68,8 +71,16 @@ pub async fn load(w: &Warehouse, spec: &JobSpec) -> Result<Previous, WarehouseEr
              ORDER BY r.started_at, t.run_id",
             tables = warehouse::TABLES.name,
             runs = warehouse::EXECUTOR_RUNS.name,
-        ))
-        .await?;
+        )),
+        w.select(&format!(
+            "SELECT source_id, table_name, run_id, column_name, data_type, position, is_nullable, \
+             null_fraction, distinct_fraction, mean, stddev, min_double, max_double, \
+             CAST(min_timestamp AS BIGINT) AS min_ts, CAST(max_timestamp AS BIGINT) AS max_ts, \
+             histogram, pii FROM {columns} WHERE {pairs} ORDER BY position",
+            columns = warehouse::COLUMNS.name,
+        )),
+    )
+    .await?;
     let mut out = Previous::default();
     // Later runs replace earlier ones: each table's latest recorded run.
     for r in &tables {
@@ -92,25 +103,6 @@ pub async fn load(w: &Warehouse, spec: &JobSpec) -> Result<Previous, WarehouseEr
                 },
             );
     }
-    let runs: BTreeSet<&str> = out
-        .by_source
-        .values()
-        .flat_map(|m| m.values().map(|t| t.run_id.as_str()))
-        .collect();
-    if runs.is_empty() {
-        return Ok(out);
-    }
-    let list: Vec<String> = runs.iter().map(|r| warehouse::sql_literal(r)).collect();
-    let columns = w
-        .select(&format!(
-            "SELECT source_id, table_name, run_id, column_name, data_type, position, is_nullable, \
-             null_fraction, distinct_fraction, mean, stddev, min_double, max_double, \
-             CAST(min_timestamp AS BIGINT) AS min_ts, CAST(max_timestamp AS BIGINT) AS max_ts, \
-             histogram, pii FROM {columns} WHERE {pairs} AND run_id IN ({runs}) ORDER BY position",
-            columns = warehouse::COLUMNS.name,
-            runs = list.join(", "),
-        ))
-        .await?;
     for r in &columns {
         let (Some(table), Some(run_id)) = (text(r, "table_name"), text(r, "run_id")) else {
             continue;

@@ -19,21 +19,35 @@ pub(super) async fn prepare_warehouse(
     migrate: crate::migrate::MigratePolicy,
 ) -> Result<(), crate::migrate::MigrateError> {
     // Every table's features first: a table this binary cannot write stops the job before
-    // anything is created or written.
-    // Opened at once: on a remote warehouse each is a few round trips.
-    let opened = futures::future::join_all(
-        warehouse::WRITTEN_TABLES
-            .iter()
-            .map(|def| async move { (def, w.open(def).await) }),
+    // anything is created or written. Opened at once, and beside the read of the migration
+    // history: on a remote warehouse each is a few round trips.
+    let (opened, state) = futures::future::join(
+        futures::future::join_all(
+            warehouse::WRITTEN_TABLES
+                .iter()
+                .map(|def| async move { (def, w.open(def).await) }),
+        ),
+        crate::migrate::readiness_of(w),
     )
     .await;
+    let mut tables = Vec::new();
     for (def, t) in opened {
         match t? {
-            Some(t) => w.ensure_writable(def.name, &t)?,
+            Some(t) => {
+                w.ensure_writable(def.name, &t)?;
+                tables.push((def, t));
+            }
             None => w.refuse_managed_layout(def.name).await?,
         }
     }
-    crate::migrate::ensure_current(w, migrate).await?;
+    let migrated = crate::migrate::bring_current(w, migrate, state?).await?;
+    if !migrated && tables.len() == warehouse::WRITTEN_TABLES.len() {
+        // Nothing changed since they were opened a moment ago: checked as they are.
+        for (def, t) in tables {
+            w.check_schema(def, &t)?;
+        }
+        return Ok(());
+    }
     for checked in futures::future::join_all(
         warehouse::WRITTEN_TABLES
             .iter()
@@ -309,8 +323,11 @@ pub(super) async fn write_results(w: &Warehouse, report: &JobReport) -> Result<(
                 .map(move |(t, r)| (s.source_id.as_deref(), t.as_str(), r.as_str()))
         })
         .collect();
-    let tables_batch = with_carried(w, &warehouse::TABLES, report, &carried, tables_batch).await?;
-    let columns = with_carried(w, &warehouse::COLUMNS, report, &carried, columns).await?;
+    let (tables_batch, columns) = futures::future::try_join(
+        with_carried(w, &warehouse::TABLES, report, &carried, tables_batch),
+        with_carried(w, &warehouse::COLUMNS, report, &carried, columns),
+    )
+    .await?;
     let changes = changes_batch(report, &srcs, ts)?;
     let sketches = sketches_batch(report, &srcs, ts)?;
 
@@ -416,24 +433,24 @@ pub async fn settle(w: &Warehouse, report: &JobReport) {
             return;
         }
     };
-    // Parents first: a reader that joins naively never meets a child whose parent is gone.
-    for def in [
+    // All at once (each delete is several round trips on a remote warehouse): the rows
+    // removed are superseded ones, and this run's rows of every table were in place before.
+    let deletes = [
         &warehouse::SOURCES,
         &warehouse::TABLES,
         &warehouse::COLUMNS,
         &warehouse::PARTITION_SKETCHES,
-    ] {
+    ]
+    .into_iter()
+    .filter_map(|def| {
         let rows = if def.name == warehouse::SOURCES.name {
             // Shard 0 writes the source rows.
             if report.shard.is_some_and(|s| s.index != 0) {
-                continue;
+                return None;
             }
             predicate.clone()
         } else {
-            match &scope {
-                Some(s) => s.clone(),
-                None => continue,
-            }
+            scope.clone()?
         };
         let mut older = format!(
             "{rows} AND (run_id IS NULL OR run_id <> {})",
@@ -445,7 +462,10 @@ pub async fn settle(w: &Warehouse, report: &JobReport) {
         {
             older = format!("{older} AND NOT ({keep})");
         }
-        if let Err(e) = w.delete_where(def, &older, run).await {
+        Some(async move { (def, w.delete_where(def, &older, run).await) })
+    });
+    for (def, deleted) in futures::future::join_all(deletes).await {
+        if let Err(e) = deleted {
             tracing::warn!(
                 table = def.name,
                 "removing the rows of earlier runs failed ({e}); readers see this run only, and the next run of these sources removes them"

@@ -36,4 +36,7 @@ pub use parse::{
     Col, EMBEDDED, Migration, Op, Step, binary_version, embedded, export, load, parse_script,
     read_dir,
 };
-pub use readiness::{MigratePolicy, Readiness, ensure_current, readiness, validate_tables};
+pub use readiness::{
+    MigratePolicy, Readiness, bring_current, ensure_current, readiness, readiness_of,
+    validate_tables,
+};

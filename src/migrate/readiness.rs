@@ -86,9 +86,25 @@ impl Default for MigratePolicy {
 /// one whose schema is behind (unless `policy.apply_pending`) or ahead, naming the command
 /// that fixes it.
 pub async fn ensure_current(w: &Warehouse, policy: MigratePolicy) -> Result<(), MigrateError> {
+    let state = readiness_of(w).await?;
+    bring_current(w, policy, state).await.map(|_| ())
+}
+
+/// [`readiness`] of the warehouse (whose local directory is made if missing): what
+/// [`bring_current`] acts on. Reads only, so a job runs it beside its other first reads.
+pub async fn readiness_of(w: &Warehouse) -> Result<Readiness, MigrateError> {
     w.root
         .ensure_dir()
         .map_err(warehouse::WarehouseError::from)?;
+    readiness(&Migrator::new(w.clone())).await
+}
+
+/// [`ensure_current`] from a `state` read by [`readiness_of`]; true when it migrated.
+pub async fn bring_current(
+    w: &Warehouse,
+    policy: MigratePolicy,
+    mut state: Readiness,
+) -> Result<bool, MigrateError> {
     let m = Migrator::new(w.clone()).with_policy(policy);
     let fix = || {
         format!(
@@ -96,17 +112,17 @@ pub async fn ensure_current(w: &Warehouse, policy: MigratePolicy) -> Result<(), 
             w.root.display
         )
     };
-    let mut state = readiness(&m).await?;
     // A warehouse another run is migrating right now (concurrent first jobs on a fresh
     // warehouse) is neither behind nor unfinished: wait for that run, then look again.
     if !matches!(state, Readiness::Current | Readiness::Fresh) && m.wait_while_locked().await? {
         state = readiness(&m).await?;
     }
     match state {
-        Readiness::Current => {}
+        Readiness::Current => Ok(false),
         Readiness::Fresh => {
             tracing::info!(warehouse = %w.root.display, "new warehouse: creating the schema through the migrations");
             m.apply(None, false).await?;
+            Ok(true)
         }
         Readiness::Behind { .. } | Readiness::Unfinished { .. } if policy.apply_pending => {
             let r = m.apply(None, false).await?;
@@ -115,24 +131,20 @@ pub async fn ensure_current(w: &Warehouse, policy: MigratePolicy) -> Result<(), 
                 to = r.to_version,
                 "warehouse schema migrated"
             );
+            Ok(true)
         }
-        Readiness::Behind { at, latest } => {
-            return Err(MigrateError::Behind {
-                at,
-                latest,
-                fix: fix(),
-            });
-        }
-        Readiness::Unfinished { version, state } => {
-            return Err(MigrateError::Unfinished {
-                version,
-                state,
-                fix: fix(),
-            });
-        }
-        Readiness::Ahead { at, latest } => return Err(MigrateError::WarehouseAhead { at, latest }),
+        Readiness::Behind { at, latest } => Err(MigrateError::Behind {
+            at,
+            latest,
+            fix: fix(),
+        }),
+        Readiness::Unfinished { version, state } => Err(MigrateError::Unfinished {
+            version,
+            state,
+            fix: fix(),
+        }),
+        Readiness::Ahead { at, latest } => Err(MigrateError::WarehouseAhead { at, latest }),
     }
-    Ok(())
 }
 
 /// What `schema_validation` reports: each job table's check. With `create`, a fresh

@@ -27,6 +27,7 @@ use deltalake::{DeltaTable, DeltaTableBuilder, DeltaTableError};
 use serde_json::{Map, Value};
 use url::Url;
 
+use crate::storage::immutable_objects::ImmutableObjectCache;
 use crate::storage::location::Location;
 
 pub use catalog::{
@@ -116,13 +117,96 @@ pub struct Warehouse {
     /// again reads only the commits since (a listing of the log after its version), not
     /// its log from the last checkpoint. A job opens each table several times.
     opened: Arc<std::sync::Mutex<std::collections::HashMap<String, DeltaTable>>>,
+    /// Set for a job's warehouse ([`Warehouse::for_job`]).
+    job: Option<Arc<JobMode>>,
+}
+
+/// How a job uses the warehouse: one snapshot per table, and checkpoints off its path.
+#[derive(Debug, Default)]
+struct JobMode {
+    /// Set once the job's tables are ready ([`Warehouse::pin_snapshots`]): a table opened
+    /// before is used as it is, not brought up to date first. A job reads the warehouse as
+    /// it was when it started; its commits are still checked against whatever others
+    /// committed since (delta-rs's conflict checks, then [`Warehouse::retrying_conflicts`]).
+    /// On a remote warehouse each bringing up to date is two round trips.
+    pinned: std::sync::atomic::AtomicBool,
+    /// Checkpoints due after the job's commits, written beside its later steps.
+    checkpoints: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
 
 impl Warehouse {
-    pub fn new(root: Location) -> Self {
+    /// The warehouse of one job: see [`JobMode`]; [`Warehouse::finish_checkpoints`] before
+    /// the job ends.
+    pub fn for_job(root: Location) -> Self {
+        let mut w = Self::new(root);
+        w.job = Some(Arc::default());
+        w
+    }
+
+    /// From now on tables opened before are used as they are (a job's, see [`JobMode`]).
+    pub fn pin_snapshots(&self) {
+        if let Some(j) = &self.job {
+            j.pinned.store(true, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+
+    fn pinned(&self) -> bool {
+        self.job
+            .as_ref()
+            .is_some_and(|j| j.pinned.load(std::sync::atomic::Ordering::SeqCst))
+    }
+
+    /// Waits for the checkpoints the job's commits made due; one that fails is logged (the
+    /// next commit due writes one again; `maintain` writes one too).
+    pub async fn finish_checkpoints(&self) {
+        let Some(j) = &self.job else { return };
+        let pending = std::mem::take(&mut *j.checkpoints.lock().unwrap_or_else(|e| e.into_inner()));
+        for p in pending {
+            let _ = p.await;
+        }
+    }
+
+    /// After a job's commit: the checkpoint Delta asks for every `checkpointInterval`
+    /// commits, started now and awaited at the job's end (delta-rs would write it before
+    /// the commit returns: five more round trips on the job's path).
+    fn checkpoint_if_due(&self, name: &str, table: &DeltaTable) {
+        use deltalake::table::config::TablePropertiesExt;
+        let Some(j) = &self.job else { return };
+        let (Some(version), Ok(snapshot)) = (table.version(), table.snapshot()) else {
+            return;
+        };
+        let interval = snapshot.table_config().checkpoint_interval().get();
+        if !(version + 1).is_multiple_of(interval) {
+            return;
+        }
+        let (table, name) = (table.clone(), name.to_string());
+        let task = tokio::spawn(async move {
+            match deltalake::checkpoints::create_checkpoint(&table, None).await {
+                Ok(()) => tracing::debug!(table = name, version, "checkpoint written"),
+                Err(e) => tracing::warn!(table = name, version, "writing a checkpoint failed: {e}"),
+            }
+        });
+        j.checkpoints
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(task);
+    }
+
+    fn commit_properties(&self, run_id: &str) -> CommitProperties {
+        commit_properties(run_id).with_create_checkpoint(self.job.is_none())
+    }
+
+    pub fn new(mut root: Location) -> Self {
+        // Every reader of the warehouse (delta-rs, DataFusion scans, migrations) goes through
+        // `root.store`; the counting store stays underneath, so cache hits are not requests.
+        root.store = Arc::new(ImmutableObjectCache::new(
+            root.store,
+            crate::storage::immutable_objects::DEFAULT_CAPACITY,
+        ));
         Self {
             root,
             opened: Default::default(),
+            job: None,
         }
     }
 
@@ -192,6 +276,21 @@ impl Warehouse {
     /// The table `name` of the metadata schema, if it exists.
     pub async fn open_named(&self, name: &str) -> Result<Option<DeltaTable>, WarehouseError> {
         // delta-rs refuses a local path that does not exist rather than calling it "not a table".
+        if let Some(dir) = &self.location_of(name).local_dir
+            && !dir.join("_delta_log").is_dir()
+        {
+            return Ok(None);
+        }
+        if let Some(table) = self.remembered(name)
+            && self.pinned()
+        {
+            return Ok(Some(table));
+        }
+        self.reopen(name).await
+    }
+
+    /// [`Warehouse::open_named`], brought up to date even in a job.
+    async fn reopen(&self, name: &str) -> Result<Option<DeltaTable>, WarehouseError> {
         if let Some(dir) = &self.location_of(name).local_dir
             && !dir.join("_delta_log").is_dir()
         {
@@ -314,8 +413,11 @@ impl Warehouse {
     ) -> Result<SessionContext, WarehouseError> {
         let mut providers = Vec::new();
         let mut opened = Vec::new();
-        for def in tables {
-            let provider: Arc<dyn TableProvider> = match self.open(def).await? {
+        // Opened at once: on a remote warehouse each is a few round trips.
+        let tables_now =
+            futures::future::try_join_all(tables.iter().map(|def| self.open(def))).await?;
+        for (def, table) in tables.iter().zip(tables_now) {
+            let provider: Arc<dyn TableProvider> = match table {
                 Some(t) => {
                     let p = t.table_provider().await.map_err(|e| self.err(def, e))?;
                     opened.push((def, t));
@@ -402,15 +504,21 @@ impl Warehouse {
     pub async fn ensure_valid(&self, def: &TableDef) -> Result<DeltaTable, WarehouseError> {
         let (t, _) = self.ensure(def).await?;
         self.ensure_writable(def.name, &t)?;
-        let problems = Self::schema_problems(def, &t);
-        if !problems.is_empty() {
-            return Err(WarehouseError::SchemaMismatch {
-                table: def.name,
-                location: self.table_location(def).display,
-                problems: problems.join("; "),
-            });
-        }
+        self.check_schema(def, &t)?;
         Ok(t)
+    }
+
+    /// Refuses a table whose schema is not `def`'s, naming every difference.
+    pub fn check_schema(&self, def: &TableDef, table: &DeltaTable) -> Result<(), WarehouseError> {
+        let problems = Self::schema_problems(def, table);
+        if problems.is_empty() {
+            return Ok(());
+        }
+        Err(WarehouseError::SchemaMismatch {
+            table: def.name,
+            location: self.table_location(def).display,
+            problems: problems.join("; "),
+        })
     }
 
     /// A warehouse created the v1.0 document's way holds managed tables at
@@ -479,7 +587,7 @@ impl Warehouse {
             t.write(vec![batch.clone()])
                 .with_save_mode(SaveMode::Overwrite)
                 .with_replace_where(predicate.clone())
-                .with_commit_properties(commit_properties(run_id))
+                .with_commit_properties(self.commit_properties(run_id))
                 .into_future()
         })
         .await
@@ -499,7 +607,7 @@ impl Warehouse {
         self.retrying_conflicts(def, "delete", table, |t| async move {
             t.delete()
                 .with_predicate(predicate.to_string())
-                .with_commit_properties(commit_properties(run_id))
+                .with_commit_properties(self.commit_properties(run_id))
                 .await
                 .map(|(t, _)| t)
         })
@@ -519,7 +627,7 @@ impl Warehouse {
         self.retrying_conflicts(def, "append", table, |t| {
             t.write(vec![batch.clone()])
                 .with_save_mode(SaveMode::Append)
-                .with_commit_properties(commit_properties(run_id))
+                .with_commit_properties(self.commit_properties(run_id))
                 .into_future()
         })
         .await
@@ -545,6 +653,7 @@ impl Warehouse {
             match op(table.clone()).await {
                 Ok(t) => {
                     self.remember(def.name, &t);
+                    self.checkpoint_if_due(def.name, &t);
                     return Ok(t);
                 }
                 Err(DeltaTableError::Transaction {
@@ -558,7 +667,7 @@ impl Warehouse {
                     );
                     conflict_pause(attempt).await;
                     table = self
-                        .open(def)
+                        .reopen(def.name)
                         .await?
                         .ok_or_else(|| self.err(def, "table disappeared"))?;
                 }

@@ -989,12 +989,20 @@ async fn bench_rerun_unchanged_at_20ms() {
                     "s1",
                 ])
                 .args(["--warehouse", &wh, "--output", "json", "--no-progress"])
+                .env(
+                    "EXECUTOR_LOG_LEVEL",
+                    std::env::var("BENCH_LOG").unwrap_or("warn".into()),
+                )
                 .output()
                 .unwrap()
         })
         .await
         .unwrap();
         let took = started.elapsed().as_secs_f64();
+        if let Ok(d) = std::env::var("BENCH_LOG_DIR") {
+            let n = std::fs::read_dir(&d).unwrap().count();
+            std::fs::write(format!("{d}/run{n}.log"), &out.stderr).unwrap();
+        }
         (ok(out), took)
     };
     let (first, t1) = extract(source.clone(), wh.clone()).await;
