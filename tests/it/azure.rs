@@ -935,6 +935,9 @@ fn bench_setting(name: &str, default: usize) -> usize {
 /// BENCH_RERUN_TABLES tables (default 200) of BENCH_RERUN_ROWS rows (default 20,000) on
 /// Azurite, source and warehouse both behind a proxy holding each request 20 ms. A first
 /// run, then the same lake unchanged: both times and the second run's source requests.
+/// `BENCH_LOG` sets the runs' `EXECUTOR_LOG_LEVEL` (e.g. `nuvyn_executor=debug,
+/// nuvyn_executor::storage::counting=trace`: phase times and every request) and
+/// `BENCH_LOG_DIR` keeps each run's log there.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "a benchmark: ci/bench.sh runs it"]
 async fn bench_rerun_unchanged_at_20ms() {
