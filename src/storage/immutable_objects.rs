@@ -146,15 +146,6 @@ fn forget_in(kept: &Mutex<Kept>, location: &Path) {
     }
 }
 
-/// A read with no conditions (those must be checked by the store).
-fn plain(options: &GetOptions) -> bool {
-    options.if_match.is_none()
-        && options.if_none_match.is_none()
-        && options.if_modified_since.is_none()
-        && options.if_unmodified_since.is_none()
-        && options.version.is_none()
-}
-
 impl fmt::Debug for ImmutableObjectCache {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ImmutableObjectCache")
@@ -211,7 +202,7 @@ impl ObjectStore for ImmutableObjectCache {
     }
 
     async fn get_opts(&self, location: &Path, options: GetOptions) -> Result<GetResult> {
-        if !is_immutable(location) || !plain(&options) {
+        if !is_immutable(location) || !super::unconditional(&options) {
             return self.inner.get_opts(location, options).await;
         }
         if let Some((meta, body)) = self.kept(location) {
@@ -301,6 +292,10 @@ mod tests {
         (cache, counting)
     }
 
+    async fn read(cache: &ImmutableObjectCache, p: &Path) -> Bytes {
+        cache.get(p).await.unwrap().bytes().await.unwrap()
+    }
+
     fn gets(c: &CountingStore) -> u64 {
         c.stats().snapshot().get
     }
@@ -337,10 +332,7 @@ mod tests {
         assert_eq!(meta[0], (14_178 % 251) as u8);
         let pages = cache.get_ranges(&p, &[4..100, 5_000..6_000]).await.unwrap();
         assert_eq!(pages[1][0], (5_000 % 251) as u8);
-        assert_eq!(
-            cache.get(&p).await.unwrap().bytes().await.unwrap().len(),
-            18_611
-        );
+        assert_eq!(read(&cache, &p).await.len(), 18_611);
         let head = cache.head(&p).await.unwrap();
         assert_eq!(head.size, 18_611);
         assert_eq!(gets(&counting), 1);
@@ -370,17 +362,7 @@ mod tests {
         // A commit is read once however often it is asked for.
         let commit = Path::from("t/_delta_log/00000000000000000001.json");
         for _ in 0..3 {
-            assert_eq!(
-                cache
-                    .get(&commit)
-                    .await
-                    .unwrap()
-                    .bytes()
-                    .await
-                    .unwrap()
-                    .len(),
-                300
-            );
+            assert_eq!(read(&cache, &commit).await.len(), 300);
         }
         assert_eq!(gets(&counting), 5);
     }
@@ -389,10 +371,7 @@ mod tests {
     async fn what_is_written_is_kept_and_what_is_deleted_is_forgotten() {
         let p = Path::from("t/_delta_log/00000000000000000009.checkpoint.parquet");
         let (cache, counting) = setup(&[(p.as_ref(), 50)]).await;
-        assert_eq!(
-            cache.get(&p).await.unwrap().bytes().await.unwrap().len(),
-            50
-        );
+        assert_eq!(read(&cache, &p).await.len(), 50);
         let put = cache
             .put(&p, PutPayload::from(vec![1u8; 70]))
             .await
@@ -420,17 +399,7 @@ mod tests {
             again,
             Err(object_store::Error::AlreadyExists { .. })
         ));
-        assert_eq!(
-            cache
-                .get(&commit)
-                .await
-                .unwrap()
-                .bytes()
-                .await
-                .unwrap()
-                .as_ref(),
-            b"first"
-        );
+        assert_eq!(read(&cache, &commit).await.as_ref(), b"first");
         cache.delete(&p).await.unwrap();
         assert!(matches!(
             cache.get(&p).await,

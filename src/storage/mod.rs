@@ -67,6 +67,16 @@ pub(crate) async fn ranges_via_get_opts(
     .await
 }
 
+/// A read with no conditions: one a layer keeping bytes may answer (conditions must be
+/// checked by the store).
+pub(crate) fn unconditional(options: &object_store::GetOptions) -> bool {
+    options.if_match.is_none()
+        && options.if_none_match.is_none()
+        && options.if_modified_since.is_none()
+        && options.if_unmodified_since.is_none()
+        && options.version.is_none()
+}
+
 /// Answers a read from an object's kept bytes, as the store would have.
 pub(crate) fn serve_kept(
     meta: object_store::ObjectMeta,

@@ -142,11 +142,7 @@ impl SmallObjectStore {
     /// Whether a read of this object may be answered here: a plain read (no conditions)
     /// of an object the listing saw as small.
     fn small(&self, location: &Path, options: &GetOptions) -> Option<ObjectMeta> {
-        let plain = options.if_match.is_none()
-            && options.if_none_match.is_none()
-            && options.if_modified_since.is_none()
-            && options.if_unmodified_since.is_none()
-            && options.version.is_none();
+        let plain = super::unconditional(options);
         self.meta(location)
             .filter(|m| plain && m.size <= SMALL_OBJECT_BYTES)
     }
