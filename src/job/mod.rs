@@ -363,7 +363,8 @@ async fn run_source(
         files = found.files_found,
         "discovered"
     );
-    let mut sketched = partition_sketches(opts, spec, &found.tables, previous, warehouse).await;
+    let mut sketched =
+        partition_sketches(opts, spec, &loc, &found.tables, previous, warehouse).await;
     pb.inc_length((found.tables.len() + carried.len()) as u64);
     pb.inc(carried.len() as u64);
     // A session of its own: two sources on one container with different credentials must
@@ -527,13 +528,16 @@ fn changes_since(
     out
 }
 
-/// The tables of a source profiled partition by partition, each with the sketches its
-/// latest profile kept (none on a first run or with `--full`). Sketches hold sampled values
-/// as read, so only a job that keeps raw values (`--samples raw`) and reads whole tables
-/// (no `--sample-*`) keeps them; a failure to read them reads the tables whole.
+/// The tables of a source profiled partition by partition, each with the stored sketches
+/// a re-run can merge (none on a first run or with `--full`): only those of partitions
+/// whose files did not change are fetched, and only their rollup when there is one. Sketches
+/// hold sampled values as read, so only a job that keeps raw values (`--samples raw`) and
+/// reads whole tables (no `--sample-*`) keeps them; a failure to read them reads the tables
+/// whole.
 async fn partition_sketches(
     opts: &JobOptions,
     spec: &crate::job::payload::SourceSpec,
+    loc: &Location,
     tables: &[discover::DiscoveredTable],
     previous: Option<&std::collections::BTreeMap<String, previous::PreviousTable>>,
     warehouse: Option<&Warehouse>,
@@ -545,19 +549,21 @@ async fn partition_sketches(
     {
         return out;
     }
-    let mut runs = std::collections::BTreeMap::new();
+    let mut current = std::collections::BTreeMap::new();
     for t in tables.iter().filter(|t| profile::partitions::applies(t)) {
         out.insert(t.name.clone(), Default::default());
-        if let Some(p) = previous.and_then(|p| p.get(&t.name))
+        if previous.is_some_and(|p| p.contains_key(&t.name))
             && !opts.spec.full_refresh
+            // A table whose partitions cannot be told apart is reported by profiling.
+            && let Ok(parts) = profile::partitions::fingerprints(loc, t)
         {
-            runs.insert(t.name.clone(), p.profile_run_id.clone());
+            current.insert(t.name.clone(), parts);
         }
     }
     if let Some(w) = warehouse
-        && !runs.is_empty()
+        && !current.is_empty()
     {
-        match previous::sketches(w, &opts.spec.workflow_id, &spec.source_id, &runs).await {
+        match previous::sketches(w, &opts.spec.workflow_id, &spec.source_id, &current).await {
             Ok(found) => out.extend(found),
             Err(e) => tracing::warn!(
                 "reading the partition sketches of earlier runs failed ({e}); those tables are read whole"

@@ -9,7 +9,7 @@ use serde_json::{Map, Value};
 
 use super::payload::JobSpec;
 use crate::profile::drift::{ColumnSnapshot, Histogram, TableSnapshot};
-use crate::profile::partitions::{PartitionSketch, PriorSketches};
+use crate::profile::partitions::{PartitionSketch, PriorSketches, ROLLUP_PATH, members_key};
 use crate::warehouse::{self, Warehouse, WarehouseError};
 
 /// One table as the previous recorded run left it.
@@ -138,75 +138,155 @@ pub async fn load(w: &Warehouse, spec: &JobSpec) -> Result<Previous, WarehouseEr
     Ok(out)
 }
 
-/// The partition sketches that tables' latest profiles kept: `tables` maps each table name
-/// of `source_id` to the run that computed its profile. One query for the source.
+/// The stored partition sketches that tables can merge: `current` maps each table name of
+/// `source_id` to its partitions' paths and fingerprints now. A stored state is keyed by
+/// the files it was computed from, so any run's row of an unchanged partition will do.
+/// Two queries: the rows' keys first, then the states needed (each is as big as the
+/// partition's sketches), of the table's rollup when one covers exactly the unchanged
+/// partitions, else of each unchanged partition.
 pub async fn sketches(
     w: &Warehouse,
     workflow_id: &str,
     source_id: &Option<String>,
-    tables: &BTreeMap<String, String>,
+    current: &BTreeMap<String, Vec<(String, String)>>,
 ) -> Result<HashMap<String, PriorSketches>, WarehouseError> {
     use datafusion::arrow::array::{Array, AsArray};
     use datafusion::arrow::datatypes::{DataType, Int64Type};
+    use datafusion::arrow::record_batch::RecordBatch;
+    use datafusion::error::DataFusionError;
 
     let mut out: HashMap<String, PriorSketches> = HashMap::new();
-    if tables.is_empty() {
+    if current.is_empty() {
         return Ok(out);
     }
     let pairs = warehouse::replace_predicate(workflow_id, std::slice::from_ref(source_id));
-    let names: Vec<String> = tables.keys().map(|n| warehouse::sql_literal(n)).collect();
-    let runs: BTreeSet<String> = tables.values().map(|r| warehouse::sql_literal(r)).collect();
-    let batches = w
+    let names: Vec<String> = current.keys().map(|n| warehouse::sql_literal(n)).collect();
+    let scope = format!("{pairs} AND table_name IN ({})", names.join(", "));
+    // The reader may hand strings over as views or dictionaries: one type each.
+    let column = |b: &RecordBatch, i: usize, to: &DataType| {
+        datafusion::arrow::compute::cast(b.column(i), to).map_err(DataFusionError::from)
+    };
+    let keys = w
         .select_batches(
             warehouse::DEFAULT_CATALOG,
             &format!(
-                "SELECT table_name, run_id, partition_path, fingerprint, schema_key, row_count, \
-                 file_schema, sketch FROM {sketches} WHERE {pairs} AND table_name IN ({names}) \
-                 AND run_id IN ({runs})",
-                sketches = warehouse::PARTITION_SKETCHES.name,
-                names = names.join(", "),
-                runs = runs.into_iter().collect::<Vec<_>>().join(", "),
+                "SELECT id, table_name, partition_path, fingerprint, schema_key, row_count, \
+                 file_schema FROM {} WHERE {scope}",
+                warehouse::PARTITION_SKETCHES.name,
             ),
         )
         .await?;
-    for b in &batches {
-        // The reader may hand strings over as views or dictionaries: one type each.
-        let cast = |i: usize, to: &DataType| {
-            datafusion::arrow::compute::cast(b.column(i), to)
-                .map_err(datafusion::error::DataFusionError::from)
-        };
-        let text = (0..5)
-            .map(|i| cast(i, &DataType::Utf8))
+    // Per table, per path, the stored rows.
+    let mut stored: HashMap<String, HashMap<String, Vec<PartitionSketch>>> = HashMap::new();
+    for b in &keys {
+        let ids = column(b, 0, &DataType::Int64)?;
+        let ids = ids.as_primitive::<Int64Type>();
+        let text = (1..5)
+            .map(|i| column(b, i, &DataType::Utf8))
             .collect::<Result<Vec<_>, _>>()?;
         let s = |i: usize| text[i].as_string::<i32>();
-        let (table, run, path, fp, key) = (s(0), s(1), s(2), s(3), s(4));
-        let rows = cast(5, &DataType::Int64)?;
+        let (table, path, fp, key) = (s(0), s(1), s(2), s(3));
+        let rows = column(b, 5, &DataType::Int64)?;
         let rows = rows.as_primitive::<Int64Type>();
-        let (schema, sketch) = (cast(6, &DataType::Binary)?, cast(7, &DataType::Binary)?);
-        let (schema, sketch) = (schema.as_binary::<i32>(), sketch.as_binary::<i32>());
+        let schema = column(b, 6, &DataType::Binary)?;
+        let schema = schema.as_binary::<i32>();
         for r in 0..b.num_rows() {
             if [
+                ids.is_null(r),
                 table.is_null(r),
-                run.is_null(r),
                 path.is_null(r),
-                sketch.is_null(r),
+                fp.is_null(r),
             ]
             .contains(&true)
-                || tables.get(table.value(r)).map(String::as_str) != Some(run.value(r))
             {
                 continue;
             }
-            out.entry(table.value(r).to_string()).or_default().insert(
-                path.value(r).to_string(),
-                PartitionSketch {
+            stored
+                .entry(table.value(r).to_string())
+                .or_default()
+                .entry(path.value(r).to_string())
+                .or_default()
+                .push(PartitionSketch {
                     path: path.value(r).to_string(),
                     fingerprint: fp.value(r).to_string(),
                     schema_key: key.value(r).to_string(),
                     rows: rows.value(r),
                     file_schema: schema.value(r).to_vec(),
-                    sketch: sketch.value(r).to_vec(),
-                },
-            );
+                    sketch: Vec::new(),
+                    id: Some(ids.value(r)),
+                });
+        }
+    }
+    let mut wanted: BTreeSet<i64> = BTreeSet::new();
+    for (table, parts) in current {
+        let Some(mut by_path) = stored.remove(table) else {
+            continue;
+        };
+        let rollups = by_path.remove(ROLLUP_PATH).unwrap_or_default();
+        let mut prior = PriorSketches::default();
+        for (path, fingerprint) in parts {
+            if let Some(rows) = by_path.remove(path) {
+                let row = rows
+                    .iter()
+                    .find(|s| &s.fingerprint == fingerprint)
+                    .unwrap_or(&rows[0]);
+                prior.partitions.insert(path.clone(), row.clone());
+            }
+        }
+        // Partitions stored and gone now: counted as dropped.
+        for (path, mut rows) in by_path {
+            prior.partitions.insert(path, rows.swap_remove(0));
+        }
+        let unchanged: Vec<(&str, &str)> = parts
+            .iter()
+            .filter(|(p, f)| prior.partitions.get(p).is_some_and(|s| &s.fingerprint == f))
+            .map(|(p, f)| (p.as_str(), f.as_str()))
+            .collect();
+        let covering = members_key(unchanged.iter().copied());
+        prior.rollup = rollups
+            .into_iter()
+            .find(|r| !unchanged.is_empty() && r.fingerprint == covering);
+        match &prior.rollup {
+            Some(r) => wanted.extend(r.id),
+            None => wanted.extend(
+                unchanged
+                    .iter()
+                    .filter_map(|(p, _)| prior.partitions.get(*p).and_then(|s| s.id)),
+            ),
+        }
+        out.insert(table.clone(), prior);
+    }
+    if wanted.is_empty() {
+        return Ok(out);
+    }
+    let ids: Vec<String> = wanted.iter().map(i64::to_string).collect();
+    let states = w
+        .select_batches(
+            warehouse::DEFAULT_CATALOG,
+            &format!(
+                "SELECT id, sketch FROM {} WHERE {scope} AND id IN ({})",
+                warehouse::PARTITION_SKETCHES.name,
+                ids.join(", ")
+            ),
+        )
+        .await?;
+    let mut by_id: HashMap<i64, Vec<u8>> = HashMap::new();
+    for b in &states {
+        let ids = column(b, 0, &DataType::Int64)?;
+        let ids = ids.as_primitive::<Int64Type>();
+        let sketch = column(b, 1, &DataType::Binary)?;
+        let sketch = sketch.as_binary::<i32>();
+        for r in 0..b.num_rows() {
+            if !ids.is_null(r) && !sketch.is_null(r) {
+                by_id.insert(ids.value(r), sketch.value(r).to_vec());
+            }
+        }
+    }
+    for prior in out.values_mut() {
+        for s in prior.partitions.values_mut().chain(prior.rollup.as_mut()) {
+            if let Some(bytes) = s.id.and_then(|id| by_id.remove(&id)) {
+                s.sketch = bytes;
+            }
         }
     }
     Ok(out)

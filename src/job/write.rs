@@ -329,7 +329,8 @@ pub(super) async fn write_results(w: &Warehouse, report: &JobReport) -> Result<(
     )
     .await?;
     let changes = changes_batch(report, &srcs, ts)?;
-    let sketches = sketches_batch(report, &srcs, ts)?;
+    let rollups = sketches_batch(report, &srcs, ts, true)?;
+    let sketches = sketches_batch(report, &srcs, ts, false)?;
 
     // The history gets the same rows with the run's time; readers of it, too, go by the
     // recorded runs.
@@ -342,6 +343,9 @@ pub(super) async fn write_results(w: &Warehouse, report: &JobReport) -> Result<(
     // by that record, so the tables are appended to at once: on a remote warehouse each
     // commit is several round trips.
     let writes = [
+        // Two appends, so that the rollups are files of their own: the next run removes a
+        // rollup it replaces without rewriting the partitions' sketches beside it.
+        (&warehouse::PARTITION_SKETCHES, rollups),
         (&warehouse::PARTITION_SKETCHES, sketches),
         (&warehouse::CHANGES, changes),
         (&warehouse::COLUMN_HISTORY, column_history),
@@ -456,11 +460,20 @@ pub async fn settle(w: &Warehouse, report: &JobReport) {
             "{rows} AND (run_id IS NULL OR run_id <> {})",
             warehouse::sql_literal(run)
         );
-        // A carried table's sketches stay under the run that computed them.
-        if def.name == warehouse::PARTITION_SKETCHES.name
-            && let Some(keep) = carried_tables(&srcs)
-        {
-            older = format!("{older} AND NOT ({keep})");
+        // A carried table's sketches stay under the run that computed them, and so do the
+        // stored sketches a profile merged unread.
+        if def.name == warehouse::PARTITION_SKETCHES.name {
+            if let Some(keep) = carried_tables(&srcs) {
+                older = format!("{older} AND NOT ({keep})");
+            }
+            let kept: Vec<String> = srcs
+                .iter()
+                .flat_map(|s| s.tables.iter())
+                .flat_map(|t| t.kept_sketches.iter().map(i64::to_string))
+                .collect();
+            if !kept.is_empty() {
+                older = format!("{older} AND id NOT IN ({})", kept.join(", "));
+            }
         }
         Some(async move { (def, w.delete_where(def, &older, run).await) })
     });
@@ -525,11 +538,13 @@ fn carried_tables(srcs: &[&SourceReport]) -> Option<String> {
     (!parts.is_empty()).then(|| parts.join(" OR "))
 }
 
-/// The partition sketches of the tables profiled partition by partition this run.
+/// The partition sketches the tables profiled partition by partition computed this run:
+/// their rollups, or the partitions' own.
 fn sketches_batch(
     report: &JobReport,
     srcs: &[&SourceReport],
     ts: chrono::DateTime<chrono::Utc>,
+    rollups: bool,
 ) -> Result<RecordBatch, WarehouseError> {
     let rows: Vec<(
         &SourceReport,
@@ -540,6 +555,7 @@ fn sketches_batch(
         .flat_map(|s| s.tables.iter().map(move |t| (*s, t)))
         .filter(|(_, t)| t.status == TableStatus::Ok && t.carried_from.is_none())
         .flat_map(|(s, t)| t.partition_sketches.iter().map(move |k| (s, t, k)))
+        .filter(|(_, _, k)| (k.path == profile::partitions::ROLLUP_PATH) == rollups)
         .collect();
     let n = rows.len();
     BatchBuilder::new(&warehouse::PARTITION_SKETCHES)

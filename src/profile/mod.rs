@@ -273,9 +273,12 @@ pub struct TableProfile {
     /// stored sketches were merged unread.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub partitions: Option<partitions::PartitionCounts>,
-    /// The sketches to keep for the next run (see [`partitions`]).
+    /// The sketches to store for the next run (see [`partitions`]).
     #[serde(skip)]
     pub partition_sketches: Vec<partitions::PartitionSketch>,
+    /// The stored partition sketches this profile merged unread: they stay.
+    #[serde(skip)]
+    pub kept_sketches: Vec<i64>,
     pub columns: Vec<ColumnProfile>,
 }
 
@@ -1221,6 +1224,7 @@ impl TableProfile {
             carried_from: None,
             partitions: None,
             partition_sketches: Vec::new(),
+            kept_sketches: Vec::new(),
             columns: Vec::new(),
         }
     }
@@ -1260,6 +1264,7 @@ pub async fn profile_table(
         carried_from: None,
         partitions: None,
         partition_sketches: Vec::new(),
+        kept_sketches: Vec::new(),
         columns: Vec::new(),
     };
     if let Err(e) = profile_into(ctx, loc, t, limits, opts, prior, &mut p).await {
@@ -1270,6 +1275,7 @@ pub async fn profile_table(
         p.row_count = None;
         p.partitions = None;
         p.partition_sketches.clear();
+        p.kept_sketches.clear();
     }
     p
 }
@@ -1297,6 +1303,7 @@ async fn profile_into(
                     .map_err(|e| ProfileError::from_datafusion(e, limits))?;
                 p.mixed_columns = m.mixed;
                 p.partition_sketches = m.sketches;
+                p.kept_sketches = m.kept;
                 p.partitions = Some(m.counts);
                 let declared = matches!(t.format, Format::Parquet | Format::Avro);
                 fill(

@@ -34,12 +34,14 @@ use super::{ProfileError, file_format, pass_aggregates, physical_aggregates, wid
 use crate::discover::{self, DiscoveredTable, Format, Layout};
 use crate::storage::location::Location;
 
-/// One partition's share of a table's profile.
+/// One partition's share of a table's profile, or (at [`ROLLUP_PATH`]) the merge of the
+/// shares of every partition of the table at the time.
 #[derive(Debug, Clone)]
 pub struct PartitionSketch {
     /// The partition's folders below the table, e.g. `date=2024-01-01/region=eu`.
     pub path: String,
-    /// Its files' names, sizes and ETags or times ([`discover::fingerprint`]).
+    /// Its files' names, sizes and ETags or times ([`discover::fingerprint`]); of a rollup,
+    /// its partitions' paths and fingerprints ([`members_key`]).
     pub fingerprint: String,
     /// The executor version and table schema the state was computed for: a state is merged
     /// only into a table of the same schema.
@@ -47,12 +49,60 @@ pub struct PartitionSketch {
     pub rows: i64,
     /// The schema inferred from the partition's files (Arrow IPC, no rows).
     pub file_schema: Vec<u8>,
-    /// The partial aggregate's state rows (Arrow IPC).
+    /// The partial aggregate's state rows (Arrow IPC); empty when it was not fetched.
     pub sketch: Vec<u8>,
+    /// The stored row's `id`; `None` for one computed now.
+    pub id: Option<i64>,
 }
 
-/// The sketches a table's latest profile left, by partition path.
-pub type PriorSketches = HashMap<String, PartitionSketch>;
+/// The `partition_path` of a table's rollup: the merge of all its partitions' states, so
+/// that a run which only adds partitions merges one stored state instead of one per
+/// partition. No partition has an empty path.
+pub const ROLLUP_PATH: &str = "";
+
+/// The sketches a table's earlier profiles left.
+#[derive(Debug, Clone, Default)]
+pub struct PriorSketches {
+    /// One stored row per partition path (the one whose files match the partition's files
+    /// now, where there is one); `sketch` is empty where the rollup stands in for it.
+    pub partitions: HashMap<String, PartitionSketch>,
+    /// The rollup of exactly the partitions whose files did not change, when one is stored.
+    pub rollup: Option<PartitionSketch>,
+}
+
+/// The key of a set of partitions (path and fingerprint each), in any order: what a
+/// rollup's `fingerprint` holds.
+pub fn members_key<'a>(members: impl IntoIterator<Item = (&'a str, &'a str)>) -> String {
+    use sha2::Digest;
+    let mut sorted: Vec<(&str, &str)> = members.into_iter().collect();
+    sorted.sort_unstable();
+    let mut h = sha2::Sha256::new();
+    for (path, fingerprint) in sorted {
+        h.update(path.as_bytes());
+        h.update(b"\0");
+        h.update(fingerprint.as_bytes());
+        h.update(b"\n");
+    }
+    h.finalize()[..16]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// Each partition's path and fingerprint, as [`profile`] finds them: what the job needs to
+/// fetch only the stored sketches that can be merged.
+pub fn fingerprints(
+    loc: &Location,
+    t: &DiscoveredTable,
+) -> Result<Vec<(String, String)>, ProfileError> {
+    Ok(partitions_of(loc, t)?
+        .into_iter()
+        .map(|p| {
+            let fp = discover::fingerprint("", &p.files);
+            (p.path, fp)
+        })
+        .collect())
+}
 
 /// What a partition-by-partition profile read and reused.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
@@ -73,7 +123,10 @@ pub(super) struct Merged {
     pub schema: SchemaRef,
     /// Columns whose type differs between partitions (widened to a common one).
     pub mixed: Vec<String>,
+    /// The sketches to store: the partitions read now, and the table's new rollup.
     pub sketches: Vec<PartitionSketch>,
+    /// The stored rows merged unread, which stay.
+    pub kept: Vec<i64>,
     pub counts: PartitionCounts,
 }
 
@@ -320,9 +373,13 @@ pub(super) async fn profile(
         .collect();
     let same_files = |i: usize| {
         prior
+            .partitions
             .get(&parts[i].path)
             .filter(|s| s.fingerprint == fingerprints[i])
     };
+    let unchanged: Vec<usize> = (0..parts.len())
+        .filter(|&i| same_files(i).is_some())
+        .collect();
 
     // Each partition's file schema: stored with an unchanged partition's sketch, inferred
     // from the files of the others.
@@ -382,21 +439,46 @@ pub(super) async fn profile(
     .map_err(ProfileError::read)?
     .schema();
 
-    // Stored states of unchanged partitions computed for this schema are merged as they are.
+    let stored_state = |s: &PartitionSketch| {
+        if s.schema_key != key {
+            return None;
+        }
+        let (schema, batches) = from_ipc(&s.sketch)?;
+        (schema.fields() == state_schema.fields())
+            .then(|| datafusion::arrow::compute::concat_batches(&state_schema, &batches).ok())
+            .flatten()
+    };
+    // The rollup of exactly the unchanged partitions stands in for all of them; else each
+    // unchanged partition's own state, where it was computed for this schema.
+    let rollup = prior
+        .rollup
+        .as_ref()
+        .filter(|r| {
+            !unchanged.is_empty()
+                && r.fingerprint
+                    == members_key(
+                        unchanged
+                            .iter()
+                            .map(|&i| (parts[i].path.as_str(), fingerprints[i].as_str())),
+                    )
+        })
+        .and_then(stored_state);
     let mut states: Vec<Option<RecordBatch>> = (0..parts.len())
-        .map(|i| {
-            let s = same_files(i).filter(|s| s.schema_key == key)?;
-            let (schema, batches) = from_ipc(&s.sketch)?;
-            (schema.fields() == state_schema.fields())
-                .then(|| datafusion::arrow::compute::concat_batches(&state_schema, &batches).ok())
-                .flatten()
+        .map(|i| match &rollup {
+            Some(_) => None,
+            None => same_files(i).and_then(stored_state),
         })
         .collect();
-    let reused = states.iter().filter(|s| s.is_some()).count();
+    let covered = |i: usize| rollup.is_some() && same_files(i).is_some();
+    let reused: Vec<usize> = (0..parts.len())
+        .filter(|&i| covered(i) || states[i].is_some())
+        .collect();
     let store_url = ListingTableUrl::parse(loc.dir_url_of(&t.root))
         .map_err(ProfileError::read)?
         .object_store();
-    let to_read: Vec<usize> = (0..parts.len()).filter(|i| states[*i].is_none()).collect();
+    let to_read: Vec<usize> = (0..parts.len())
+        .filter(|&i| !covered(i) && states[i].is_none())
+        .collect();
     let computing: Vec<_> = to_read
         .iter()
         .map(|&i| {
@@ -444,32 +526,62 @@ pub(super) async fn profile(
         })?);
     }
 
-    let mut states: Vec<RecordBatch> = states
-        .into_iter()
-        .map(|s| s.expect("every partition has a state"))
-        .collect();
-    keep_merged_samples(&mut states).map_err(ProfileError::read)?;
-    let mut sketches = Vec::with_capacity(parts.len());
-    let mut batches = Vec::with_capacity(parts.len());
-    for (i, (part, batch)) in parts.iter().zip(states).enumerate() {
-        let rows = rows_of(&batch);
+    // The rollup first, then the partitions in path order: one merge order on every run.
+    let mut merging: Vec<RecordBatch> = rollup.into_iter().collect();
+    let mut fresh = Vec::with_capacity(to_read.len());
+    let mut read_now = vec![false; parts.len()];
+    for &i in &to_read {
+        read_now[i] = true;
+    }
+    for (i, state) in states.into_iter().enumerate() {
+        if let Some(state) = state {
+            if read_now[i] {
+                fresh.push((i, merging.len()));
+            }
+            merging.push(state);
+        }
+    }
+    keep_merged_samples(&mut merging).map_err(ProfileError::read)?;
+    let mut sketches = Vec::with_capacity(fresh.len() + 1);
+    for (i, at) in fresh {
         sketches.push(PartitionSketch {
-            path: part.path.clone(),
+            path: parts[i].path.clone(),
             fingerprint: fingerprints[i].clone(),
             schema_key: key.clone(),
-            rows,
+            rows: rows_of(&merging[at]),
             file_schema: ipc_of(&file_schemas[i], None)?,
-            sketch: ipc_of(&state_schema, Some(&batch))?,
+            sketch: ipc_of(&state_schema, Some(&merging[at]))?,
+            id: None,
         });
-        batches.push(batch);
     }
+    let kept = reused
+        .iter()
+        .filter_map(|&i| same_files(i).and_then(|s| s.id))
+        .collect();
     let dropped = prior
+        .partitions
         .keys()
         .filter(|p| !parts.iter().any(|x| &x.path == *p))
         .count();
 
-    // The same final aggregate a whole-table pass ends with, over every partition's state.
-    let input = MemorySourceConfig::try_new_exec(&[batches], state_schema.clone(), None)
+    // Every state merged into one (the next run's rollup), then the same final aggregate a
+    // whole-table pass ends with.
+    let merged = merge_states(&aggs, &state_schema, &merging).map_err(ProfileError::read)?;
+    sketches.push(PartitionSketch {
+        path: ROLLUP_PATH.to_string(),
+        fingerprint: members_key(
+            parts
+                .iter()
+                .zip(&fingerprints)
+                .map(|(p, f)| (p.path.as_str(), f.as_str())),
+        ),
+        schema_key: key.clone(),
+        rows: rows_of(&merged),
+        file_schema: ipc_of(&file_schema, None)?,
+        sketch: ipc_of(&state_schema, Some(&merged))?,
+        id: None,
+    });
+    let input = MemorySourceConfig::try_new_exec(&[vec![merged]], state_schema.clone(), None)
         .map_err(ProfileError::read)?;
     let filters = vec![None; aggs.len()];
     let plan: Arc<dyn ExecutionPlan> = Arc::new(
@@ -494,12 +606,42 @@ pub(super) async fn profile(
         schema: table_schema,
         mixed,
         sketches,
+        kept,
         counts: PartitionCounts {
             read: to_read.len(),
-            reused,
+            reused: reused.len(),
             dropped,
         },
     })
+}
+
+/// The states merged into one state row, as the final aggregate merges them (each
+/// aggregate's accumulator takes the rows in order), so that the final aggregate over it
+/// gives what it gives over them all.
+fn merge_states(
+    aggs: &[Arc<AggregateFunctionExpr>],
+    state_schema: &SchemaRef,
+    states: &[RecordBatch],
+) -> datafusion::error::Result<RecordBatch> {
+    let mut columns = Vec::with_capacity(state_schema.fields().len());
+    for agg in aggs {
+        let at = columns.len();
+        let n = agg.state_fields()?.len();
+        let mut acc = agg.create_accumulator()?;
+        for b in states {
+            acc.merge_batch(&b.columns()[at..at + n])?;
+        }
+        for (i, v) in acc.state()?.into_iter().enumerate() {
+            let to = state_schema.field(at + i).data_type();
+            let a = v.to_array()?;
+            columns.push(if a.data_type() == to {
+                a
+            } else {
+                datafusion::arrow::compute::cast(&a, to)?
+            });
+        }
+    }
+    Ok(RecordBatch::try_new(state_schema.clone(), columns)?)
 }
 
 /// Each column's sampled values kept only where the merged sample holds them: with many

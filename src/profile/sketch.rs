@@ -189,6 +189,10 @@ pub struct Sketch {
     exact: Option<Vec<(String, u64)>>,
     /// The bottom-[`SAMPLE_SIZE`] values by priority.
     sample: Vec<Entry>,
+    /// Set when the sample was trimmed ([`Sketch::keep_below`]): it holds only values of
+    /// lower priority. A merge keeps only the values below every part's cut, so that parts
+    /// trimmed at different times still give a uniform sample.
+    cut: Option<f64>,
     #[serde(skip)]
     state: Option<Box<Live>>,
 }
@@ -404,6 +408,7 @@ impl Sketch {
             blanks: 0,
             exact: None,
             sample: Vec::new(),
+            cut: None,
             state: Some(Box::new(Live {
                 exact: (kind == Kind::Text).then(HashMap::new),
                 exact_num: kind.numeric().then(HashMap::new),
@@ -672,6 +677,12 @@ impl Sketch {
         self.sum_len += o.sum_len;
         self.blanks += o.blanks;
         o.settle();
+        let cut = match (self.cut, o.cut) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        let cut_moved = cut.is_some() && cut != self.cut;
+        self.cut = cut;
         let live = self.live();
         match (&mut live.exact, &mut live.exact_num, o.exact) {
             (Some(m), _, Some(pairs)) => {
@@ -697,19 +708,30 @@ impl Sketch {
                 live.exact_num = None;
             }
         }
-        // The union's bottom-k: the same whichever order partitions arrive in.
+        // The union's bottom-k below every part's cut: the same whichever order partitions
+        // arrive in.
+        let below = cut.unwrap_or(f64::INFINITY);
         for e in o.sample {
-            if e.p < live.tau {
+            if e.p < live.tau && e.p < below {
                 live.push(e);
+            }
+        }
+        if cut_moved {
+            live.pool.retain(|e| e.p < below);
+            live.pool_bytes = live.pool.iter().map(|e| e.s.capacity()).sum();
+            if live.pool.len() < SAMPLE_SIZE {
+                live.tau = 1.0;
             }
         }
         live.compact();
         live.skip = None;
     }
 
+    /// The stored form: postcard (a compact serde encoding). A re-run decodes every stored
+    /// partition's sketches several times, and JSON took most of its merge time.
     pub fn to_bytes(&mut self) -> Vec<u8> {
         self.settle();
-        serde_json::to_vec(self).expect("a sketch serialises")
+        postcard::to_allocvec(self).expect("a sketch serialises")
     }
 
     /// The priorities of the sampled values (each uniform in (0, 1)).
@@ -725,10 +747,11 @@ impl Sketch {
     pub fn keep_below(&mut self, tau: f64) {
         self.settle();
         self.sample.retain(|e| e.p < tau);
+        self.cut = Some(self.cut.map_or(tau, |c| c.min(tau)));
     }
 
     pub fn from_bytes(b: &[u8]) -> Result<Self> {
-        serde_json::from_slice(b)
+        postcard::from_bytes(b)
             .map_err(|e| DataFusionError::Internal(format!("bad profile sketch: {e}")))
     }
 
@@ -1235,6 +1258,43 @@ mod tests {
         assert!(ab.top_values.is_empty());
         assert_eq!(ab.sample_values.len(), 5);
         assert!((ab.mean.unwrap() - (n - 1) as f64 / 2.0).abs() < 1e-6);
+    }
+
+    /// A sample trimmed when its partition was stored keeps its cut through the stored
+    /// form, and a merge keeps only values below every part's cut: parts trimmed at
+    /// different times still give a uniform sample (all values under one priority).
+    #[test]
+    fn merges_keep_values_below_every_cut() {
+        let part = |lo: i64, hi: i64| -> ArrayRef {
+            Arc::new(Float64Array::from(
+                (lo..hi).map(|i| i as f64).collect::<Vec<_>>(),
+            ))
+        };
+        let mut a = sketch_of(&[part(0, 50_000)]).salted(b"a");
+        a.update(&part(50_000, 60_000)).unwrap();
+        let mut b = sketch_of(&[part(60_000, 120_000)]).salted(b"b");
+        let full = a.priorities().len();
+        assert_eq!(full, SAMPLE_SIZE);
+        let cut = {
+            let mut p = a.priorities();
+            p.sort_by(f64::total_cmp);
+            p[SAMPLE_SIZE / 4]
+        };
+        a.keep_below(cut);
+        let mut a = Sketch::from_bytes(&a.to_bytes()).unwrap();
+        assert_eq!(a.priorities().len(), SAMPLE_SIZE / 4);
+        assert_eq!(a.cut, Some(cut));
+        let b_below = b.priorities().iter().filter(|p| **p < cut).count();
+        assert!(b_below > 0 && b_below < SAMPLE_SIZE, "{b_below}");
+        for (first, second) in [(a.clone(), b.clone()), (b.clone(), a.clone())] {
+            let mut m = first;
+            m.merge(second);
+            let p = m.priorities();
+            assert!(p.iter().all(|p| *p < cut));
+            assert_eq!(p.len(), SAMPLE_SIZE / 4 + b_below);
+            assert_eq!(m.cut, Some(cut));
+            assert_eq!(m.count, 120_000);
+        }
     }
 
     #[test]

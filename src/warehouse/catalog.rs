@@ -261,13 +261,15 @@ pub const CHANGES: TableDef = TableDef {
     trimmed_by: Some("detected_at"),
 };
 
-/// The per-partition sketches of a `key=value` partitioned table's latest profile (V8;
-/// README "Profiles over time"): one row per partition with the files it was computed from
-/// (`fingerprint`), the table schema it was computed against (`schema_key`) and the
-/// aggregate's mergeable state (`sketch`, Arrow IPC). A re-run reads only the partitions
-/// whose files changed and merges the rest. The sketches hold sampled values as read, so
-/// they are kept only by jobs that keep raw values (`--samples raw`); replaced per
-/// `(workflow_id, source_id)` like `tables`.
+/// The per-partition sketches of a `key=value` partitioned table (V8; README "Profiles over
+/// time"): one row per partition with the files it was computed from (`fingerprint`), the
+/// table schema it was computed against (`schema_key`) and the aggregate's mergeable state
+/// (`sketch`, Arrow IPC), written by the run that read the partition and kept while its
+/// files do not change; and per table one row with an empty `partition_path`, the latest
+/// profile's rollup (all partitions' states merged; `fingerprint` keys its partitions). A
+/// re-run reads only the partitions whose files changed and merges the rest (the rollup
+/// when only partitions were added). The sketches hold sampled values as read, so they are
+/// kept only by jobs that keep raw values (`--samples raw`).
 pub const PARTITION_SKETCHES: TableDef = TableDef {
     name: "partition_sketches",
     columns: cols!(

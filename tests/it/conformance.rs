@@ -674,30 +674,66 @@ async fn partitioned_reruns(source_root: String, warehouse: String, remote: bool
         }
     }
 
-    // The warehouse keeps one sketch per partition, of the latest profile.
+    // The warehouse keeps one sketch per partition, each from the run that read it, and
+    // the latest profile's rollup of them all.
     let w = Warehouse::new(location::parse(&warehouse).unwrap());
-    let stored = w
-        .select(
-            "SELECT count(*) AS n, count(DISTINCT run_id) AS runs, sum(row_count) AS total \
-             FROM partition_sketches WHERE workflow_id = 'wf_parts'",
+    let stored = |w: Warehouse| async move {
+        w.select(
+            "SELECT partition_path = '' AS rollup, count(*) AS n, \
+             count(DISTINCT partition_path) AS paths, sum(row_count) AS total, \
+             max(run_id) AS run, count(DISTINCT run_id) AS runs \
+             FROM partition_sketches WHERE workflow_id = 'wf_parts' \
+             GROUP BY partition_path = '' ORDER BY 1",
         )
         .await
-        .unwrap();
+        .unwrap()
+        .into_iter()
+        .map(|r| {
+            (
+                r["n"].as_i64().unwrap(),
+                r["paths"].as_i64().unwrap(),
+                r["total"].as_i64().unwrap(),
+                r["run"].as_str().unwrap().to_string(),
+                r["runs"].as_i64().unwrap(),
+            )
+        })
+        .collect::<Vec<_>>()
+    };
+    let latest = |a: &str, b: &str| a.max(b).to_string();
+    let after_r2 = stored(w.clone()).await;
     assert_eq!(
-        (&stored[0]["n"], &stored[0]["runs"], &stored[0]["total"]),
-        (&5.into(), &1.into(), &15_000.into())
+        after_r2,
+        vec![
+            (5, 5, 15_000, latest(&r1.run_id, &r2.run_id), 2),
+            (1, 1, 15_000, r2.run_id.clone(), 1)
+        ]
     );
 
-    // Unchanged: carried whole, sketches kept under the run that computed them.
+    // Another day: the rollup stands for the five unchanged days, and the result is still
+    // the full profile's.
+    put_sales_day(&loc, 7, &sales_day(7, 3000, false)).await;
+    let r2b = sales(&run(warehouse.clone(), false).await);
+    assert_eq!(r2b.partitions, counts(1, 5, 0));
+    assert_eq!(r2b.row_count, Some(18_000));
+    let full = sales(&run(format!("{warehouse}-full1"), true).await);
+    assert_eq!(exact_view(&r2b), exact_view(&full));
+    assert_eq!(quantiles(&r2b), quantiles(&full));
+    for (a, b) in r2b.columns.iter().zip(&full.columns) {
+        assert!(close(a.mean, b.mean), "{}", a.column_name);
+        assert_eq!(a.sample_values.len(), b.sample_values.len());
+    }
+    let after_r2b = stored(w.clone()).await;
+    assert_eq!(
+        (after_r2b[0].0, after_r2b[0].1, after_r2b[0].2),
+        (6, 6, 18_000)
+    );
+    assert_eq!((after_r2b[1].0, after_r2b[1].2), (1, 18_000));
+
+    // Unchanged: carried whole, every sketch kept as it was.
     let r3 = run(warehouse.clone(), false).await;
     assert_eq!(r3.sources[0].tables_carried, 1);
     assert_eq!(r3.sources[0].requests.get, 0);
-    let kept = w
-        .select("SELECT DISTINCT run_id FROM partition_sketches WHERE workflow_id = 'wf_parts'")
-        .await
-        .unwrap();
-    assert_eq!(kept.len(), 1);
-    assert_eq!(kept[0]["run_id"], r2.run_id.as_str());
+    assert_eq!(stored(w.clone()).await, after_r2b);
 
     // A day removed and another rewritten: one read, three merged, one dropped.
     loc.store
@@ -712,16 +748,24 @@ async fn partitioned_reruns(source_root: String, warehouse: String, remote: bool
         .unwrap();
     put_sales_day(&loc, 2, &sales_day(20, 1000, false)).await;
     let r4 = sales(&run(warehouse.clone(), false).await);
-    assert_eq!(r4.partitions, counts(1, 3, 1));
-    assert_eq!(r4.row_count, Some(10_000));
+    assert_eq!(r4.partitions, counts(1, 4, 1));
+    assert_eq!(r4.row_count, Some(13_000));
+    let full = sales(&run(format!("{warehouse}-full3"), true).await);
+    assert_eq!(exact_view(&r4), exact_view(&full));
+    let after_r4 = stored(w.clone()).await;
+    assert_eq!(
+        (after_r4[0].0, after_r4[0].1, after_r4[0].2),
+        (5, 5, 13_000)
+    );
+    assert_eq!((after_r4[1].0, after_r4[1].2), (1, 13_000));
 
     // A day with a new column changes the table's schema: every day is read again, and the
     // column is null where the days lack it.
     put_sales_day(&loc, 6, &sales_day(6, 500, true)).await;
     let r5 = sales(&run(warehouse.clone(), false).await);
-    assert_eq!(r5.partitions, counts(5, 0, 0));
+    assert_eq!(r5.partitions, counts(6, 0, 0));
     let note = r5.columns.iter().find(|c| c.column_name == "note").unwrap();
-    assert_eq!(note.null_count, 10_000);
+    assert_eq!(note.null_count, 13_000);
     assert!(note.is_nullable);
     let full = sales(&run(format!("{warehouse}-full2"), true).await);
     assert_eq!(exact_view(&r5), exact_view(&full));
