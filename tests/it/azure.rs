@@ -932,12 +932,37 @@ fn bench_setting(name: &str, default: usize) -> usize {
         .unwrap_or(default)
 }
 
-/// BENCH_RERUN_TABLES tables (default 200) of BENCH_RERUN_ROWS rows (default 20,000) on
-/// Azurite, source and warehouse both behind a proxy holding each request 20 ms. A first
-/// run, then the same lake unchanged: both times and the second run's source requests.
-/// `BENCH_LOG` sets the runs' `EXECUTOR_LOG_LEVEL` (e.g. `nuvyn_executor=debug,
+/// Runs the binary with `args` (and JSON output, no progress) for a benchmark: its report
+/// and seconds taken. `BENCH_LOG` sets its `EXECUTOR_LOG_LEVEL` (e.g. `nuvyn_executor=debug,
 /// nuvyn_executor::storage::counting=trace`: phase times and every request) and
 /// `BENCH_LOG_DIR` keeps each run's log there.
+async fn bench_extract(args: Vec<String>) -> (serde_json::Value, f64) {
+    let started = std::time::Instant::now();
+    let out = tokio::task::spawn_blocking(move || {
+        bin()
+            .args(&args)
+            .args(["--output", "json", "--no-progress"])
+            .env(
+                "EXECUTOR_LOG_LEVEL",
+                std::env::var("BENCH_LOG").unwrap_or("warn".into()),
+            )
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let took = started.elapsed().as_secs_f64();
+    if let Ok(d) = std::env::var("BENCH_LOG_DIR") {
+        let n = std::fs::read_dir(&d).unwrap().count();
+        std::fs::write(format!("{d}/run{n}.log"), &out.stderr).unwrap();
+    }
+    (ok(out), took)
+}
+
+/// BENCH_RERUN_TABLES tables (default 200) of BENCH_RERUN_ROWS rows (default 20,000) on
+/// Azurite, source and warehouse both behind a proxy holding each request 20 ms. A first
+/// run, then the same lake unchanged: both times and the second run's source requests
+/// (logs: [`bench_extract`]).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "a benchmark: ci/bench.sh runs it"]
 async fn bench_rerun_unchanged_at_20ms() {
@@ -979,34 +1004,17 @@ async fn bench_rerun_unchanged_at_20ms() {
         format!("{via}/lake/{run}"),
         format!("{via}/warehouse/{run}"),
     );
-    let extract = |source: String, wh: String| async move {
-        let started = std::time::Instant::now();
-        let out = tokio::task::spawn_blocking(move || {
-            bin()
-                .args([
-                    "extract",
-                    &source,
-                    "--workflow-id",
-                    "wf_rerun",
-                    "--source-id",
-                    "s1",
-                ])
-                .args(["--warehouse", &wh, "--output", "json", "--no-progress"])
-                .env(
-                    "EXECUTOR_LOG_LEVEL",
-                    std::env::var("BENCH_LOG").unwrap_or("warn".into()),
-                )
-                .output()
-                .unwrap()
-        })
-        .await
-        .unwrap();
-        let took = started.elapsed().as_secs_f64();
-        if let Ok(d) = std::env::var("BENCH_LOG_DIR") {
-            let n = std::fs::read_dir(&d).unwrap().count();
-            std::fs::write(format!("{d}/run{n}.log"), &out.stderr).unwrap();
-        }
-        (ok(out), took)
+    let extract = |source: String, wh: String| {
+        bench_extract(vec![
+            "extract".into(),
+            source,
+            "--workflow-id".into(),
+            "wf_rerun".into(),
+            "--source-id".into(),
+            "s1".into(),
+            "--warehouse".into(),
+            wh,
+        ])
     };
     let (first, t1) = extract(source.clone(), wh.clone()).await;
     let (second, t2) = extract(source, wh).await;
@@ -1027,7 +1035,7 @@ async fn bench_rerun_unchanged_at_20ms() {
 /// BENCH_DAYS daily Parquet partitions (default 100) of BENCH_DAY_ROWS rows (default
 /// 100,000) on Azurite, source and warehouse behind a proxy holding each request 20 ms,
 /// profiled with `--samples raw` (partition sketches kept); then one more day, then `--full`.
-/// Times, partitions read and the source's requests of each run.
+/// Times, partitions read and the source's requests of each run (logs: [`bench_extract`]).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "a benchmark: ci/bench.sh runs it"]
 async fn bench_new_partition_at_20ms() {
@@ -1060,30 +1068,15 @@ async fn bench_new_partition_at_20ms() {
         format!("{via}/warehouse/{run}"),
     );
     let extract = |full: bool| {
-        let (source, wh) = (source.clone(), wh.clone());
-        async move {
-            let started = std::time::Instant::now();
-            let out = tokio::task::spawn_blocking(move || {
-                let mut c = bin();
-                c.args([
-                    "extract",
-                    &source,
-                    "--workflow-id",
-                    "wf_days",
-                    "--samples",
-                    "raw",
-                ])
-                .args(["--warehouse", &wh, "--output", "json", "--no-progress"]);
-                if full {
-                    c.arg("--full");
-                }
-                c.output().unwrap()
-            })
-            .await
-            .unwrap();
-            let took = started.elapsed().as_secs_f64();
-            (ok(out), took)
+        let mut args: Vec<String> = ["extract", &source, "--workflow-id", "wf_days"]
+            .into_iter()
+            .chain(["--samples", "raw", "--warehouse", &wh])
+            .map(str::to_string)
+            .collect();
+        if full {
+            args.push("--full".into());
         }
+        bench_extract(args)
     };
     let say = |what: &str, r: &serde_json::Value, t: f64| {
         let s = &r["sources"][0];
