@@ -191,6 +191,10 @@ pub struct JobReport {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub fail_on: Option<Severity>,
     pub sources: Vec<SourceReport>,
+    /// The runs whose rows the job's pairs held when it started: [`settle`] may remove
+    /// those of them that never finished.
+    #[serde(skip)]
+    pub runs_at_start: std::collections::BTreeSet<String>,
 }
 
 /// How many changes of each severity a run found.
@@ -636,6 +640,7 @@ pub async fn run(opts: JobOptions) -> JobReport {
         changes: ChangeCounts::default(),
         fail_on: spec.fail_on,
         sources: Vec::new(),
+        runs_at_start: Default::default(),
     };
 
     // The warehouse is checked before any source is read: a job that cannot record its
@@ -664,6 +669,7 @@ pub async fn run(opts: JobOptions) -> JobReport {
         },
         None => previous::Previous::default(),
     };
+    report.runs_at_start = previous.runs_present().clone();
     phase(&clock, "previous run read");
 
     let pb = progress_bar(opts.progress);

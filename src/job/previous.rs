@@ -29,6 +29,8 @@ pub struct Previous {
     by_source: HashMap<Option<String>, BTreeMap<String, PreviousTable>>,
     /// Per `source_id`, the latest recorded run that left a table.
     latest_run: HashMap<Option<String>, String>,
+    /// Every run whose columns the pairs held when the job started, recorded or not.
+    runs_present: BTreeSet<String>,
 }
 
 impl Previous {
@@ -42,6 +44,11 @@ impl Previous {
     /// The latest recorded run of `source_id`: what a new table is compared with.
     pub fn latest_run(&self, source_id: &Option<String>) -> Option<&str> {
         self.latest_run.get(source_id).map(String::as_str)
+    }
+
+    /// The runs whose rows the pairs held when the job started (see [`super::settle`]).
+    pub fn runs_present(&self) -> &BTreeSet<String> {
+        &self.runs_present
     }
 }
 
@@ -87,6 +94,8 @@ pub async fn load(w: &Warehouse, spec: &JobSpec) -> Result<Previous, WarehouseEr
         let (Some(name), Some(run_id)) = (text(r, "table_name"), text(r, "run_id")) else {
             continue;
         };
+        out.latest_run.insert(text(r, "source_id"), run_id.clone());
+        out.runs_present.insert(run_id.clone());
         out.by_source
             .entry(text(r, "source_id"))
             .or_default()
@@ -107,6 +116,7 @@ pub async fn load(w: &Warehouse, spec: &JobSpec) -> Result<Previous, WarehouseEr
         let (Some(table), Some(run_id)) = (text(r, "table_name"), text(r, "run_id")) else {
             continue;
         };
+        out.runs_present.insert(run_id.clone());
         let Some(t) = out
             .by_source
             .get_mut(&text(r, "source_id"))
@@ -141,9 +151,9 @@ pub async fn load(w: &Warehouse, spec: &JobSpec) -> Result<Previous, WarehouseEr
 /// The stored partition sketches that tables can merge: `current` maps each table name of
 /// `source_id` to its partitions' paths and fingerprints now. A stored state is keyed by
 /// the files it was computed from, so any run's row of an unchanged partition will do.
-/// Two queries: the rows' keys first, then the states needed (each is as big as the
-/// partition's sketches), of the table's rollup when one covers exactly the unchanged
-/// partitions, else of each unchanged partition.
+/// The partitions' keys and the tables' rollups are read first; when no rollup covers
+/// exactly a table's unchanged partitions, their own states are read after (each is as big
+/// as the partition's sketches).
 pub async fn sketches(
     w: &Warehouse,
     workflow_id: &str,
@@ -166,19 +176,37 @@ pub async fn sketches(
     let column = |b: &RecordBatch, i: usize, to: &DataType| {
         datafusion::arrow::compute::cast(b.column(i), to).map_err(DataFusionError::from)
     };
-    let keys = w
-        .select_batches(
+    // The rollups (files of their own) are fetched beside the partitions' keys: on a re-run
+    // that only added partitions, one of them is all that is merged.
+    let (keys, rollups) = futures::future::try_join(
+        w.select_batches(
             warehouse::DEFAULT_CATALOG,
             &format!(
                 "SELECT id, table_name, partition_path, fingerprint, schema_key, row_count, \
-                 file_schema FROM {} WHERE {scope}",
+                 file_schema FROM {} WHERE {scope} AND partition_path <> {rollup}",
                 warehouse::PARTITION_SKETCHES.name,
+                rollup = warehouse::sql_literal(ROLLUP_PATH),
             ),
-        )
-        .await?;
+        ),
+        w.select_batches(
+            warehouse::DEFAULT_CATALOG,
+            &format!(
+                "SELECT id, table_name, partition_path, fingerprint, schema_key, row_count, \
+                 file_schema, sketch FROM {} WHERE {scope} AND partition_path = {rollup}",
+                warehouse::PARTITION_SKETCHES.name,
+                rollup = warehouse::sql_literal(ROLLUP_PATH),
+            ),
+        ),
+    )
+    .await?;
     // Per table, per path, the stored rows.
     let mut stored: HashMap<String, HashMap<String, Vec<PartitionSketch>>> = HashMap::new();
-    for b in &keys {
+    for b in keys.iter().chain(&rollups) {
+        let sketch = match b.num_columns() {
+            8 => Some(column(b, 7, &DataType::Binary)?),
+            _ => None,
+        };
+        let sketch = sketch.as_ref().map(|s| s.as_binary::<i32>());
         let ids = column(b, 0, &DataType::Int64)?;
         let ids = ids.as_primitive::<Int64Type>();
         let text = (1..5)
@@ -212,7 +240,10 @@ pub async fn sketches(
                     schema_key: key.value(r).to_string(),
                     rows: rows.value(r),
                     file_schema: schema.value(r).to_vec(),
-                    sketch: Vec::new(),
+                    sketch: sketch
+                        .filter(|s| !s.is_null(r))
+                        .map(|s| s.value(r).to_vec())
+                        .unwrap_or_default(),
                     id: Some(ids.value(r)),
                 });
         }
@@ -246,13 +277,12 @@ pub async fn sketches(
         prior.rollup = rollups
             .into_iter()
             .find(|r| !unchanged.is_empty() && r.fingerprint == covering);
-        match &prior.rollup {
-            Some(r) => wanted.extend(r.id),
-            None => wanted.extend(
+        if prior.rollup.is_none() {
+            wanted.extend(
                 unchanged
                     .iter()
                     .filter_map(|(p, _)| prior.partitions.get(*p).and_then(|s| s.id)),
-            ),
+            );
         }
         out.insert(table.clone(), prior);
     }

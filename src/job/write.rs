@@ -415,8 +415,12 @@ async fn scope_of(
     )))
 }
 
-/// After the run is recorded: removes what its pairs held from earlier runs (and from runs
-/// that died while writing), so each pair holds one run again. A failure here changes
+/// After the run is recorded: removes what its pairs held from runs it supersedes, so each
+/// pair holds one run again. Those are the runs recorded as finished before it (readers
+/// take the latest finished run), and runs that had left rows when it started and never
+/// finished (they died while writing: a live run records within moments of its writes).
+/// Rows of a run that finishes after this one, or that is still writing, stay: two jobs of
+/// one pair at once end with the later one's rows, not with none. A failure here changes
 /// nothing readers see (they go by the recorded run); the next run of the pair finishes it.
 pub async fn settle(w: &Warehouse, report: &JobReport) {
     let groups = writable_groups(report);
@@ -428,7 +432,12 @@ pub async fn settle(w: &Warehouse, report: &JobReport) {
     let srcs: Vec<&SourceReport> = groups.iter().flat_map(|(_, m)| m.iter().copied()).collect();
     let run = report.run_id.as_str();
     // Found once, before anything is removed: `columns` follows what `tables` held.
-    let scope = match scope_of(w, report, &predicate, &srcs).await {
+    let found = futures::future::try_join(
+        scope_of(w, report, &predicate, &srcs),
+        superseded(w, report),
+    )
+    .await;
+    let (scope, superseded) = match found {
         Ok(s) => s,
         Err(e) => {
             tracing::warn!(
@@ -436,6 +445,17 @@ pub async fn settle(w: &Warehouse, report: &JobReport) {
             );
             return;
         }
+    };
+    let runs = match superseded.is_empty() {
+        true => "run_id IS NULL".to_string(),
+        false => format!(
+            "(run_id IS NULL OR run_id IN ({}))",
+            superseded
+                .iter()
+                .map(|r| warehouse::sql_literal(r))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
     };
     // All at once (each delete is several round trips on a remote warehouse): the rows
     // removed are superseded ones, and this run's rows of every table were in place before.
@@ -456,10 +476,7 @@ pub async fn settle(w: &Warehouse, report: &JobReport) {
         } else {
             scope.clone()?
         };
-        let mut older = format!(
-            "{rows} AND (run_id IS NULL OR run_id <> {})",
-            warehouse::sql_literal(run)
-        );
+        let mut older = format!("{rows} AND {runs}");
         // A carried table's sketches stay under the run that computed them, and so do the
         // stored sketches a profile merged unread.
         if def.name == warehouse::PARTITION_SKETCHES.name {
@@ -485,6 +502,48 @@ pub async fn settle(w: &Warehouse, report: &JobReport) {
             );
         }
     }
+}
+
+/// The runs `report`'s run supersedes (see [`settle`]): finished before it, by finish time
+/// then run id, or present when it started and not finished.
+async fn superseded(w: &Warehouse, report: &JobReport) -> Result<Vec<String>, WarehouseError> {
+    let runs = w
+        .select(&format!(
+            "SELECT run_id, CAST(finished_at AS BIGINT) AS finished FROM {} \
+             WHERE workflow_id = {} AND finished_at IS NOT NULL",
+            warehouse::EXECUTOR_RUNS.name,
+            warehouse::sql_literal(&report.workflow_id)
+        ))
+        .await?;
+    let finished: BTreeMap<String, i64> = runs
+        .iter()
+        .filter_map(|r| {
+            Some((
+                r.get("run_id")?.as_str()?.to_string(),
+                r.get("finished")?.as_i64()?,
+            ))
+        })
+        .collect();
+    let me = report.run_id.as_str();
+    // Its own record's time where it can be read (the clocks of the reader and the writer
+    // of the others' records may differ), else its report's.
+    let mine = finished
+        .get(me)
+        .copied()
+        .unwrap_or_else(|| report.finished_at.timestamp_micros());
+    let mut out: BTreeSet<&str> = finished
+        .iter()
+        .filter(|(r, t)| (**t, r.as_str()) < (mine, me))
+        .map(|(r, _)| r.as_str())
+        .collect();
+    out.extend(
+        report
+            .runs_at_start
+            .iter()
+            .map(String::as_str)
+            .filter(|r| *r != me && !finished.contains_key(*r)),
+    );
+    Ok(out.into_iter().map(str::to_string).collect())
 }
 
 /// Takes back the rows a run appended when it cannot be recorded (its write or its record

@@ -120,6 +120,130 @@ fn shards_together_equal_one_run_and_converge() {
     assert_eq!(snapshot(&sharded), want);
 }
 
+/// Partitioned tables kept as sketches (`--samples raw`): shards write their tables'
+/// sketches side by side; a re-run after a new day reads only that day in each table; two
+/// jobs of one pair at once, and the run after them, leave statistics equal to a full run's.
+#[test]
+fn sharded_and_concurrent_runs_keep_partition_sketches() {
+    let d = tmp();
+    let lake = d.path().join("lake");
+    let tables = ["orders", "refunds", "visits", "clicks"];
+    let add_day = |day: usize| {
+        for (t, name) in tables.iter().enumerate() {
+            let mut text = String::from("id,name,amount\n");
+            for r in 0..(40 + 7 * t + day) {
+                text.push_str(&format!("{r},n{}_{t},{}.25\n", r % (5 + day), r * day));
+            }
+            write(&lake.join(format!("{name}/day={day:02}/part-0.csv")), text);
+        }
+    };
+    let spawn = |wh: &Path, shard: Option<&str>, full: bool| {
+        let mut c = bin_std();
+        c.args(["extract", "--workflow-id", "wf", "--source-id", "lake"])
+            .args(["--samples", "raw", "--warehouse"])
+            .arg(wh)
+            .arg(&lake)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        if let Some(s) = shard {
+            c.args(["--shard", s]);
+        }
+        if full {
+            c.arg("--full");
+        }
+        c.spawn().unwrap()
+    };
+    let at_once = |wh: &Path, shards: &[Option<&str>]| -> Vec<serde_json::Value> {
+        let children: Vec<_> = shards.iter().map(|s| spawn(wh, *s, false)).collect();
+        children
+            .into_iter()
+            .map(|c| ok(c.wait_with_output().unwrap()))
+            .collect()
+    };
+    // Per table: (read, reused, dropped), over the reports.
+    let counts = |reports: &[serde_json::Value]| {
+        let mut out: Vec<(String, u64, u64, u64)> = reports
+            .iter()
+            .flat_map(|r| r["sources"][0]["tables"].as_array().unwrap().clone())
+            .map(|t| {
+                let p = &t["partitions"];
+                let n = |k: &str| p[k].as_u64().unwrap_or_else(|| panic!("{t}"));
+                (
+                    t["table_name"].as_str().unwrap().to_string(),
+                    n("read"),
+                    n("reused"),
+                    n("dropped"),
+                )
+            })
+            .collect();
+        out.sort();
+        out
+    };
+    let each = |read, reused| {
+        let mut v: Vec<_> = tables
+            .iter()
+            .map(|t| (t.to_string(), read, reused, 0))
+            .collect();
+        v.sort();
+        v
+    };
+    let stats = |wh: &Path| {
+        [
+            "SELECT table_name, row_count, column_count FROM tables ORDER BY table_name",
+            "SELECT table_name, column_name, data_type, null_count, distinct_count, min_value, \
+             max_value FROM columns ORDER BY table_name, position",
+        ]
+        .iter()
+        .map(|q| sql_json(wh, q, &[]))
+        .collect::<Vec<_>>()
+    };
+    let full = |wh: &Path| {
+        ok(spawn(wh, None, true).wait_with_output().unwrap());
+        stats(wh)
+    };
+    for day in 0..3 {
+        add_day(day);
+    }
+    let wh = d.path().join("wh");
+    let shards = [Some("0/2"), Some("1/2")];
+    assert_eq!(counts(&at_once(&wh, &shards)), each(3, 0));
+    add_day(3);
+    assert_eq!(counts(&at_once(&wh, &shards)), each(1, 3));
+    assert_eq!(stats(&wh), full(&d.path().join("full3")));
+    // Each table: a sketch per day and one rollup, whichever shard wrote them.
+    assert_eq!(
+        sql_json(
+            &wh,
+            "SELECT table_name, count(*) AS n, sum(CASE WHEN partition_path = '' THEN 1 ELSE 0 END) \
+             AS rollups FROM partition_sketches GROUP BY table_name ORDER BY table_name",
+            &[]
+        ),
+        serde_json::json!(
+            tables
+                .iter()
+                .copied()
+                .collect::<std::collections::BTreeSet<_>>()
+                .into_iter()
+                .map(|t| serde_json::json!({"table_name": t, "n": 5, "rollups": 1}))
+                .collect::<Vec<_>>()
+        )
+    );
+
+    // Two jobs of the pair at once: both succeed; whatever sketches their settles leave,
+    // the next run merges them into a full run's statistics.
+    add_day(4);
+    for r in at_once(&wh, &[None, None]) {
+        assert_eq!(r["status"], "succeeded", "{r}");
+    }
+    assert_eq!(stats(&wh), full(&d.path().join("full4")));
+    add_day(5);
+    let after = at_once(&wh, &[None]);
+    for (_, read, reused, _) in counts(&after) {
+        assert!(read >= 1 && read + reused == 6, "{after:?}");
+    }
+    assert_eq!(stats(&wh), full(&d.path().join("full5")));
+}
+
 #[test]
 fn bad_shards_are_usage_errors() {
     for bad in ["3/3", "x/2", "1"] {
