@@ -26,9 +26,9 @@
 #
 # The partitions case makes a table of 100 daily Parquet partitions (BENCH_DAYS) of 100,000
 # rows (BENCH_DAY_ROWS), profiles it with --samples raw (partition sketches kept), adds one
-# day and runs again, then runs --full: times, peak RSS, partitions read and reused, the
-# re-run's speed-up over the full run (goal >= 20x) and DuckDB's SUMMARIZE of the same
-# table. BENCH_ONLY=partitions runs only it (with the profile cases it runs too).
+# day and runs again, then runs --full (these two the best of BENCH_RUNS, the re-run from
+# the same warehouse each time): times, peak RSS, partitions read and reused, the re-run's
+# speed-up over the full run (goal >= 20x) and DuckDB's SUMMARIZE of the same table. BENCH_ONLY=partitions runs only it (with the profile cases it runs too).
 #
 # Usage: ci/bench.sh [DATA_DIR]   (default: ./bench-data; generated once, then reused)
 # Not part of ci/test.sh: a release build takes ~16 minutes from scratch on 2 cores.
@@ -95,16 +95,27 @@ PYEOF
   local last; last=$(printf 'day=%03d' "$days")
   mkdir -p "$work/lake/sales"
   for p in "$src"/sales/day=*; do [ "$(basename "$p")" = "$last" ] || cp -al "$p" "$work/lake/sales/"; done
-  run_days() {  # $1: label; prints "secs json"
-    /usr/bin/time -f "%e %M" -o "$work/time" "$BIN" extract "$work/lake" --workflow-id bench_days --samples raw \
+  run_days() {  # $1: label, then extra arguments; prints "secs peak_rss_kb"
+    local t0 t1
+    t0=$(date +%s.%N)
+    /usr/bin/time -f "%M" -o "$work/time" "$BIN" extract "$work/lake" --workflow-id bench_days --samples raw \
       --warehouse "$work/wh" --no-progress "${@:2}" > "$work/$1.json" 2> "$work/err" || { cat "$work/err" >&2; exit 1; }
-    cat "$work/time"
+    t1=$(date +%s.%N)
+    awk -v a="$t0" -v b="$t1" -v m="$(cat "$work/time")" 'BEGIN { printf "%.3f %d\n", b - a, m }'
   }
-  local first second full
+  fastest() { awk 'NF' | sort -n | head -1; }
+  local first second="" full=""
   first=$(run_days first)
   cp -al "$src/sales/$last" "$work/lake/sales/"
-  second=$(run_days second)
-  full=$(run_days full --full)
+  # Best of RUNS each: the re-run from the same warehouse every time.
+  cp -a "$work/wh" "$work/wh.before"
+  for _ in $(seq 1 "$RUNS"); do
+    rm -rf "$work/wh"; cp -a "$work/wh.before" "$work/wh"
+    second=$(printf '%s\n%s\n' "$second" "$(run_days second)" | fastest)
+  done
+  for _ in $(seq 1 "$RUNS"); do
+    full=$(printf '%s\n%s\n' "$full" "$(run_days full --full)" | fastest)
+  done
   local duck; duck=$("$PY" - "$work/lake" <<'PYEOF'
 import sys, time, duckdb
 t = time.time()
@@ -112,7 +123,7 @@ duckdb.sql(f"SUMMARIZE SELECT * FROM read_parquet('{sys.argv[1]}/sales/*/*.parqu
 print(f"{time.time() - t:.2f}")
 PYEOF
 )
-  python3 - "$work" "$first" "$second" "$full" "$duck" <<'PYEOF'
+  python3 - "$work" "$first" "$second" "$full" "$duck" "$RUNS" <<'PYEOF'
 import json, sys
 work, first, second, full, duck = sys.argv[1], *[a.split() for a in sys.argv[2:5]], float(sys.argv[5])
 def table(name):
@@ -122,7 +133,7 @@ p2, pf = table("second")["partitions"], table("full")["partitions"]
 print(f"first run   {t1:6.2f} s  peak RSS {int(first[1]) // 1024} MB   partitions {table('first')['partitions']}")
 print(f"one new day {t2:6.2f} s  peak RSS {int(second[1]) // 1024} MB   partitions {p2}")
 print(f"--full      {tf:6.2f} s  peak RSS {int(full[1]) // 1024} MB   partitions {pf}   (DuckDB SUMMARIZE of the same table: {duck:.2f} s, {tf / duck:.2f}x)")
-print(f"re-run with one new day: {tf / t2:.1f}x faster than a full run (goal >= 20x), read {p2['read']} of {p2['read'] + p2['reused']} partitions")
+print(f"re-run with one new day: {tf / t2:.1f}x faster than a full run (goal >= 20x; each the best of {sys.argv[6]}), read {p2['read']} of {p2['read'] + p2['reused']} partitions")
 PYEOF
   rm -rf "$work"
 }
