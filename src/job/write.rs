@@ -477,9 +477,15 @@ pub async fn settle(w: &Warehouse, report: &JobReport) {
             scope.clone()?
         };
         let mut older = format!("{rows} AND {runs}");
-        // A carried table's sketches stay under the run that computed them, and so do the
-        // stored sketches a profile merged unread.
+        // Sketches are kept across runs (each by the run that read its partition) and found
+        // by their files' fingerprint: all but this run's, those it merged unread, and
+        // those of the tables it carried go. Another job's that this removes are read again
+        // by the next run, not merged wrongly.
         if def.name == warehouse::PARTITION_SKETCHES.name {
+            older = format!(
+                "{rows} AND (run_id IS NULL OR run_id <> {})",
+                warehouse::sql_literal(run)
+            );
             if let Some(keep) = carried_tables(&srcs) {
                 older = format!("{older} AND NOT ({keep})");
             }
@@ -531,9 +537,14 @@ async fn superseded(w: &Warehouse, report: &JobReport) -> Result<Vec<String>, Wa
         .get(me)
         .copied()
         .unwrap_or_else(|| report.finished_at.timestamp_micros());
+    // Of the runs finished before it, only those that may have rows: present when it
+    // started, or finished since (the warehouse keeps every run's record).
+    let since = report.started_at.timestamp_micros();
     let mut out: BTreeSet<&str> = finished
         .iter()
-        .filter(|(r, t)| (**t, r.as_str()) < (mine, me))
+        .filter(|(r, t)| {
+            (**t, r.as_str()) < (mine, me) && (**t >= since || report.runs_at_start.contains(*r))
+        })
         .map(|(r, _)| r.as_str())
         .collect();
     out.extend(
