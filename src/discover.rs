@@ -1002,6 +1002,12 @@ pub fn fingerprint(salt: &str, files: &[ObjectMeta]) -> String {
             None => h.update(f.last_modified.timestamp_micros().to_le_bytes()),
         }
     }
+    short_digest(h)
+}
+
+/// The first 16 bytes of a SHA-256, in hex: the fingerprints' and keys' form.
+pub fn short_digest(h: sha2::Sha256) -> String {
+    use sha2::Digest;
     h.finalize()[..16]
         .iter()
         .map(|b| format!("{b:02x}"))

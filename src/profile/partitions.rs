@@ -83,10 +83,7 @@ pub fn members_key<'a>(members: impl IntoIterator<Item = (&'a str, &'a str)>) ->
         h.update(fingerprint.as_bytes());
         h.update(b"\n");
     }
-    h.finalize()[..16]
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    discover::short_digest(h)
 }
 
 /// Each partition's path and fingerprint, as [`profile`] finds them: what the job needs to
@@ -233,10 +230,7 @@ fn schema_key(schema: &Schema) -> String {
         h.update(b"\0");
         h.update(f.data_type().to_string().as_bytes());
     }
-    h.finalize()[..16]
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    discover::short_digest(h)
 }
 
 /// The schema of one partition's files: inferred together, or each alone and widened when
