@@ -391,9 +391,9 @@ async fn scope_of(
     report: &JobReport,
     predicate: &str,
     srcs: &[&SourceReport],
-) -> Result<Option<String>, WarehouseError> {
+) -> Result<Option<(String, Option<BTreeSet<String>>)>, WarehouseError> {
     let Some(shard) = report.shard else {
-        return Ok(Some(predicate.to_string()));
+        return Ok(Some((predicate.to_string(), None)));
     };
     let mut names: BTreeSet<String> = srcs
         .iter()
@@ -409,9 +409,9 @@ async fn scope_of(
         return Ok(None);
     }
     let list: Vec<String> = names.iter().map(|n| warehouse::sql_literal(n)).collect();
-    Ok(Some(format!(
-        "{predicate} AND table_name IN ({})",
-        list.join(", ")
+    Ok(Some((
+        format!("{predicate} AND table_name IN ({})", list.join(", ")),
+        Some(names),
     )))
 }
 
@@ -446,6 +446,7 @@ pub async fn settle(w: &Warehouse, report: &JobReport) {
             return;
         }
     };
+    let superseded: BTreeSet<String> = superseded.into_iter().collect();
     let runs = match superseded.is_empty() {
         true => "run_id IS NULL".to_string(),
         false => format!(
@@ -467,12 +468,12 @@ pub async fn settle(w: &Warehouse, report: &JobReport) {
     ]
     .into_iter()
     .filter_map(|def| {
-        let rows = if def.name == warehouse::SOURCES.name {
+        let (rows, tables) = if def.name == warehouse::SOURCES.name {
             // Shard 0 writes the source rows.
             if report.shard.is_some_and(|s| s.index != 0) {
                 return None;
             }
-            predicate.clone()
+            (predicate.clone(), None)
         } else {
             scope.clone()?
         };
@@ -498,7 +499,21 @@ pub async fn settle(w: &Warehouse, report: &JobReport) {
                 older = format!("{older} AND id NOT IN ({})", kept.join(", "));
             }
         }
-        Some(async move { (def, w.delete_where(def, &older, run).await) })
+        let (superseded, source_ids) = (&superseded, &source_ids);
+        Some(async move {
+            let deleted = if def.name == warehouse::PARTITION_SKETCHES.name {
+                w.delete_where(def, &older, run).await
+            } else {
+                let rows = warehouse::RunRows {
+                    workflow_id: &report.workflow_id,
+                    sources: source_ids,
+                    tables: tables.as_ref(),
+                    runs: superseded,
+                };
+                w.delete_runs(def, &rows, &older, run).await
+            };
+            (def, deleted)
+        })
     });
     for (def, deleted) in futures::future::join_all(deletes).await {
         if let Err(e) = deleted {

@@ -615,6 +615,86 @@ impl Warehouse {
         .map(|_| ())
     }
 
+    /// Deletes the rows of `runs` (and rows without a run) of `workflow_id`'s `sources`
+    /// (and, when given, `tables`), which `predicate` selects. Where every file that may hold
+    /// such rows holds nothing else, by its statistics (a settled run's rows are files of
+    /// their own), the files are removed in one commit without being read; else it is
+    /// [`Warehouse::delete_where`].
+    pub async fn delete_runs(
+        &self,
+        def: &TableDef,
+        rows: &RunRows<'_>,
+        predicate: &str,
+        run_id: &str,
+    ) -> Result<(), WarehouseError> {
+        let Some(table) = self.open(def).await? else {
+            return Ok(());
+        };
+        if whole_files(&table, rows).is_none() {
+            return self.delete_where(def, predicate, run_id).await;
+        }
+        let operation = predicate.to_string();
+        self.retrying_conflicts(def, "delete", table, |t| {
+            let operation = operation.clone();
+            async move {
+                let Some(files) = whole_files(&t, rows) else {
+                    // Changed since: the rows are deleted as any others.
+                    return t
+                        .delete()
+                        .with_predicate(operation)
+                        .with_commit_properties(self.commit_properties(run_id))
+                        .await
+                        .map(|(t, _)| t);
+                };
+                if files.is_empty() {
+                    return Ok(t);
+                }
+                let snapshot = t.snapshot()?.clone();
+                // What Databricks' DESCRIBE HISTORY shows for a delete, as delta-rs writes it.
+                let removed_rows: i64 = files.iter().map(|(_, n)| *n).sum();
+                let props = commit_properties_with(
+                    run_id,
+                    [
+                        ("readVersion".to_owned(), snapshot.version().into()),
+                        (
+                            "operationMetrics".to_owned(),
+                            serde_json::json!({
+                                "num_added_files": 0,
+                                "num_removed_files": files.len(),
+                                "num_deleted_rows": removed_rows,
+                                "num_copied_rows": 0,
+                                "execution_time_ms": 0,
+                                "scan_time_ms": 0,
+                                "rewrite_time_ms": 0,
+                            }),
+                        ),
+                    ],
+                )
+                .with_create_checkpoint(self.job.is_none());
+                let commit = deltalake::kernel::transaction::CommitBuilder::from(props)
+                    .with_actions(
+                        files
+                            .into_iter()
+                            .map(|(f, _)| deltalake::kernel::Action::Remove(f))
+                            .collect(),
+                    )
+                    .build(
+                        Some(&snapshot),
+                        t.log_store(),
+                        deltalake::protocol::DeltaOperation::Delete {
+                            predicate: Some(operation),
+                        },
+                    )
+                    .await?;
+                let mut after = DeltaTable::new(t.log_store());
+                after.state = Some(commit.snapshot());
+                Ok(after)
+            }
+        })
+        .await
+        .map(|_| ())
+    }
+
     /// Appends `batch` in one commit (re-run on a concurrent commit: delta-rs counts an
     /// append as having read the table, so a concurrent delete conflicts with it).
     pub async fn append(
@@ -677,6 +757,84 @@ impl Warehouse {
     }
 }
 
+/// The rows [`Warehouse::delete_runs`] deletes.
+pub struct RunRows<'a> {
+    pub workflow_id: &'a str,
+    pub sources: &'a [Option<String>],
+    /// `None`: every table's.
+    pub tables: Option<&'a std::collections::BTreeSet<String>>,
+    pub runs: &'a std::collections::BTreeSet<String>,
+}
+
+/// The remove actions (and row counts) of the files that hold `rows`, when each file that may hold any holds
+/// only them (one run, one source, one table where tables are named), by the files' stats;
+/// `None` when a file may hold them among others, or says too little to tell.
+fn whole_files(
+    table: &DeltaTable,
+    rows: &RunRows<'_>,
+) -> Option<Vec<(deltalake::kernel::Remove, i64)>> {
+    let snapshot = table.snapshot().ok()?;
+    let mut out = Vec::new();
+    for f in snapshot.log_data() {
+        let partition = f.partition_values_map();
+        if partition
+            .get(PARTITION_COLUMN)
+            .cloned()
+            .flatten()
+            .as_deref()
+            != Some(rows.workflow_id)
+        {
+            continue;
+        }
+        let stats: Value = serde_json::from_str(&f.stats()?).ok()?;
+        let n = stats.get("numRecords")?.as_i64()?;
+        // A column's one value in the file: `Some(None)` all null, `None` several.
+        let only = |c: &str| -> Option<Option<String>> {
+            let nulls = stats.get("nullCount")?.get(c)?.as_i64()?;
+            if nulls == n {
+                return Some(None);
+            }
+            let (lo, hi) = (
+                stats.get("minValues")?.get(c)?.as_str()?,
+                stats.get("maxValues")?.get(c)?.as_str()?,
+            );
+            (nulls == 0 && lo == hi).then(|| Some(lo.to_string()))
+        };
+        let may_hold = {
+            let nulls = stats.get("nullCount")?.get("run_id")?.as_i64()?;
+            let lo = stats
+                .get("minValues")
+                .and_then(|m| m.get("run_id")?.as_str());
+            let hi = stats
+                .get("maxValues")
+                .and_then(|m| m.get("run_id")?.as_str());
+            nulls > 0
+                || match (lo, hi) {
+                    (Some(lo), Some(hi)) if lo <= hi => rows
+                        .runs
+                        .range(lo.to_string()..=hi.to_string())
+                        .next()
+                        .is_some(),
+                    _ => return None,
+                }
+        };
+        if !may_hold {
+            continue;
+        }
+        let whole = only("run_id")?.is_none_or(|r| rows.runs.contains(&r))
+            && rows.sources.contains(&only("source_id")?)
+            && match rows.tables {
+                None => true,
+                Some(names) => names.contains(&only("table_name")??),
+            };
+        if !whole {
+            return None;
+        }
+        out.push((f.remove_action(true), n));
+    }
+    Some(out)
+}
+
 /// A growing, jittered pause before a commit that met a concurrent one is re-run.
 async fn conflict_pause(attempt: u32) {
     let jitter = u64::from(uuid::Uuid::new_v4().as_u128() as u8);
@@ -727,7 +885,15 @@ pub(crate) fn base_commit_properties() -> CommitProperties {
 }
 
 fn commit_properties(run_id: &str) -> CommitProperties {
-    let mut meta = HashMap::new();
+    commit_properties_with(run_id, [])
+}
+
+/// [`commit_properties`] with more `commitInfo` entries (`with_metadata` replaces them all).
+fn commit_properties_with(
+    run_id: &str,
+    extra: impl IntoIterator<Item = (String, serde_json::Value)>,
+) -> CommitProperties {
+    let mut meta: HashMap<String, serde_json::Value> = extra.into_iter().collect();
     meta.insert(
         "nuvyn.run_id".to_string(),
         serde_json::Value::String(run_id.to_string()),

@@ -419,6 +419,40 @@ async fn results_land_in_delta_and_reruns_replace_only_their_source() {
         );
         let expected = if def.name == "executor_runs" { 0 } else { 1 };
         assert_eq!(deletes, expected, "{}: {ops:?}", def.name);
+        // The earlier run's rows were a file of their own: removed whole, nothing rewritten.
+        if deletes == 1 {
+            let v = t.version().unwrap();
+            let log = std::fs::read_to_string(wh.join(format!(
+                "_executor_metadata/{}/_delta_log/{v:020}.json",
+                def.name
+            )))
+            .unwrap();
+            let actions: Vec<serde_json::Value> = log
+                .lines()
+                .map(|l| serde_json::from_str(l).unwrap())
+                .collect();
+            let (adds, removes) = (
+                actions.iter().filter(|a| a.get("add").is_some()).count(),
+                actions.iter().filter(|a| a.get("remove").is_some()).count(),
+            );
+            assert_eq!((adds, removes), (0, 1), "{}: {log}", def.name);
+            let removed_rows = actions
+                .iter()
+                .find_map(|a| a["commitInfo"]["operationMetrics"]["num_deleted_rows"].as_i64());
+            let earlier = match def.name {
+                "sources" => 1,
+                "tables" => 2,
+                _ => 9,
+            };
+            assert_eq!(removed_rows, Some(earlier), "{}: {log}", def.name);
+            assert!(
+                actions
+                    .iter()
+                    .any(|a| a["commitInfo"]["nuvyn.run_id"] == r2.run_id.as_str()),
+                "{}: {log}",
+                def.name
+            );
+        }
         // Older versions stay reachable: the first job's rows by time travel.
         let mut old = w.open(def).await.unwrap().unwrap();
         old.load_version(migrated + 1).await.unwrap();
