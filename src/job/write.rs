@@ -458,9 +458,10 @@ pub async fn settle(w: &Warehouse, report: &JobReport) {
                 .join(", ")
         ),
     };
-    // All at once (each delete is several round trips on a remote warehouse): the rows
-    // removed are superseded ones, and this run's rows of every table were in place before.
-    let deletes = [
+    // Parents first (sources, tables, columns): a run killed between two of them leaves
+    // each superseded run whole where it still has a parent row. The sketches, which no
+    // reader joins, go beside them.
+    let mut deletes: Vec<_> = [
         &warehouse::SOURCES,
         &warehouse::TABLES,
         &warehouse::COLUMNS,
@@ -500,8 +501,8 @@ pub async fn settle(w: &Warehouse, report: &JobReport) {
             }
         }
         let (superseded, source_ids) = (&superseded, &source_ids);
-        Some(async move {
-            let deleted = if def.name == warehouse::PARTITION_SKETCHES.name {
+        Some((def, async move {
+            if def.name == warehouse::PARTITION_SKETCHES.name {
                 w.delete_where(def, &older, run).await
             } else {
                 let rows = warehouse::RunRows {
@@ -511,11 +512,25 @@ pub async fn settle(w: &Warehouse, report: &JobReport) {
                     runs: superseded,
                 };
                 w.delete_runs(def, &rows, &older, run).await
-            };
-            (def, deleted)
-        })
-    });
-    for (def, deleted) in futures::future::join_all(deletes).await {
+            }
+        }))
+    })
+    .collect();
+    let sketches = deletes
+        .iter()
+        .position(|(def, _)| def.name == warehouse::PARTITION_SKETCHES.name)
+        .map(|i| deletes.remove(i).1);
+    let in_order = async {
+        let mut done = Vec::new();
+        for (def, delete) in deletes {
+            done.push((def, delete.await));
+        }
+        done
+    };
+    let (mut results, sketches) =
+        futures::future::join(in_order, futures::future::OptionFuture::from(sketches)).await;
+    results.extend(sketches.map(|r| (&warehouse::PARTITION_SKETCHES, r)));
+    for (def, deleted) in results {
         if let Err(e) = deleted {
             tracing::warn!(
                 table = def.name,
