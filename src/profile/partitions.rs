@@ -218,12 +218,15 @@ fn from_ipc(bytes: &[u8]) -> Option<(SchemaRef, Vec<RecordBatch>)> {
     Some((schema, batches))
 }
 
-/// What a stored state must have been computed for to be merged: this executor and the
-/// table's column names and types.
+/// What a stored state must have been computed for to be merged: this executor, the
+/// sketches' stored form and the table's column names and types. (The package version
+/// alone did not change when the form went from JSON to postcard: a stored JSON state then
+/// failed the merge and the table was read whole, keeping no sketches.)
 fn schema_key(schema: &Schema) -> String {
     use sha2::Digest;
     let mut h = sha2::Sha256::new();
     h.update(crate::VERSION.as_bytes());
+    h.update(super::sketch::STORED_FORM.as_bytes());
     for f in schema.fields() {
         h.update(b"\0");
         h.update(f.name().as_bytes());

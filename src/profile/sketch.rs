@@ -23,6 +23,9 @@ use super::semantic::{self, Semantic};
 
 /// Values kept in each column's random sample.
 pub const SAMPLE_SIZE: usize = 8192;
+/// The stored form of a sketch ([`Sketch::to_bytes`]): part of the key a stored partition
+/// state is merged by, so that states of another form are read again, not misread.
+pub const STORED_FORM: &str = "postcard-1";
 /// Distinct values counted exactly; a column with more gets approximate top values.
 pub const EXACT_VALUES: usize = 2048;
 /// Most frequent values reported.
