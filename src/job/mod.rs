@@ -151,6 +151,9 @@ pub struct SourceReport {
     /// Carried tables: the run whose warehouse rows hold each one's profile now.
     #[serde(skip)]
     pub carried_rows: std::collections::BTreeMap<String, String>,
+    /// The pair's `partition_sketches` rows when its sketches were read (none: not read).
+    #[serde(skip)]
+    pub stored_sketches: Option<previous::StoredSketches>,
     /// Time spent listing and sniffing the source.
     pub discover_ms: u64,
     /// Storage requests made for this source (remote stores only).
@@ -277,6 +280,7 @@ async fn run_source(
         changes: Vec::new(),
         tables: Vec::new(),
         carried_rows: Default::default(),
+        stored_sketches: None,
         discover_ms: 0,
         requests: RequestCounts::default(),
     };
@@ -367,8 +371,9 @@ async fn run_source(
         files = found.files_found,
         "discovered"
     );
-    let mut sketched =
+    let (mut sketched, stored_sketches) =
         partition_sketches(opts, spec, &loc, &found.tables, previous, warehouse).await;
+    report.stored_sketches = stored_sketches;
     pb.inc_length((found.tables.len() + carried.len()) as u64);
     pb.inc(carried.len() as u64);
     // A session of its own: two sources on one container with different credentials must
@@ -545,13 +550,16 @@ async fn partition_sketches(
     tables: &[discover::DiscoveredTable],
     previous: Option<&std::collections::BTreeMap<String, previous::PreviousTable>>,
     warehouse: Option<&Warehouse>,
-) -> std::collections::HashMap<String, profile::partitions::PriorSketches> {
+) -> (
+    std::collections::HashMap<String, profile::partitions::PriorSketches>,
+    Option<previous::StoredSketches>,
+) {
     let mut out = std::collections::HashMap::new();
     if warehouse.is_none()
         || opts.spec.samples != profile::SampleMode::Raw
         || opts.spec.sample.is_some()
     {
-        return out;
+        return (out, None);
     }
     let mut current = std::collections::BTreeMap::new();
     for t in tables.iter().filter(|t| profile::partitions::applies(t)) {
@@ -568,13 +576,16 @@ async fn partition_sketches(
         && !current.is_empty()
     {
         match previous::sketches(w, &opts.spec.workflow_id, &spec.source_id, &current).await {
-            Ok(found) => out.extend(found),
+            Ok((found, stored)) => {
+                out.extend(found);
+                return (out, Some(stored));
+            }
             Err(e) => tracing::warn!(
                 "reading the partition sketches of earlier runs failed ({e}); those tables are read whole"
             ),
         }
     }
-    out
+    (out, None)
 }
 
 /// Reads a table's small files once, so that profiling finds them kept (see

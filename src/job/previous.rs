@@ -148,6 +148,15 @@ pub async fn load(w: &Warehouse, spec: &JobSpec) -> Result<Previous, WarehouseEr
     Ok(out)
 }
 
+/// Every `partition_sketches` row a pair held when its sketches were read (id and table),
+/// and the files that held them then: what lets settle remove whole files of superseded
+/// rows by their statistics instead of reading them.
+#[derive(Debug, Clone, Default)]
+pub struct StoredSketches {
+    pub rows: BTreeMap<i64, String>,
+    pub files: BTreeSet<String>,
+}
+
 /// The stored partition sketches that tables can merge: `current` maps each table name of
 /// `source_id` to its partitions' paths and fingerprints now. A stored state is keyed by
 /// the files it was computed from, so any run's row of an unchanged partition will do.
@@ -159,15 +168,16 @@ pub async fn sketches(
     workflow_id: &str,
     source_id: &Option<String>,
     current: &BTreeMap<String, Vec<(String, String)>>,
-) -> Result<HashMap<String, PriorSketches>, WarehouseError> {
+) -> Result<(HashMap<String, PriorSketches>, StoredSketches), WarehouseError> {
     use datafusion::arrow::array::{Array, AsArray};
     use datafusion::arrow::datatypes::{DataType, Int64Type};
     use datafusion::arrow::record_batch::RecordBatch;
     use datafusion::error::DataFusionError;
 
     let mut out: HashMap<String, PriorSketches> = HashMap::new();
+    let mut held = StoredSketches::default();
     if current.is_empty() {
-        return Ok(out);
+        return Ok((out, held));
     }
     let pairs = warehouse::replace_predicate(workflow_id, std::slice::from_ref(source_id));
     let names: Vec<String> = current.keys().map(|n| warehouse::sql_literal(n)).collect();
@@ -176,9 +186,14 @@ pub async fn sketches(
     let column = |b: &RecordBatch, i: usize, to: &DataType| {
         datafusion::arrow::compute::cast(b.column(i), to).map_err(DataFusionError::from)
     };
+    // The files as the queries below see them (the job's snapshot of the table).
+    if let Some(t) = w.open(&warehouse::PARTITION_SKETCHES).await? {
+        held.files = warehouse::file_paths(&t);
+    }
     // The rollups (files of their own) are fetched beside the partitions' keys: on a re-run
-    // that only added partitions, one of them is all that is merged.
-    let (keys, rollups) = futures::future::try_join(
+    // that only added partitions, one of them is all that is merged. Beside them, the ids
+    // of every row of the pair, of all its tables.
+    let (keys, rollups, every) = futures::future::try_join3(
         w.select_batches(
             warehouse::DEFAULT_CATALOG,
             &format!(
@@ -197,8 +212,25 @@ pub async fn sketches(
                 rollup = warehouse::sql_literal(ROLLUP_PATH),
             ),
         ),
+        w.select_batches(
+            warehouse::DEFAULT_CATALOG,
+            &format!(
+                "SELECT id, table_name FROM {} WHERE {pairs}",
+                warehouse::PARTITION_SKETCHES.name,
+            ),
+        ),
     )
     .await?;
+    for b in &every {
+        let ids = column(b, 0, &DataType::Int64)?;
+        let ids = ids.as_primitive::<Int64Type>();
+        let tables = column(b, 1, &DataType::Utf8)?;
+        let tables = tables.as_string::<i32>();
+        for r in (0..b.num_rows()).filter(|&r| !ids.is_null(r)) {
+            let table = (!tables.is_null(r)).then(|| tables.value(r).to_string());
+            held.rows.insert(ids.value(r), table.unwrap_or_default());
+        }
+    }
     // Per table, per path, the stored rows.
     let mut stored: HashMap<String, HashMap<String, Vec<PartitionSketch>>> = HashMap::new();
     for b in keys.iter().chain(&rollups) {
@@ -287,7 +319,7 @@ pub async fn sketches(
         out.insert(table.clone(), prior);
     }
     if wanted.is_empty() {
-        return Ok(out);
+        return Ok((out, held));
     }
     let ids: Vec<String> = wanted.iter().map(i64::to_string).collect();
     let states = w
@@ -319,5 +351,5 @@ pub async fn sketches(
             }
         }
     }
-    Ok(out)
+    Ok((out, held))
 }

@@ -344,32 +344,33 @@ pub(super) async fn write_results(w: &Warehouse, report: &JobReport) -> Result<(
     // commit is several round trips.
     let writes = [
         // Two appends, so that the rollups are files of their own: the next run removes a
-        // rollup it replaces without rewriting the partitions' sketches beside it.
-        (&warehouse::PARTITION_SKETCHES, rollups),
-        (&warehouse::PARTITION_SKETCHES, sketches),
-        (&warehouse::CHANGES, changes),
-        (&warehouse::COLUMN_HISTORY, column_history),
-        (&warehouse::TABLE_HISTORY, table_history),
-        (&warehouse::COLUMNS, columns),
-        (&warehouse::TABLES, tables_batch),
-        (&warehouse::SOURCES, sources),
+        // rollup it replaces without rewriting the partitions' sketches beside it. One
+        // after the other: at once, the second meets the first's commit and re-reads it.
+        (&warehouse::PARTITION_SKETCHES, vec![sketches, rollups]),
+        (&warehouse::CHANGES, vec![changes]),
+        (&warehouse::COLUMN_HISTORY, vec![column_history]),
+        (&warehouse::TABLE_HISTORY, vec![table_history]),
+        (&warehouse::COLUMNS, vec![columns]),
+        (&warehouse::TABLES, vec![tables_batch]),
+        (&warehouse::SOURCES, vec![sources]),
     ]
     .into_iter()
     // Shard 0 writes the source rows.
     .filter(|(def, _)| {
         !(def.name == warehouse::SOURCES.name && report.shard.is_some_and(|s| s.index != 0))
     })
-    .filter(|(_, batch)| batch.num_rows() > 0)
-    .map(|(def, batch)| async move {
-        let rows = batch.num_rows();
-        let table = w.ensure_valid(def).await?;
-        let t = w.append(def, table, batch, run).await?;
-        tracing::info!(
-            table = def.name,
-            rows,
-            version = t.version().unwrap_or_default(),
-            "written"
-        );
+    .map(|(def, batches)| async move {
+        for batch in batches.into_iter().filter(|b| b.num_rows() > 0) {
+            let rows = batch.num_rows();
+            let table = w.ensure_valid(def).await?;
+            let t = w.append(def, table, batch, run).await?;
+            tracing::info!(
+                table = def.name,
+                rows,
+                version = t.version().unwrap_or_default(),
+                "written"
+            );
+        }
         Ok::<(), WarehouseError>(())
     });
     let results = futures::future::join_all(writes).await;
@@ -458,6 +459,13 @@ pub async fn settle(w: &Warehouse, report: &JobReport) {
                 .join(", ")
         ),
     };
+    let kept_sketches: BTreeSet<i64> = srcs
+        .iter()
+        .flat_map(|s| s.tables.iter())
+        .flat_map(|t| t.kept_sketches.iter().copied())
+        .collect();
+    let stored_sketches = superseded_sketches(&srcs, scope.as_ref(), &kept_sketches);
+    let stored_sketches = &stored_sketches;
     // Parents first (sources, tables, columns): a run killed between two of them leaves
     // each superseded run whole where it still has a parent row. The sketches, which no
     // reader joins, go beside them.
@@ -481,8 +489,9 @@ pub async fn settle(w: &Warehouse, report: &JobReport) {
         let mut older = format!("{rows} AND {runs}");
         // Sketches are kept across runs (each by the run that read its partition) and found
         // by their files' fingerprint: all but this run's, those it merged unread, and
-        // those of the tables it carried go. Another job's that this removes are read again
-        // by the next run, not merged wrongly.
+        // those of the tables it carried go. Where the rows were read (a re-run of a
+        // partitioned table), they go by id, those of other jobs since left alone; else by
+        // predicate, another job's too (the next run reads those partitions again).
         if def.name == warehouse::PARTITION_SKETCHES.name {
             older = format!(
                 "{rows} AND (run_id IS NULL OR run_id <> {})",
@@ -491,11 +500,7 @@ pub async fn settle(w: &Warehouse, report: &JobReport) {
             if let Some(keep) = carried_tables(&srcs) {
                 older = format!("{older} AND NOT ({keep})");
             }
-            let kept: Vec<String> = srcs
-                .iter()
-                .flat_map(|s| s.tables.iter())
-                .flat_map(|t| t.kept_sketches.iter().map(i64::to_string))
-                .collect();
+            let kept: Vec<String> = kept_sketches.iter().map(i64::to_string).collect();
             if !kept.is_empty() {
                 older = format!("{older} AND id NOT IN ({})", kept.join(", "));
             }
@@ -503,7 +508,19 @@ pub async fn settle(w: &Warehouse, report: &JobReport) {
         let (superseded, source_ids) = (&superseded, &source_ids);
         Some((def, async move {
             if def.name == warehouse::PARTITION_SKETCHES.name {
-                w.delete_where(def, &older, run).await
+                match &stored_sketches {
+                    Some((ids, known, files)) => {
+                        let rows = warehouse::IdRows {
+                            workflow_id: &report.workflow_id,
+                            sources: source_ids,
+                            ids,
+                            known,
+                            files,
+                        };
+                        w.delete_ids(def, &rows, run).await
+                    }
+                    None => w.delete_where(def, &older, run).await,
+                }
             } else {
                 let rows = warehouse::RunRows {
                     workflow_id: &report.workflow_id,
@@ -538,6 +555,38 @@ pub async fn settle(w: &Warehouse, report: &JobReport) {
             );
         }
     }
+}
+
+/// The `partition_sketches` rows settle removes when every source read its pair's rows
+/// (`None`: one did not): of those held then, the ones of tables in `scope` that this run
+/// did not carry or merge. With what the pairs held (ids, files) for [`Warehouse::delete_ids`].
+fn superseded_sketches(
+    srcs: &[&SourceReport],
+    scope: Option<&(String, Option<BTreeSet<String>>)>,
+    kept: &BTreeSet<i64>,
+) -> Option<(BTreeSet<i64>, BTreeSet<i64>, BTreeSet<String>)> {
+    let (_, names) = scope?;
+    let mut carried: BTreeMap<Option<&str>, BTreeSet<&str>> = BTreeMap::new();
+    for s in srcs {
+        carried
+            .entry(s.source_id.as_deref())
+            .or_default()
+            .extend(s.carried_rows.keys().map(String::as_str));
+    }
+    let (mut ids, mut known, mut files) = (BTreeSet::new(), BTreeSet::new(), BTreeSet::new());
+    for s in srcs {
+        let stored = s.stored_sketches.as_ref()?;
+        let carried = &carried[&s.source_id.as_deref()];
+        for (id, table) in &stored.rows {
+            known.insert(*id);
+            let in_scope = names.as_ref().is_none_or(|n| n.contains(table));
+            if in_scope && !carried.contains(table.as_str()) && !kept.contains(id) {
+                ids.insert(*id);
+            }
+        }
+        files.extend(stored.files.iter().cloned());
+    }
+    Some((ids, known, files))
 }
 
 /// The runs `report`'s run supersedes (see [`settle`]): finished before it, by finish time
@@ -659,7 +708,7 @@ fn sketches_batch(
         .collect();
     let n = rows.len();
     BatchBuilder::new(&warehouse::PARTITION_SKETCHES)
-        .i64s("id", warehouse::new_ids(n))
+        .i64s("id", warehouse::new_id_block(n))
         .strings("workflow_id", vec![Some(report.workflow_id.as_str()); n])
         .strings(
             "source_id",

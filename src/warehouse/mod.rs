@@ -38,8 +38,8 @@ pub use catalog::{
 };
 pub use maintain::{MaintainOptions, Maintenance};
 pub use rows::{
-    BatchBuilder, InvalidId, MAX_ID_LEN, new_ids, printable, replace_predicate, sql_literal,
-    to_json_rows, validate_id,
+    BatchBuilder, InvalidId, MAX_ID_LEN, new_id_block, new_ids, printable, replace_predicate,
+    sql_literal, to_json_rows, validate_id,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -627,17 +627,58 @@ impl Warehouse {
         predicate: &str,
         run_id: &str,
     ) -> Result<(), WarehouseError> {
+        self.delete_files(def, predicate, run_id, |t| whole_files(t, rows))
+            .await
+    }
+
+    /// Deletes the rows of `workflow_id`'s `sources` whose ids are `rows.ids`. Where the
+    /// statistics show that every file that may hold one holds nothing else (by the ids the
+    /// pairs held when `rows` was read), the files are removed in one commit without being
+    /// read; else the rows are deleted by id ([`Warehouse::delete_where`]).
+    pub async fn delete_ids(
+        &self,
+        def: &TableDef,
+        rows: &IdRows<'_>,
+        run_id: &str,
+    ) -> Result<(), WarehouseError> {
+        if rows.ids.is_empty() {
+            return Ok(());
+        }
+        let ids: Vec<String> = rows.ids.iter().map(i64::to_string).collect();
+        let predicate = format!(
+            "{} AND id IN ({})",
+            replace_predicate(rows.workflow_id, rows.sources),
+            ids.join(", ")
+        );
+        self.delete_files(def, &predicate, run_id, |t| files_of_ids(t, rows))
+            .await
+    }
+
+    /// Removes the files `whole` names (rows whose every row `predicate` selects) in one
+    /// commit of remove actions; where it names none (`None`: it cannot tell), deletes by
+    /// `predicate` instead.
+    async fn delete_files<W>(
+        &self,
+        def: &TableDef,
+        predicate: &str,
+        run_id: &str,
+        whole: W,
+    ) -> Result<(), WarehouseError>
+    where
+        W: Fn(&DeltaTable) -> Option<Vec<(deltalake::kernel::Remove, i64)>>,
+    {
         let Some(table) = self.open(def).await? else {
             return Ok(());
         };
-        if whole_files(&table, rows).is_none() {
+        if whole(&table).is_none() {
             return self.delete_where(def, predicate, run_id).await;
         }
         let operation = predicate.to_string();
+        let whole = &whole;
         self.retrying_conflicts(def, "delete", table, |t| {
             let operation = operation.clone();
             async move {
-                let Some(files) = whole_files(&t, rows) else {
+                let Some(files) = whole(&t) else {
                     // Changed since: the rows are deleted as any others.
                     return t
                         .delete()
@@ -656,6 +697,8 @@ impl Warehouse {
                     run_id,
                     [
                         ("readVersion".to_owned(), snapshot.version().into()),
+                        // Ours: the files went by their statistics, none was read.
+                        (UNREAD_REMOVALS.to_owned(), files.len().into()),
                         (
                             "operationMetrics".to_owned(),
                             serde_json::json!({
@@ -757,6 +800,10 @@ impl Warehouse {
     }
 }
 
+/// The commit info key of a delete that removed whole files by their statistics, without
+/// reading them: how many.
+pub const UNREAD_REMOVALS: &str = "nuvyn.files_removed_unread";
+
 /// The rows [`Warehouse::delete_runs`] deletes.
 pub struct RunRows<'a> {
     pub workflow_id: &'a str,
@@ -764,6 +811,93 @@ pub struct RunRows<'a> {
     /// `None`: every table's.
     pub tables: Option<&'a std::collections::BTreeSet<String>>,
     pub runs: &'a std::collections::BTreeSet<String>,
+}
+
+/// The rows [`Warehouse::delete_ids`] deletes, and what the pairs held when they were
+/// chosen.
+pub struct IdRows<'a> {
+    pub workflow_id: &'a str,
+    pub sources: &'a [Option<String>],
+    /// The ids to delete.
+    pub ids: &'a std::collections::BTreeSet<i64>,
+    /// Every id the pairs held then, and the files that held them.
+    pub known: &'a std::collections::BTreeSet<i64>,
+    pub files: &'a std::collections::BTreeSet<String>,
+}
+
+/// The paths of a table's files, as its log names them.
+pub fn file_paths(table: &DeltaTable) -> std::collections::BTreeSet<String> {
+    table
+        .snapshot()
+        .map(|s| {
+            s.log_data()
+                .into_iter()
+                .map(|f| f.path().to_string())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The remove actions (and row counts) of the files that hold `rows.ids`, when each file
+/// whose id range holds one of them holds nothing else: a file the pairs held then, of one
+/// of their sources, where every id known in its range is one to delete (its rows are among
+/// the known ones). `None` when a file may hold them among others.
+fn files_of_ids(
+    table: &DeltaTable,
+    rows: &IdRows<'_>,
+) -> Option<Vec<(deltalake::kernel::Remove, i64)>> {
+    let snapshot = table.snapshot().ok()?;
+    let mut out = Vec::new();
+    for f in snapshot.log_data() {
+        let partition = f.partition_values_map();
+        if partition
+            .get(PARTITION_COLUMN)
+            .cloned()
+            .flatten()
+            .as_deref()
+            != Some(rows.workflow_id)
+        {
+            continue;
+        }
+        let stats: Value = serde_json::from_str(&f.stats()?).ok()?;
+        let n = stats.get("numRecords")?.as_i64()?;
+        if stats.get("nullCount")?.get("id")?.as_i64()? > 0 {
+            return None;
+        }
+        let (lo, hi) = (
+            stats.get("minValues")?.get("id")?.as_i64()?,
+            stats.get("maxValues")?.get("id")?.as_i64()?,
+        );
+        if lo > hi {
+            return None;
+        }
+        if rows.ids.range(lo..=hi).next().is_none() {
+            continue;
+        }
+        let source = file_only(&stats, n, "source_id")?;
+        let whole = rows.files.contains(f.path().as_ref())
+            && rows.sources.contains(&source)
+            && rows.known.range(lo..=hi).all(|id| rows.ids.contains(id));
+        if !whole {
+            return None;
+        }
+        out.push((f.remove_action(true), n));
+    }
+    Some(out)
+}
+
+/// A string column's one value in a file, by its stats: `Some(None)` all null, `None`
+/// several (or stats too short to tell).
+fn file_only(stats: &Value, n: i64, c: &str) -> Option<Option<String>> {
+    let nulls = stats.get("nullCount")?.get(c)?.as_i64()?;
+    if nulls == n {
+        return Some(None);
+    }
+    let (lo, hi) = (
+        stats.get("minValues")?.get(c)?.as_str()?,
+        stats.get("maxValues")?.get(c)?.as_str()?,
+    );
+    (nulls == 0 && lo == hi).then(|| Some(lo.to_string()))
 }
 
 /// The remove actions (and row counts) of the files that hold `rows`, when each file that may hold any holds
@@ -788,18 +922,7 @@ fn whole_files(
         }
         let stats: Value = serde_json::from_str(&f.stats()?).ok()?;
         let n = stats.get("numRecords")?.as_i64()?;
-        // A column's one value in the file: `Some(None)` all null, `None` several.
-        let only = |c: &str| -> Option<Option<String>> {
-            let nulls = stats.get("nullCount")?.get(c)?.as_i64()?;
-            if nulls == n {
-                return Some(None);
-            }
-            let (lo, hi) = (
-                stats.get("minValues")?.get(c)?.as_str()?,
-                stats.get("maxValues")?.get(c)?.as_str()?,
-            );
-            (nulls == 0 && lo == hi).then(|| Some(lo.to_string()))
-        };
+        let only = |c: &str| file_only(&stats, n, c);
         let may_hold = {
             let nulls = stats.get("nullCount")?.get("run_id")?.as_i64()?;
             let lo = stats

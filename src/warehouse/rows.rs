@@ -221,6 +221,16 @@ pub fn new_ids(n: usize) -> Vec<Option<i64>> {
         .collect()
 }
 
+/// Unique row ids that follow one another from a random start (63 bits, as
+/// [`new_ids`]): a file of them has a narrow id range, so its statistics tell which ids it
+/// may hold (see `Warehouse::delete_ids`).
+pub fn new_id_block(n: usize) -> Vec<Option<i64>> {
+    let start = (uuid::Uuid::new_v4().as_u128() as u64 >> 1) as i64;
+    // Started low enough that the block never wraps.
+    let start = start.min(i64::MAX - n as i64);
+    (0..n as i64).map(|i| Some(start + i)).collect()
+}
+
 /// Rows as JSON objects, one per row.
 pub fn to_json_rows(batches: &[RecordBatch]) -> Result<Vec<Map<String, Value>>, WarehouseError> {
     let render = |e: &dyn std::fmt::Display| WarehouseError::Render(e.to_string());

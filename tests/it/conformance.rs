@@ -700,6 +700,30 @@ async fn partitioned_reruns(source_root: String, warehouse: String, remote: bool
         .collect::<Vec<_>>()
     };
     let latest = |a: &str, b: &str| a.max(b).to_string();
+    // The superseded rollup was a file of its own: settle removed it by its statistics,
+    // without reading it, and nothing else.
+    let last_sketch_commit = |w: Warehouse| async move {
+        use futures::StreamExt;
+        let t = w
+            .open(&nuvyn_executor::warehouse::PARTITION_SKETCHES)
+            .await
+            .unwrap()
+            .unwrap();
+        let info = t.history(Some(1)).next().await.unwrap().unwrap();
+        (
+            info.operation.clone().unwrap_or_default(),
+            info.info
+                .get(nuvyn_executor::warehouse::UNREAD_REMOVALS)
+                .and_then(|v| v.as_i64()),
+            info.info
+                .get("operationMetrics")
+                .and_then(|m| m["num_deleted_rows"].as_i64()),
+        )
+    };
+    assert_eq!(
+        last_sketch_commit(w.clone()).await,
+        ("DELETE".to_string(), Some(1), Some(1))
+    );
     let after_r2 = stored(w.clone()).await;
     assert_eq!(
         after_r2,
@@ -715,6 +739,10 @@ async fn partitioned_reruns(source_root: String, warehouse: String, remote: bool
     let r2b = sales(&run(warehouse.clone(), false).await);
     assert_eq!(r2b.partitions, counts(1, 5, 0));
     assert_eq!(r2b.row_count, Some(18_000));
+    assert_eq!(
+        last_sketch_commit(w.clone()).await,
+        ("DELETE".to_string(), Some(1), Some(1))
+    );
     let full = sales(&run(format!("{warehouse}-full1"), true).await);
     assert_eq!(exact_view(&r2b), exact_view(&full));
     assert_eq!(quantiles(&r2b), quantiles(&full));
