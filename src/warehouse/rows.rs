@@ -297,4 +297,16 @@ mod tests {
         assert_eq!(set.len(), 1000);
         assert!(ids.iter().all(|i| i.unwrap() >= 0));
     }
+
+    #[test]
+    fn id_blocks_are_consecutive_from_a_random_start() {
+        let (a, b) = (new_id_block(1000), new_id_block(1000));
+        for block in [&a, &b] {
+            let ids: Vec<i64> = block.iter().map(|i| i.unwrap()).collect();
+            assert!(ids[0] >= 0);
+            assert!(ids.windows(2).all(|w| w[1] == w[0] + 1));
+        }
+        assert_ne!(a[0], b[0]);
+        assert!(new_id_block(0).is_empty());
+    }
 }
