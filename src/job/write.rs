@@ -566,13 +566,7 @@ fn superseded_sketches(
     kept: &BTreeSet<i64>,
 ) -> Option<(BTreeSet<i64>, BTreeSet<i64>, BTreeSet<String>)> {
     let (_, names) = scope?;
-    let mut carried: BTreeMap<Option<&str>, BTreeSet<&str>> = BTreeMap::new();
-    for s in srcs {
-        carried
-            .entry(s.source_id.as_deref())
-            .or_default()
-            .extend(s.carried_rows.keys().map(String::as_str));
-    }
+    let carried = carried_by_source(srcs);
     let (mut ids, mut known, mut files) = (BTreeSet::new(), BTreeSet::new(), BTreeSet::new());
     for s in srcs {
         let stored = s.stored_sketches.as_ref()?;
@@ -663,8 +657,10 @@ pub async fn retract(w: &Warehouse, report: &JobReport) {
     }
 }
 
-/// The tables the sources carried (not read this run), as a predicate; `None`: none.
-fn carried_tables(srcs: &[&SourceReport]) -> Option<String> {
+/// Per `source_id`, the tables its sources carried (not read this run).
+fn carried_by_source<'a>(
+    srcs: &[&'a SourceReport],
+) -> BTreeMap<Option<&'a str>, BTreeSet<&'a str>> {
     let mut by_source: BTreeMap<Option<&str>, BTreeSet<&str>> = BTreeMap::new();
     for s in srcs {
         by_source
@@ -672,7 +668,12 @@ fn carried_tables(srcs: &[&SourceReport]) -> Option<String> {
             .or_default()
             .extend(s.carried_rows.keys().map(String::as_str));
     }
-    let parts: Vec<String> = by_source
+    by_source
+}
+
+/// The tables the sources carried (not read this run), as a predicate; `None`: none.
+fn carried_tables(srcs: &[&SourceReport]) -> Option<String> {
+    let parts: Vec<String> = carried_by_source(srcs)
         .into_iter()
         .filter(|(_, names)| !names.is_empty())
         .map(|(sid, names)| {

@@ -838,13 +838,21 @@ pub fn file_paths(table: &DeltaTable) -> std::collections::BTreeSet<String> {
         .unwrap_or_default()
 }
 
-/// The remove actions (and row counts) of the files that hold `rows.ids`, when each file
-/// whose id range holds one of them holds nothing else: a file the pairs held then, of one
-/// of their sources, where every id known in its range is one to delete (its rows are among
-/// the known ones). `None` when a file may hold them among others.
-fn files_of_ids(
+/// What a delete by statistics does with one file.
+enum FileFate {
+    /// Holds none of the rows: stays.
+    Stays,
+    /// Holds only rows to delete: removed whole.
+    Removed,
+}
+
+/// The remove actions (and row counts) of `workflow_id`'s files that `judge` removes, given
+/// each file's stats, row count and path; `None` when it cannot tell for one (the file may
+/// hold rows to delete among others, or its stats say too little).
+fn removed_by_stats(
     table: &DeltaTable,
-    rows: &IdRows<'_>,
+    workflow_id: &str,
+    judge: impl Fn(&Value, i64, &str) -> Option<FileFate>,
 ) -> Option<Vec<(deltalake::kernel::Remove, i64)>> {
     let snapshot = table.snapshot().ok()?;
     let mut out = Vec::new();
@@ -855,12 +863,27 @@ fn files_of_ids(
             .cloned()
             .flatten()
             .as_deref()
-            != Some(rows.workflow_id)
+            != Some(workflow_id)
         {
             continue;
         }
         let stats: Value = serde_json::from_str(&f.stats()?).ok()?;
         let n = stats.get("numRecords")?.as_i64()?;
+        if let FileFate::Removed = judge(&stats, n, f.path().as_ref())? {
+            out.push((f.remove_action(true), n));
+        }
+    }
+    Some(out)
+}
+
+/// The files that hold `rows.ids`, when each file whose id range holds one of them holds
+/// nothing else: a file the pairs held then, of one of their sources, where every id known
+/// in its range is one to delete (its rows are among the known ones).
+fn files_of_ids(
+    table: &DeltaTable,
+    rows: &IdRows<'_>,
+) -> Option<Vec<(deltalake::kernel::Remove, i64)>> {
+    removed_by_stats(table, rows.workflow_id, |stats, n, path| {
         if stats.get("nullCount")?.get("id")?.as_i64()? > 0 {
             return None;
         }
@@ -872,18 +895,13 @@ fn files_of_ids(
             return None;
         }
         if rows.ids.range(lo..=hi).next().is_none() {
-            continue;
+            return Some(FileFate::Stays);
         }
-        let source = file_only(&stats, n, "source_id")?;
-        let whole = rows.files.contains(f.path().as_ref())
-            && rows.sources.contains(&source)
+        let whole = rows.files.contains(path)
+            && rows.sources.contains(&file_only(stats, n, "source_id")?)
             && rows.known.range(lo..=hi).all(|id| rows.ids.contains(id));
-        if !whole {
-            return None;
-        }
-        out.push((f.remove_action(true), n));
-    }
-    Some(out)
+        whole.then_some(FileFate::Removed)
+    })
 }
 
 /// A string column's one value in a file, by its stats: `Some(None)` all null, `None`
@@ -900,29 +918,14 @@ fn file_only(stats: &Value, n: i64, c: &str) -> Option<Option<String>> {
     (nulls == 0 && lo == hi).then(|| Some(lo.to_string()))
 }
 
-/// The remove actions (and row counts) of the files that hold `rows`, when each file that may hold any holds
-/// only them (one run, one source, one table where tables are named), by the files' stats;
-/// `None` when a file may hold them among others, or says too little to tell.
+/// The files that hold `rows`, when each file that may hold any holds only them (one run,
+/// one source, one table where tables are named).
 fn whole_files(
     table: &DeltaTable,
     rows: &RunRows<'_>,
 ) -> Option<Vec<(deltalake::kernel::Remove, i64)>> {
-    let snapshot = table.snapshot().ok()?;
-    let mut out = Vec::new();
-    for f in snapshot.log_data() {
-        let partition = f.partition_values_map();
-        if partition
-            .get(PARTITION_COLUMN)
-            .cloned()
-            .flatten()
-            .as_deref()
-            != Some(rows.workflow_id)
-        {
-            continue;
-        }
-        let stats: Value = serde_json::from_str(&f.stats()?).ok()?;
-        let n = stats.get("numRecords")?.as_i64()?;
-        let only = |c: &str| file_only(&stats, n, c);
+    removed_by_stats(table, rows.workflow_id, |stats, n, _| {
+        let only = |c: &str| file_only(stats, n, c);
         let may_hold = {
             let nulls = stats.get("nullCount")?.get("run_id")?.as_i64()?;
             let lo = stats
@@ -942,7 +945,7 @@ fn whole_files(
                 }
         };
         if !may_hold {
-            continue;
+            return Some(FileFate::Stays);
         }
         let whole = only("run_id")?.is_none_or(|r| rows.runs.contains(&r))
             && rows.sources.contains(&only("source_id")?)
@@ -950,12 +953,8 @@ fn whole_files(
                 None => true,
                 Some(names) => names.contains(&only("table_name")??),
             };
-        if !whole {
-            return None;
-        }
-        out.push((f.remove_action(true), n));
-    }
-    Some(out)
+        whole.then_some(FileFate::Removed)
+    })
 }
 
 /// A growing, jittered pause before a commit that met a concurrent one is re-run.
