@@ -3,11 +3,13 @@
 //! was read once can be answered from memory for the rest of the job. delta-rs reads each
 //! commit twice when it loads a table and a checkpoint's footer several times, and a job
 //! reads the previous run's files to compare, to carry and to settle: at 20 ms a request
-//! (a remote store) those repeats were most of a re-run's time. A small object is also
-//! fetched whole on its first ranged read (a Parquet footer, then its metadata, then its
-//! pages: three round trips become one). Mutable names (`_last_checkpoint`, the migration
-//! lock, anything not shaped like a Delta file) and conditional reads always go to the store.
-//! What is kept is bounded (`capacity` bytes, oldest first out).
+//! (a remote store) those repeats were most of a re-run's time. An object up to
+//! [`WHOLE_OBJECT_BYTES`] is also fetched whole on its first ranged read (a Parquet footer,
+//! then its metadata, then its pages, each a round trip, and again for each query that reads
+//! it: a 1.3 MB `partition_sketches` file read by three queries at once took 15 requests one
+//! after another). Mutable names (`_last_checkpoint`, the migration lock, anything not shaped
+//! like a Delta file) and conditional reads always go to the store. What is kept is bounded
+//! (`capacity` bytes, oldest first out).
 
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
@@ -23,11 +25,11 @@ use object_store::{
     ObjectStore, PutMultipartOptions, PutOptions, PutPayload, PutResult, RenameOptions, Result,
 };
 
-/// A ranged read that ends within this many bytes of an object's start is widened to them:
-/// an object this small comes whole in one request.
-pub const WIDENED_READ_BYTES: u64 = 1 << 20;
-/// An object at most this big is kept once read whole.
-pub const KEPT_OBJECT_BYTES: u64 = 16 << 20;
+/// An object at most this big is read whole and kept: a ranged read that ends within this
+/// many bytes of an object's start is widened to start at 0 (a Parquet footer's read ends at
+/// the object's end, so a small file comes whole). An object found bigger is read as asked
+/// from then on: at most one widened read per object goes partly unused.
+pub const WHOLE_OBJECT_BYTES: u64 = 16 << 20;
 /// Bytes kept at most per warehouse.
 pub const DEFAULT_CAPACITY: usize = 128 << 20;
 
@@ -49,6 +51,16 @@ struct Kept {
     objects: HashMap<Path, (ObjectMeta, Bytes)>,
     order: VecDeque<Path>,
     bytes: usize,
+    /// Objects found bigger than [`WHOLE_OBJECT_BYTES`]: read as asked.
+    big: std::collections::HashSet<Path>,
+}
+
+/// What [`ImmutableObjectCache::read_whole`] got.
+enum Read {
+    /// The whole object, now kept.
+    Whole(ObjectMeta, Bytes),
+    /// The object's first bytes (it is bigger), enough to answer the read of this range.
+    Start(ObjectMeta, Bytes, Range<u64>),
 }
 
 pub struct ImmutableObjectCache {
@@ -75,7 +87,7 @@ impl ImmutableObjectCache {
     }
 
     fn keep(&self, meta: ObjectMeta, body: Bytes) {
-        if body.len() > self.capacity || body.len() as u64 > KEPT_OBJECT_BYTES {
+        if body.len() > self.capacity || body.len() as u64 > WHOLE_OBJECT_BYTES {
             return;
         }
         let mut k = self.lock();
@@ -99,18 +111,31 @@ impl ImmutableObjectCache {
         forget_in(&self.kept, location);
     }
 
-    /// Reads `location` whole (or its first [`WIDENED_READ_BYTES`], for a ranged read near
-    /// its start) and keeps it; `None` when that was not all of it, or the store refused the
-    /// widened read (an empty object, say): the read is then made as asked.
-    async fn read_whole(
-        &self,
-        location: &Path,
-        range: Option<&GetRange>,
-    ) -> Result<Option<(ObjectMeta, Bytes)>> {
+    fn is_big(&self, location: &Path) -> bool {
+        self.lock().big.contains(location)
+    }
+
+    fn note_big(&self, location: &Path) {
+        let mut k = self.lock();
+        // A long-lived warehouse (the server's) must not grow without end.
+        if k.big.len() >= 100_000 {
+            k.big.clear();
+        }
+        k.big.insert(location.clone());
+    }
+
+    /// Reads `location` whole (for a ranged read ending within [`WHOLE_OBJECT_BYTES`], from
+    /// its start to the read's end, which is all of it when the read ends where the object
+    /// does) and keeps it; `None` when the read is to be made as asked: the object is known
+    /// to be big, the read ends further in, or the store refused the widened read (an empty
+    /// object, say).
+    async fn read_whole(&self, location: &Path, range: Option<&GetRange>) -> Result<Option<Read>> {
         let widened = match range {
             None => None,
-            Some(GetRange::Bounded(r)) if r.end <= WIDENED_READ_BYTES => {
-                Some(GetRange::Bounded(0..WIDENED_READ_BYTES))
+            Some(GetRange::Bounded(r))
+                if r.start < r.end && r.end <= WHOLE_OBJECT_BYTES && !self.is_big(location) =>
+            {
+                Some(GetRange::Bounded(0..r.end))
             }
             Some(_) => return Ok(None),
         };
@@ -126,12 +151,23 @@ impl ImmutableObjectCache {
             Err(_) => return Ok(None),
         };
         let (meta, got_range) = (got.meta.clone(), got.range.clone());
+        if meta.size > WHOLE_OBJECT_BYTES {
+            self.note_big(location);
+        }
         let body = got.bytes().await?;
-        if got_range.start != 0 || got_range.end != meta.size || body.len() as u64 != meta.size {
+        if got_range.start != 0 || body.len() as u64 != got_range.end {
             return Ok(None);
         }
+        if got_range.end != meta.size {
+            return Ok(match range {
+                Some(GetRange::Bounded(r)) if r.end == got_range.end => {
+                    Some(Read::Start(meta, body, r.clone()))
+                }
+                _ => None,
+            });
+        }
         self.keep(meta.clone(), body.clone());
-        Ok(Some((meta, body)))
+        Ok(Some(Read::Whole(meta, body)))
     }
 }
 
@@ -143,6 +179,20 @@ fn forget_in(kept: &Mutex<Kept>, location: &Path) {
     if k.order.len() > 2 * k.objects.len() + 1024 {
         let Kept { order, objects, .. } = &mut *k;
         order.retain(|p| objects.contains_key(p));
+    }
+}
+
+/// Answers the read of `r` in a bigger object from its first bytes (`start`, up to `r.end`:
+/// see [`ImmutableObjectCache::read_whole`]).
+fn serve_start(meta: ObjectMeta, start: Bytes, r: Range<u64>) -> GetResult {
+    let part = start.slice(r.start as usize..r.end as usize);
+    GetResult {
+        payload: object_store::GetResultPayload::Stream(
+            futures::stream::once(async move { Ok(part) }).boxed(),
+        ),
+        meta,
+        range: r,
+        attributes: Default::default(),
     }
 }
 
@@ -172,7 +222,7 @@ impl ObjectStore for ImmutableObjectCache {
         // A checkpoint may be written again (same state); what was kept of it goes.
         self.forget(location);
         let keep = (is_immutable(location)
-            && payload.content_length() as u64 <= WIDENED_READ_BYTES)
+            && payload.content_length() as u64 <= WHOLE_OBJECT_BYTES)
             .then(|| Bytes::from(payload.clone()));
         let put = self.inner.put_opts(location, payload, opts).await?;
         // What was written is what a read would get: delta-rs reads each commit it makes
@@ -213,12 +263,18 @@ impl ObjectStore for ImmutableObjectCache {
             }
             return super::serve_kept(meta, body, &options);
         }
-        if !options.head
-            && let Some((meta, body)) = self.read_whole(location, options.range.as_ref()).await?
-        {
-            return super::serve_kept(meta, body, &options);
+        if !options.head {
+            match self.read_whole(location, options.range.as_ref()).await? {
+                Some(Read::Whole(meta, body)) => return super::serve_kept(meta, body, &options),
+                Some(Read::Start(meta, start, r)) => return Ok(serve_start(meta, start, r)),
+                None => {}
+            }
         }
-        self.inner.get_opts(location, options).await
+        let got = self.inner.get_opts(location, options).await?;
+        if got.meta.size > WHOLE_OBJECT_BYTES {
+            self.note_big(location);
+        }
+        Ok(got)
     }
 
     async fn get_ranges(&self, location: &Path, ranges: &[Range<u64>]) -> Result<Vec<Bytes>> {
@@ -323,25 +379,28 @@ mod tests {
 
     #[tokio::test]
     async fn a_small_file_read_as_footer_metadata_and_pages_costs_one_request() {
-        let (cache, counting) = setup(&[("t/part-0.parquet", 18_611)]).await;
-        let p = Path::from("t/part-0.parquet");
-        let footer = cache.get_range(&p, 18_603..18_611).await.unwrap();
-        assert_eq!(footer.len(), 8);
-        assert_eq!(footer[0], (18_603 % 251) as u8);
-        let meta = cache.get_range(&p, 14_178..18_603).await.unwrap();
-        assert_eq!(meta[0], (14_178 % 251) as u8);
-        let pages = cache.get_ranges(&p, &[4..100, 5_000..6_000]).await.unwrap();
-        assert_eq!(pages[1][0], (5_000 % 251) as u8);
-        assert_eq!(read(&cache, &p).await.len(), 18_611);
-        let head = cache.head(&p).await.unwrap();
-        assert_eq!(head.size, 18_611);
-        assert_eq!(gets(&counting), 1);
-        assert_eq!(counting.stats().snapshot().head, 0);
+        // 1.3 MB: a `partition_sketches` file of 100 daily partitions.
+        for size in [18_611u64, 1_305_488] {
+            let (cache, counting) = setup(&[("t/part-0.parquet", size as usize)]).await;
+            let p = Path::from("t/part-0.parquet");
+            let footer = cache.get_range(&p, size - 8..size).await.unwrap();
+            assert_eq!(footer.len(), 8);
+            assert_eq!(footer[0], ((size - 8) % 251) as u8);
+            let meta = cache.get_range(&p, 14_178..size - 8).await.unwrap();
+            assert_eq!(meta[0], (14_178 % 251) as u8);
+            let pages = cache.get_ranges(&p, &[4..100, 5_000..6_000]).await.unwrap();
+            assert_eq!(pages[1][0], (5_000 % 251) as u8);
+            assert_eq!(read(&cache, &p).await.len() as u64, size);
+            let head = cache.head(&p).await.unwrap();
+            assert_eq!(head.size, size);
+            assert_eq!(gets(&counting), 1, "{size} bytes");
+            assert_eq!(counting.stats().snapshot().head, 0);
+        }
     }
 
     #[tokio::test]
     async fn mutable_names_and_big_files_go_to_the_store_every_time() {
-        let big = (WIDENED_READ_BYTES + 10) as usize;
+        let big = (WHOLE_OBJECT_BYTES + 10) as usize;
         let (cache, counting) = setup(&[
             ("t/_delta_log/_last_checkpoint", 40),
             ("t/big.parquet", big),
@@ -352,19 +411,50 @@ mod tests {
         cache.get(&last).await.unwrap();
         cache.get(&last).await.unwrap();
         assert_eq!(gets(&counting), 2);
-        // A footer read of a big file is read as asked, not widened or kept.
+        // A footer read of a big file is read as asked, not widened or kept; so, once the
+        // file is known to be big, is a read near its start.
         let p = Path::from("t/big.parquet");
         let end = big as u64;
         cache.get_range(&p, end - 8..end).await.unwrap();
         cache.get_range(&p, end - 8..end).await.unwrap();
+        let pages = cache.get_range(&p, 1_000..1_100).await.unwrap();
+        assert_eq!(pages[0], (1_000 % 251) as u8);
         let s = counting.stats().snapshot();
-        assert_eq!((s.get, s.bytes_read), (4, 80 + 16));
+        assert_eq!((s.get, s.bytes_read), (5, 80 + 16 + 100));
         // A commit is read once however often it is asked for.
         let commit = Path::from("t/_delta_log/00000000000000000001.json");
         for _ in 0..3 {
             assert_eq!(read(&cache, &commit).await.len(), 300);
         }
-        assert_eq!(gets(&counting), 5);
+        assert_eq!(gets(&counting), 6);
+    }
+
+    #[tokio::test]
+    async fn a_big_file_first_read_near_its_start_is_answered_from_the_widened_read() {
+        let big = (WHOLE_OBJECT_BYTES + 10) as usize;
+        let (cache, counting) = setup(&[("t/big.parquet", big)]).await;
+        let p = Path::from("t/big.parquet");
+        let got = cache
+            .get_opts(
+                &p,
+                GetOptions {
+                    range: Some(GetRange::Bounded(2_000..2_050)),
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            (got.range.clone(), got.meta.size),
+            (2_000..2_050, big as u64)
+        );
+        let bytes = got.bytes().await.unwrap();
+        assert_eq!((bytes.len(), bytes[0]), (50, (2_000 % 251) as u8));
+        // Widened once (2,050 bytes read, nothing kept), then read as asked.
+        cache.get_range(&p, 3_000..3_010).await.unwrap();
+        let s = counting.stats().snapshot();
+        assert_eq!((s.get, s.bytes_read), (2, 2_050 + 10));
+        assert_eq!(cache.lock().bytes, 0);
     }
 
     #[tokio::test]
