@@ -416,6 +416,14 @@ async fn scope_of(
     )))
 }
 
+/// The tables [`settle`] removes earlier runs' rows from, parents first.
+const SETTLED: [&warehouse::TableDef; 4] = [
+    &warehouse::SOURCES,
+    &warehouse::TABLES,
+    &warehouse::COLUMNS,
+    &warehouse::PARTITION_SKETCHES,
+];
+
 /// After the run is recorded: removes what its pairs held from runs it supersedes, so each
 /// pair holds one run again. Those are the runs recorded as finished before it (readers
 /// take the latest finished run), and runs that had left rows when it started and never
@@ -428,6 +436,12 @@ pub async fn settle(w: &Warehouse, report: &JobReport) {
     if groups.is_empty() {
         return;
     }
+    // A pair's first run has nothing of earlier runs to remove: no delete to write ahead of.
+    let settling: &[&warehouse::TableDef] = match report.runs_at_start.is_empty() {
+        true => &[],
+        false => &SETTLED,
+    };
+    w.checkpoint_before_last_commits(settling);
     let source_ids: Vec<Option<String>> = groups.iter().map(|(s, _)| s.clone()).collect();
     let predicate = warehouse::replace_predicate(&report.workflow_id, &source_ids);
     let srcs: Vec<&SourceReport> = groups.iter().flat_map(|(_, m)| m.iter().copied()).collect();
@@ -469,70 +483,65 @@ pub async fn settle(w: &Warehouse, report: &JobReport) {
     // Parents first (sources, tables, columns): a run killed between two of them leaves
     // each superseded run whole where it still has a parent row. The sketches, which no
     // reader joins, go beside them.
-    let mut deletes: Vec<_> = [
-        &warehouse::SOURCES,
-        &warehouse::TABLES,
-        &warehouse::COLUMNS,
-        &warehouse::PARTITION_SKETCHES,
-    ]
-    .into_iter()
-    .filter_map(|def| {
-        let (rows, tables) = if def.name == warehouse::SOURCES.name {
-            // Shard 0 writes the source rows.
-            if report.shard.is_some_and(|s| s.index != 0) {
-                return None;
-            }
-            (predicate.clone(), None)
-        } else {
-            scope.clone()?
-        };
-        let mut older = format!("{rows} AND {runs}");
-        // Sketches are kept across runs (each by the run that read its partition) and found
-        // by their files' fingerprint: all but this run's, those it merged unread, and
-        // those of the tables it carried go. Where the rows were read (a re-run of a
-        // partitioned table), they go by id, those of other jobs since left alone; else by
-        // predicate, another job's too (the next run reads those partitions again).
-        if def.name == warehouse::PARTITION_SKETCHES.name {
-            older = format!(
-                "{rows} AND (run_id IS NULL OR run_id <> {})",
-                warehouse::sql_literal(run)
-            );
-            if let Some(keep) = carried_tables(&srcs) {
-                older = format!("{older} AND NOT ({keep})");
-            }
-            let kept: Vec<String> = kept_sketches.iter().map(i64::to_string).collect();
-            if !kept.is_empty() {
-                older = format!("{older} AND id NOT IN ({})", kept.join(", "));
-            }
-        }
-        let (superseded, source_ids) = (&superseded, &source_ids);
-        Some((def, async move {
-            if def.name == warehouse::PARTITION_SKETCHES.name {
-                match &stored_sketches {
-                    Some((ids, known, files)) => {
-                        let rows = warehouse::IdRows {
-                            workflow_id: &report.workflow_id,
-                            sources: source_ids,
-                            ids,
-                            known,
-                            files,
-                        };
-                        w.delete_ids(def, &rows, run).await
-                    }
-                    None => w.delete_where(def, &older, run).await,
+    let mut deletes: Vec<_> = SETTLED
+        .into_iter()
+        .filter_map(|def| {
+            let (rows, tables) = if def.name == warehouse::SOURCES.name {
+                // Shard 0 writes the source rows.
+                if report.shard.is_some_and(|s| s.index != 0) {
+                    return None;
                 }
+                (predicate.clone(), None)
             } else {
-                let rows = warehouse::RunRows {
-                    workflow_id: &report.workflow_id,
-                    sources: source_ids,
-                    tables: tables.as_ref(),
-                    runs: superseded,
-                };
-                w.delete_runs(def, &rows, &older, run).await
+                scope.clone()?
+            };
+            let mut older = format!("{rows} AND {runs}");
+            // Sketches are kept across runs (each by the run that read its partition) and found
+            // by their files' fingerprint: all but this run's, those it merged unread, and
+            // those of the tables it carried go. Where the rows were read (a re-run of a
+            // partitioned table), they go by id, those of other jobs since left alone; else by
+            // predicate, another job's too (the next run reads those partitions again).
+            if def.name == warehouse::PARTITION_SKETCHES.name {
+                older = format!(
+                    "{rows} AND (run_id IS NULL OR run_id <> {})",
+                    warehouse::sql_literal(run)
+                );
+                if let Some(keep) = carried_tables(&srcs) {
+                    older = format!("{older} AND NOT ({keep})");
+                }
+                let kept: Vec<String> = kept_sketches.iter().map(i64::to_string).collect();
+                if !kept.is_empty() {
+                    older = format!("{older} AND id NOT IN ({})", kept.join(", "));
+                }
             }
-        }))
-    })
-    .collect();
+            let (superseded, source_ids) = (&superseded, &source_ids);
+            Some((def, async move {
+                if def.name == warehouse::PARTITION_SKETCHES.name {
+                    match &stored_sketches {
+                        Some((ids, known, files)) => {
+                            let rows = warehouse::IdRows {
+                                workflow_id: &report.workflow_id,
+                                sources: source_ids,
+                                ids,
+                                known,
+                                files,
+                            };
+                            w.delete_ids(def, &rows, run).await
+                        }
+                        None => w.delete_where(def, &older, run).await,
+                    }
+                } else {
+                    let rows = warehouse::RunRows {
+                        workflow_id: &report.workflow_id,
+                        sources: source_ids,
+                        tables: tables.as_ref(),
+                        runs: superseded,
+                    };
+                    w.delete_runs(def, &rows, &older, run).await
+                }
+            }))
+        })
+        .collect();
     let sketches = deletes
         .iter()
         .position(|(def, _)| def.name == warehouse::PARTITION_SKETCHES.name)

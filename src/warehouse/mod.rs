@@ -132,6 +132,9 @@ struct JobMode {
     pinned: std::sync::atomic::AtomicBool,
     /// Checkpoints due after the job's commits, written beside its later steps.
     checkpoints: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
+    /// Set by [`Warehouse::checkpoint_before_last_commits`]: the job's commits from then on
+    /// write no checkpoint.
+    last_commits: std::sync::atomic::AtomicBool,
 }
 
 impl Warehouse {
@@ -170,13 +173,41 @@ impl Warehouse {
     /// commits, started now and awaited at the job's end (delta-rs would write it before
     /// the commit returns: five more round trips on the job's path).
     fn checkpoint_if_due(&self, name: &str, table: &DeltaTable) {
+        let last = self
+            .job
+            .as_ref()
+            .is_some_and(|j| j.last_commits.load(std::sync::atomic::Ordering::SeqCst));
+        if !last {
+            self.checkpoint_if_due_after(name, table, 0);
+        }
+    }
+
+    /// The job's last commits (settling what earlier runs left) come next, `defs` one each:
+    /// a checkpoint one of them would make due is written now, of the version before, beside
+    /// them; they write none. At the end of a job a checkpoint would be four round trips
+    /// (the last checkpoint, the log, the checkpoint, `_last_checkpoint`) after all else;
+    /// Delta readers take a checkpoint of any version.
+    pub fn checkpoint_before_last_commits(&self, defs: &[&TableDef]) {
+        let Some(j) = &self.job else { return };
+        j.last_commits
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        for def in defs {
+            if let Some(table) = self.remembered(def.name) {
+                self.checkpoint_if_due_after(def.name, &table, 1);
+            }
+        }
+    }
+
+    /// Starts a checkpoint of `table` (a job's) when the version `ahead` after its own is
+    /// one Delta asks a checkpoint for.
+    fn checkpoint_if_due_after(&self, name: &str, table: &DeltaTable, ahead: u64) {
         use deltalake::table::config::TablePropertiesExt;
         let Some(j) = &self.job else { return };
         let (Some(version), Ok(snapshot)) = (table.version(), table.snapshot()) else {
             return;
         };
         let interval = snapshot.table_config().checkpoint_interval().get();
-        if !(version + 1).is_multiple_of(interval) {
+        if !(version + ahead + 1).is_multiple_of(interval) {
             return;
         }
         let (table, name) = (table.clone(), name.to_string());

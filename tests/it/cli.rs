@@ -485,6 +485,76 @@ fn multi_source_payload_runs_every_source_and_reports_each() {
     );
 }
 
+/// A job writes the checkpoints its commits make due (`delta.checkpointInterval` 10) beside
+/// its later steps, and none after the deletes that end it (settling the earlier run's
+/// rows): one of those would make due is written before them, of the version before.
+#[test]
+fn jobs_checkpoint_before_their_last_commits() {
+    let d = tmp();
+    let wh = d.path().join("wh");
+    let sample = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/sample_lake");
+    let mut early = 0;
+    for run in 0..7 {
+        let out = bin()
+            .args(["extract", sample, "--workflow-id", "w1", "--source-id", "a"])
+            .arg("--warehouse")
+            .arg(&wh)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        for name in ["sources", "tables", "columns", "executor_runs"] {
+            let log = wh.join(format!("_executor_metadata/{name}/_delta_log"));
+            let (mut latest, mut checkpoints) = (0u64, Vec::new());
+            for e in std::fs::read_dir(&log).unwrap() {
+                let f = e.unwrap().file_name().into_string().unwrap();
+                if let Some(v) = f.strip_suffix(".json") {
+                    latest = latest.max(v.parse().unwrap());
+                } else if let Some(v) = f.strip_suffix(".checkpoint.parquet") {
+                    checkpoints.push(v.parse::<u64>().unwrap());
+                }
+            }
+            let operation = |v: u64| {
+                let commit = std::fs::read_to_string(log.join(format!("{v:020}.json")))
+                    .unwrap_or_else(|e| panic!("run {run}, {name}: commit {v}: {e}"));
+                commit
+                    .lines()
+                    .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+                    .find_map(|a| a["commitInfo"]["operation"].as_str().map(str::to_string))
+                    .unwrap()
+            };
+            for &c in &checkpoints {
+                if (c + 1) % 10 == 0 {
+                    // Due at c: written after c's commit, unless that was a settle delete.
+                    assert_ne!(
+                        operation(c),
+                        "DELETE",
+                        "{name}: checkpoint {c} after a delete"
+                    );
+                } else {
+                    // Written early: the next commit was the delete that made it due.
+                    assert_eq!((c + 2) % 10, 0, "{name}: checkpoint {c}");
+                    assert_eq!(operation(c + 1), "DELETE", "{name}: checkpoint {c}");
+                    early += 1;
+                }
+            }
+            // Opening the table never reads more than an interval of commits.
+            let last = checkpoints.iter().max().copied();
+            assert!(
+                latest < 9 || last.is_some_and(|c| latest - c <= 10),
+                "run {run}, {name}: version {latest}, checkpoints {checkpoints:?}"
+            );
+        }
+    }
+    assert!(
+        early > 0,
+        "no delete made a checkpoint due: the test checks nothing"
+    );
+}
+
 /// Jobs do not clean up the Delta log after each commit (the table property is off);
 /// `maintain` compacts the small files each job adds, checkpoints, and cleans up, without
 /// changing what the tables hold.
