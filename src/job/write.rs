@@ -441,7 +441,7 @@ pub async fn settle(w: &Warehouse, report: &JobReport) {
         true => &[],
         false => &SETTLED,
     };
-    w.checkpoint_before_last_commits(settling);
+    w.begin_last_commits(settling);
     let source_ids: Vec<Option<String>> = groups.iter().map(|(s, _)| s.clone()).collect();
     let predicate = warehouse::replace_predicate(&report.workflow_id, &source_ids);
     let srcs: Vec<&SourceReport> = groups.iter().flat_map(|(_, m)| m.iter().copied()).collect();

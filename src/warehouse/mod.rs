@@ -132,8 +132,8 @@ struct JobMode {
     pinned: std::sync::atomic::AtomicBool,
     /// Checkpoints due after the job's commits, written beside its later steps.
     checkpoints: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
-    /// Set by [`Warehouse::checkpoint_before_last_commits`]: the job's commits from then on
-    /// write no checkpoint.
+    /// Set by [`Warehouse::begin_last_commits`]: the job's commits from then on write no
+    /// checkpoint and make no snapshot of the table after them.
     last_commits: std::sync::atomic::AtomicBool,
 }
 
@@ -173,21 +173,18 @@ impl Warehouse {
     /// commits, started now and awaited at the job's end (delta-rs would write it before
     /// the commit returns: five more round trips on the job's path).
     fn checkpoint_if_due(&self, name: &str, table: &DeltaTable) {
-        let last = self
-            .job
-            .as_ref()
-            .is_some_and(|j| j.last_commits.load(std::sync::atomic::Ordering::SeqCst));
-        if !last {
+        if !self.last_commits() {
             self.checkpoint_if_due_after(name, table, 0);
         }
     }
 
-    /// The job's last commits (settling what earlier runs left) come next, `defs` one each:
-    /// a checkpoint one of them would make due is written now, of the version before, beside
-    /// them; they write none. At the end of a job a checkpoint would be four round trips
-    /// (the last checkpoint, the log, the checkpoint, `_last_checkpoint`) after all else;
-    /// Delta readers take a checkpoint of any version.
-    pub fn checkpoint_before_last_commits(&self, defs: &[&TableDef]) {
+    /// The job's last commits (settling what earlier runs left) come next, `defs` one each.
+    /// They write no checkpoint: one they would make due is written now, of the version
+    /// before, beside them. At the end of a job a checkpoint would be four round trips (the
+    /// last checkpoint, the log, the checkpoint, `_last_checkpoint`) after all else; Delta
+    /// readers take a checkpoint of any version. Nor do they make the table's snapshot after
+    /// them (a listing of its log).
+    pub fn begin_last_commits(&self, defs: &[&TableDef]) {
         let Some(j) = &self.job else { return };
         j.last_commits
             .store(true, std::sync::atomic::Ordering::SeqCst);
@@ -196,6 +193,13 @@ impl Warehouse {
                 self.checkpoint_if_due_after(def.name, &table, 1);
             }
         }
+    }
+
+    /// Whether the job is making its last commits ([`Warehouse::begin_last_commits`]).
+    fn last_commits(&self) -> bool {
+        self.job
+            .as_ref()
+            .is_some_and(|j| j.last_commits.load(std::sync::atomic::Ordering::SeqCst))
     }
 
     /// Starts a checkpoint of `table` (a job's) when the version `ahead` after its own is
@@ -245,6 +249,12 @@ impl Warehouse {
     fn remember(&self, name: &str, table: &DeltaTable) {
         if let Ok(mut m) = self.opened.lock() {
             m.insert(name.to_string(), table.clone());
+        }
+    }
+
+    fn forget_table(&self, name: &str) {
+        if let Ok(mut m) = self.opened.lock() {
+            m.remove(name);
         }
     }
 
@@ -758,15 +768,24 @@ impl Warehouse {
                         deltalake::protocol::DeltaOperation::Delete {
                             predicate: Some(operation),
                         },
-                    )
-                    .await?;
+                    );
+                if self.last_commits() {
+                    // The job's last commit to the table: the snapshot after it, which
+                    // delta-rs makes by listing the log again, is never used (and is
+                    // forgotten below).
+                    commit.into_prepared_commit_future().await?.await?;
+                    return Ok(t);
+                }
                 let mut after = DeltaTable::new(t.log_store());
-                after.state = Some(commit.snapshot());
+                after.state = Some(commit.await?.snapshot());
                 Ok(after)
             }
         })
-        .await
-        .map(|_| ())
+        .await?;
+        if self.last_commits() {
+            self.forget_table(def.name);
+        }
+        Ok(())
     }
 
     /// Appends `batch` in one commit (re-run on a concurrent commit: delta-rs counts an
