@@ -7,7 +7,7 @@
 //! [`WHOLE_OBJECT_BYTES`] is also fetched whole on its first ranged read (a Parquet footer,
 //! then its metadata, then its pages, each a round trip, and again for each query that reads
 //! it: a 1.3 MB `partition_sketches` file read by three queries at once took 15 requests one
-//! after another). Mutable names (`_last_checkpoint`, the migration lock, anything not shaped
+//! after another); reads of one object at once wait for one whole read. Mutable names (`_last_checkpoint`, the migration lock, anything not shaped
 //! like a Delta file) and conditional reads always go to the store. What is kept is bounded
 //! (`capacity` bytes, oldest first out).
 
@@ -67,6 +67,25 @@ pub struct ImmutableObjectCache {
     inner: Arc<dyn ObjectStore>,
     capacity: usize,
     kept: Arc<Mutex<Kept>>,
+    /// Whole reads under way: a read of the same object meanwhile waits for it rather than
+    /// fetching the object again (a job's queries read the same file at once).
+    reading: Arc<Mutex<HashMap<Path, WholeRead>>>,
+}
+
+/// A whole read under way: `Some` once done, with the object when it came whole.
+type WholeRead = tokio::sync::watch::Receiver<Option<Option<(ObjectMeta, Bytes)>>>;
+
+/// Ends a whole read's entry however the read ends (a caller may drop it half-way).
+struct Reading<'a> {
+    reading: &'a Mutex<HashMap<Path, WholeRead>>,
+    location: &'a Path,
+}
+
+impl Drop for Reading<'_> {
+    fn drop(&mut self) {
+        let mut r = self.reading.lock().unwrap_or_else(|e| e.into_inner());
+        r.remove(self.location);
+    }
 }
 
 impl ImmutableObjectCache {
@@ -75,6 +94,7 @@ impl ImmutableObjectCache {
             inner,
             capacity,
             kept: Arc::default(),
+            reading: Arc::default(),
         }
     }
 
@@ -264,10 +284,50 @@ impl ObjectStore for ImmutableObjectCache {
             return super::serve_kept(meta, body, &options);
         }
         if !options.head {
-            match self.read_whole(location, options.range.as_ref()).await? {
-                Some(Read::Whole(meta, body)) => return super::serve_kept(meta, body, &options),
-                Some(Read::Start(meta, start, r)) => return Ok(serve_start(meta, start, r)),
-                None => {}
+            let started = {
+                let mut r = self.reading.lock().unwrap_or_else(|e| e.into_inner());
+                match r.get(location) {
+                    Some(under_way) => Err(under_way.clone()),
+                    None => {
+                        let (done, under_way) = tokio::sync::watch::channel(None);
+                        r.insert(location.clone(), under_way);
+                        Ok(done)
+                    }
+                }
+            };
+            match started {
+                Err(mut under_way) => {
+                    let got = under_way
+                        .wait_for(Option::is_some)
+                        .await
+                        .ok()
+                        .and_then(|g| g.clone());
+                    if let Some(Some((meta, body))) = got {
+                        return super::serve_kept(meta, body, &options);
+                    }
+                    // Not whole, or it failed: read as asked.
+                }
+                Ok(done) => {
+                    let _entry = Reading {
+                        reading: &self.reading,
+                        location,
+                    };
+                    let read = self.read_whole(location, options.range.as_ref()).await;
+                    let whole = match &read {
+                        Ok(Some(Read::Whole(meta, body))) => Some((meta.clone(), body.clone())),
+                        _ => None,
+                    };
+                    done.send_replace(Some(whole));
+                    match read? {
+                        Some(Read::Whole(meta, body)) => {
+                            return super::serve_kept(meta, body, &options);
+                        }
+                        Some(Read::Start(meta, start, r)) => {
+                            return Ok(serve_start(meta, start, r));
+                        }
+                        None => {}
+                    }
+                }
             }
         }
         let got = self.inner.get_opts(location, options).await?;
@@ -396,6 +456,37 @@ mod tests {
             assert_eq!(gets(&counting), 1, "{size} bytes");
             assert_eq!(counting.stats().snapshot().head, 0);
         }
+    }
+
+    #[tokio::test]
+    async fn reads_of_one_object_at_once_make_one_request() {
+        let p = Path::from("t/part-0.parquet");
+        let size = 400_000u64;
+        let body: Vec<u8> = (0..size).map(|i| (i % 251) as u8).collect();
+        let store = InMemory::new();
+        store.put(&p, PutPayload::from(body)).await.unwrap();
+        // Each request takes 30 ms, so the reads below overlap.
+        let slow = object_store::throttle::ThrottledStore::new(
+            store,
+            object_store::throttle::ThrottleConfig {
+                wait_get_per_call: std::time::Duration::from_millis(30),
+                ..Default::default()
+            },
+        );
+        let counting = Arc::new(CountingStore::new(Arc::new(slow), false));
+        let cache = ImmutableObjectCache::new(counting.clone(), 1 << 30);
+        let reads = (0..4).map(|i| {
+            let (cache, p) = (&cache, &p);
+            async move {
+                let at = size - 8 - i * 1000;
+                let got = cache.get_range(p, at..at + 8).await.unwrap();
+                assert_eq!(got[0], (at % 251) as u8);
+            }
+        });
+        futures::future::join_all(reads).await;
+        let s = counting.stats().snapshot();
+        assert_eq!((s.get, s.bytes_read), (1, size));
+        assert!(cache.reading.lock().unwrap().is_empty());
     }
 
     #[tokio::test]
