@@ -7,9 +7,10 @@
 //! [`WHOLE_OBJECT_BYTES`] is also fetched whole on its first ranged read (a Parquet footer,
 //! then its metadata, then its pages, each a round trip, and again for each query that reads
 //! it: a 1.3 MB `partition_sketches` file read by three queries at once took 15 requests one
-//! after another); reads of one object at once wait for one whole read. Mutable names (`_last_checkpoint`, the migration lock, anything not shaped
-//! like a Delta file) and conditional reads always go to the store. What is kept is bounded
-//! (`capacity` bytes, oldest first out).
+//! after another); reads of one object at once wait for one whole read. Mutable names
+//! (`_last_checkpoint`, the migration lock, anything not shaped like a Delta file) and
+//! conditional reads always go to the store. What is kept is bounded (`capacity` bytes,
+//! oldest first out).
 
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
