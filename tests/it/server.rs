@@ -487,7 +487,9 @@ async fn http(
     body: &str,
 ) -> (u16, serde_json::Value) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    for _ in 0..200 {
+    // Up to a minute: a server readies its warehouse before it listens, and a fresh one on
+    // Azurite takes the schema's migrations first (over 10 s once, on a loaded machine).
+    for _ in 0..1200 {
         if let Ok(mut s) = tokio::net::TcpStream::connect(addr).await {
             let req = format!(
                 "{method} {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {KEY}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
