@@ -64,6 +64,7 @@ enum Read {
     Start(ObjectMeta, Bytes, Range<u64>),
 }
 
+#[derive(Clone)]
 pub struct ImmutableObjectCache {
     inner: Arc<dyn ObjectStore>,
     capacity: usize,
@@ -309,16 +310,28 @@ impl ObjectStore for ImmutableObjectCache {
                     // Not whole, or it failed: read as asked.
                 }
                 Ok(done) => {
-                    let _entry = Reading {
-                        reading: &self.reading,
-                        location,
-                    };
-                    let read = self.read_whole(location, options.range.as_ref()).await;
-                    let whole = match &read {
-                        Ok(Some(Read::Whole(meta, body))) => Some((meta.clone(), body.clone())),
-                        _ => None,
-                    };
-                    done.send_replace(Some(whole));
+                    // On a task of its own: the reads waiting for it must not depend on this
+                    // caller polling it (a stream may hold a read unpolled while its consumer
+                    // reads the same object).
+                    let (this, at, range) = (self.clone(), location.clone(), options.range.clone());
+                    let read = tokio::spawn(async move {
+                        let _entry = Reading {
+                            reading: &this.reading,
+                            location: &at,
+                        };
+                        let read = this.read_whole(&at, range.as_ref()).await;
+                        let whole = match &read {
+                            Ok(Some(Read::Whole(meta, body))) => Some((meta.clone(), body.clone())),
+                            _ => None,
+                        };
+                        done.send_replace(Some(whole));
+                        read
+                    })
+                    .await
+                    .map_err(|e| object_store::Error::Generic {
+                        store: "kept objects",
+                        source: Box::new(e),
+                    })?;
                     match read? {
                         Some(Read::Whole(meta, body)) => {
                             return super::serve_kept(meta, body, &options);
