@@ -343,9 +343,8 @@ pub(super) async fn write_results(w: &Warehouse, report: &JobReport) -> Result<(
     // by that record, so the tables are appended to at once: on a remote warehouse each
     // commit is several round trips.
     let writes = [
-        // Two appends, so that the rollups are files of their own: the next run removes a
-        // rollup it replaces without rewriting the partitions' sketches beside it. One
-        // after the other: at once, the second meets the first's commit and re-reads it.
+        // The rollups in files of their own: the next run removes a rollup it replaces
+        // without rewriting the partitions' sketches beside it.
         (&warehouse::PARTITION_SKETCHES, vec![sketches, rollups]),
         (&warehouse::CHANGES, vec![changes]),
         (&warehouse::COLUMN_HISTORY, vec![column_history]),
@@ -359,19 +358,24 @@ pub(super) async fn write_results(w: &Warehouse, report: &JobReport) -> Result<(
     .filter(|(def, _)| {
         !(def.name == warehouse::SOURCES.name && report.shard.is_some_and(|s| s.index != 0))
     })
-    .map(|(def, batches)| async move {
-        for batch in batches.into_iter().filter(|b| b.num_rows() > 0) {
-            let rows = batch.num_rows();
-            let table = w.ensure_valid(def).await?;
-            let t = w.append(def, table, batch, run).await?;
-            tracing::info!(
-                table = def.name,
-                rows,
-                version = t.version().unwrap_or_default(),
-                "written"
-            );
+    .map(|(def, mut batches)| async move {
+        batches.retain(|b| b.num_rows() > 0);
+        let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
+        if batches.is_empty() {
+            return Ok::<(), WarehouseError>(());
         }
-        Ok::<(), WarehouseError>(())
+        let table = w.ensure_valid(def).await?;
+        let table = match batches.len() {
+            1 => w.append(def, table, batches.remove(0), run).await?,
+            _ => w.append_files(def, table, batches, run).await?,
+        };
+        tracing::info!(
+            table = def.name,
+            rows,
+            version = table.version().unwrap_or_default(),
+            "written"
+        );
+        Ok(())
     });
     let results = futures::future::join_all(writes).await;
     let appended = results.iter().any(Result::is_ok);

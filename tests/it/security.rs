@@ -933,11 +933,25 @@ fn no_profiled_value_reaches_the_delta_log() {
         &lake.join("secrets.csv"),
         "id,token\n1,ZZMARKER4711a\n2,ZZMARKER4711b\n",
     );
+    // A partitioned table too: its partitions' sketches (top values, min/max) and rollup
+    // are written in one commit of two files.
+    for day in 1..=2 {
+        write(
+            &lake.join(format!("events/day={day}/part.csv")),
+            format!("id,token\n{day},ZZMARKER4711e{day}\n"),
+        );
+    }
     let wh = d.path().join("wh");
     ok(bin()
         .arg("extract")
         .arg(&lake)
-        .args(["--workflow-id", "wf_marker", "--warehouse"])
+        .args([
+            "--samples",
+            "raw",
+            "--workflow-id",
+            "wf_marker",
+            "--warehouse",
+        ])
         .arg(&wh)
         .output()
         .unwrap());
@@ -949,7 +963,7 @@ fn no_profiled_value_reaches_the_delta_log() {
     // The values are profiled...
     let rows = sql_json(
         &wh,
-        "SELECT sample_values, min_value, max_value FROM columns WHERE column_name = 'token'",
+        "SELECT sample_values, min_value, max_value FROM columns WHERE column_name = 'token' AND table_name = 'secrets'",
         &[],
     );
     assert!(
@@ -959,6 +973,12 @@ fn no_profiled_value_reaches_the_delta_log() {
             .contains("ZZMARKER4711a")
     );
     assert_eq!(rows[0]["max_value"], "ZZMARKER4711b");
+    let sketches = sql_json(
+        &wh,
+        "SELECT count(*) AS n FROM partition_sketches WHERE table_name = 'events'",
+        &[],
+    );
+    assert_eq!(sketches[0]["n"], 3, "two partitions and their rollup");
     // ...and no file of any table's log holds one.
     let mut all = Vec::new();
     files(&wh, &mut all);
