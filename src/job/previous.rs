@@ -29,7 +29,8 @@ pub struct Previous {
     by_source: HashMap<Option<String>, BTreeMap<String, PreviousTable>>,
     /// Per `source_id`, the latest recorded run that left a table.
     latest_run: HashMap<Option<String>, String>,
-    /// Every run whose columns the pairs held when the job started, recorded or not.
+    /// Every run whose rows the pairs held in `sources`, `tables` or `columns` when the job
+    /// started, recorded or not.
     runs_present: BTreeSet<String>,
 }
 
@@ -60,16 +61,19 @@ fn num(r: &Map<String, Value>, k: &str) -> Option<f64> {
     r.get(k).and_then(Value::as_f64)
 }
 
-/// Reads the previous profiles of `spec`'s pairs (two queries, whatever the lake's size).
+/// Reads the previous profiles of `spec`'s pairs (three queries at once, whatever the
+/// lake's size).
 pub async fn load(w: &Warehouse, spec: &JobSpec) -> Result<Previous, WarehouseError> {
     let source_ids: Vec<Option<String>> =
         spec.sources.iter().map(|s| s.source_id.clone()).collect();
     let pairs = warehouse::replace_predicate(&spec.workflow_id, &source_ids);
     let wf = warehouse::sql_literal(&spec.workflow_id);
-    // Both at once: each is a few round trips on a remote warehouse. `columns` is read for
-    // the pairs whole (after a settled run it holds that run only) and matched to each
-    // table's latest recorded run below.
-    let (tables, columns) = futures::future::try_join(
+    // At once: each is a few round trips on a remote warehouse. `columns` is read for the
+    // pairs whole (after a settled run it holds that run only) and matched to each table's
+    // latest recorded run below. The runs of the rows in `sources` and `tables`, recorded
+    // or not, are there for settle: a run killed after its `sources` append but before its
+    // `columns` one left rows that only they show.
+    let (tables, columns, present) = futures::future::try_join3(
         w.select(&format!(
             "SELECT t.source_id, t.table_name, t.run_id, t.profile_run_id, t.fingerprint, t.row_count \
              FROM (SELECT * FROM {tables} WHERE {pairs} AND status = 'ok') t \
@@ -86,9 +90,16 @@ pub async fn load(w: &Warehouse, spec: &JobSpec) -> Result<Previous, WarehouseEr
              histogram, pii FROM {columns} WHERE {pairs} ORDER BY position",
             columns = warehouse::COLUMNS.name,
         )),
+        w.select(&format!(
+            "SELECT run_id FROM {sources} WHERE {pairs} UNION SELECT run_id FROM {tables} WHERE {pairs}",
+            sources = warehouse::SOURCES.name,
+            tables = warehouse::TABLES.name,
+        )),
     )
     .await?;
     let mut out = Previous::default();
+    out.runs_present
+        .extend(present.iter().filter_map(|r| text(r, "run_id")));
     // Later runs replace earlier ones: each table's latest recorded run.
     for r in &tables {
         let (Some(name), Some(run_id)) = (text(r, "table_name"), text(r, "run_id")) else {

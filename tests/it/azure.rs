@@ -393,7 +393,8 @@ fn seen(warehouse: &str) -> (Vec<(String, usize)>, String) {
 /// The last of a job's three commits (`sources`) fails, once with the store answering and
 /// once with it gone for good (a kill): readers keep seeing the previous run whole (its
 /// source row, tables and columns), never the new run's `columns`/`tables` with the old
-/// source; a later run replaces it whole.
+/// source; a later run replaces it whole. Then a run killed after its `sources` append
+/// alone: the next run removes that row too.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_last_commit_leaves_readers_on_the_previous_whole_run() {
     use std::sync::atomic::{AtomicBool, Ordering};
@@ -490,7 +491,7 @@ async fn a_failed_last_commit_leaves_readers_on_the_previous_whole_run() {
 
     // A clean run replaces it all with its own whole run.
     proxy.set_plan(|_, _| crate::common::proxy::Action::Forward);
-    let fourth = extract_async(source, warehouse, env).await;
+    let fourth = extract_async(source.clone(), warehouse.clone(), env.clone()).await;
     assert!(
         fourth.status.success(),
         "{}",
@@ -514,6 +515,60 @@ async fn a_failed_last_commit_leaves_readers_on_the_previous_whole_run() {
             &[],
         );
         assert_eq!(v, serde_json::json!([{"run_id": fourth_run}]), "{table}");
+    }
+
+    // A writer killed after its `sources` append but before its `tables` and `columns`
+    // ones: their commits, its record and every later commit to `sources` (the taking
+    // back) never land. Only `sources` shows the dead run's row; readers do not see it, and
+    // the next clean run removes it with the rest.
+    let mut sources_commits = 0;
+    proxy.set_plan(move |_, line| {
+        let commit = line.starts_with("PUT") && line.contains("/_delta_log/");
+        let sources = line.contains("/sources/_delta_log/");
+        if commit && sources && line.contains(".json") {
+            sources_commits += 1;
+        }
+        let blocked = ["/tables/", "/columns/", "/executor_runs/"]
+            .iter()
+            .any(|t| line.contains(&format!("{t}_delta_log/")));
+        if commit && ((sources && sources_commits > 1) || blocked) {
+            crate::common::proxy::Action::Drop
+        } else {
+            crate::common::proxy::Action::Forward
+        }
+    });
+    let fifth = extract_async(source.clone(), warehouse.clone(), env.clone()).await;
+    not_written(&fifth);
+    let runs_in = |table: &str| -> Vec<String> {
+        let v = sql_json(
+            &direct,
+            &format!("SELECT DISTINCT run_id FROM {table} ORDER BY run_id"),
+            &[],
+        );
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["run_id"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(
+        runs_in("sources").len(),
+        2,
+        "the dead run's source row is there"
+    );
+    assert_eq!(runs_in("tables"), [fourth_run.as_str()]);
+    assert_eq!(runs_in("columns"), [fourth_run.as_str()]);
+    assert_eq!(seen(&direct), after, "and readers do not see it");
+    proxy.set_plan(|_, _| crate::common::proxy::Action::Forward);
+    let sixth = extract_async(source, warehouse, env).await;
+    assert!(
+        sixth.status.success(),
+        "{}",
+        String::from_utf8_lossy(&sixth.stderr)
+    );
+    let sixth_run = stdout_json(&sixth)["run_id"].as_str().unwrap().to_string();
+    for table in ["sources", "tables", "columns"] {
+        assert_eq!(runs_in(table), [sixth_run.as_str()], "{table}");
     }
 }
 
