@@ -202,6 +202,16 @@ async fn extract_async(
 }
 
 /// The report of a job that failed and wrote nothing (exit 1, `written: false`).
+/// The run id of a job that succeeded (its stderr shown if it did not).
+fn written_run(out: &std::process::Output) -> String {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout_json(out)["run_id"].as_str().unwrap().to_string()
+}
+
 fn not_written(out: &std::process::Output) -> serde_json::Value {
     assert_eq!(
         out.status.code(),
@@ -298,12 +308,7 @@ async fn a_store_gone_mid_job_leaves_every_table_whole_and_a_rerun_succeeds() {
         ("NUVYN_STORAGE_MAX_RETRIES", "2".to_string()),
     ];
     let first = extract_async(source.clone(), warehouse.clone(), env.clone()).await;
-    assert!(
-        first.status.success(),
-        "{}",
-        String::from_utf8_lossy(&first.stderr)
-    );
-    let first_run = stdout_json(&first)["run_id"].as_str().unwrap().to_string();
+    let first_run = written_run(&first);
     let direct = Warehouse::new(location::parse(&format!("{blob}/warehouse/{run}")).unwrap());
     let versions = |w: Warehouse| async move {
         let mut v = Vec::new();
@@ -345,12 +350,7 @@ async fn a_store_gone_mid_job_leaves_every_table_whole_and_a_rerun_succeeds() {
 
     proxy.set_plan(|_, _| crate::common::proxy::Action::Forward);
     let third = extract_async(source, warehouse, env).await;
-    assert!(
-        third.status.success(),
-        "{}",
-        String::from_utf8_lossy(&third.stderr)
-    );
-    let third_run = stdout_json(&third)["run_id"].as_str().unwrap().to_string();
+    let third_run = written_run(&third);
     let rows = sql_json(
         format!("{blob}/warehouse/{run}"),
         "SELECT run_id, count(*) AS n, sum(row_count) AS total FROM tables GROUP BY run_id",
@@ -413,12 +413,7 @@ async fn a_failed_last_commit_leaves_readers_on_the_previous_whole_run() {
         ("NUVYN_STORAGE_MAX_RETRIES", "1".to_string()),
     ];
     let first = extract_async(source.clone(), warehouse.clone(), env.clone()).await;
-    assert!(
-        first.status.success(),
-        "{}",
-        String::from_utf8_lossy(&first.stderr)
-    );
-    let first_run = stdout_json(&first)["run_id"].as_str().unwrap().to_string();
+    let first_run = written_run(&first);
     let before = seen(&direct);
     assert_eq!(before.0, [("orders".to_string(), 2), ("people".into(), 4)]);
     assert_eq!(before.1, first_run);
@@ -492,12 +487,7 @@ async fn a_failed_last_commit_leaves_readers_on_the_previous_whole_run() {
     // A clean run replaces it all with its own whole run.
     proxy.set_plan(|_, _| crate::common::proxy::Action::Forward);
     let fourth = extract_async(source.clone(), warehouse.clone(), env.clone()).await;
-    assert!(
-        fourth.status.success(),
-        "{}",
-        String::from_utf8_lossy(&fourth.stderr)
-    );
-    let fourth_run = stdout_json(&fourth)["run_id"].as_str().unwrap().to_string();
+    let fourth_run = written_run(&fourth);
     let after = seen(&direct);
     assert_eq!(
         after.0,
@@ -561,12 +551,7 @@ async fn a_failed_last_commit_leaves_readers_on_the_previous_whole_run() {
     assert_eq!(seen(&direct), after, "and readers do not see it");
     proxy.set_plan(|_, _| crate::common::proxy::Action::Forward);
     let sixth = extract_async(source, warehouse, env).await;
-    assert!(
-        sixth.status.success(),
-        "{}",
-        String::from_utf8_lossy(&sixth.stderr)
-    );
-    let sixth_run = stdout_json(&sixth)["run_id"].as_str().unwrap().to_string();
+    let sixth_run = written_run(&sixth);
     for table in ["sources", "tables", "columns"] {
         assert_eq!(runs_in(table), [sixth_run.as_str()], "{table}");
     }
