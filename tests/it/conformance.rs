@@ -724,6 +724,23 @@ async fn partitioned_reruns(source_root: String, warehouse: String, remote: bool
         last_sketch_commit(w.clone()).await,
         ("DELETE".to_string(), Some(1), Some(1))
     );
+    // Before it, the run's one append: the new day's sketch and the rollup, two files.
+    let append = {
+        use futures::StreamExt;
+        let t = w
+            .open(&nuvyn_executor::warehouse::PARTITION_SKETCHES)
+            .await
+            .unwrap()
+            .unwrap();
+        let info = t.history(Some(2)).skip(1).next().await.unwrap().unwrap();
+        let m = info.info["operationMetrics"].clone();
+        (
+            info.operation.clone().unwrap_or_default(),
+            m["num_added_files"].as_i64(),
+            m["num_added_rows"].as_i64(),
+        )
+    };
+    assert_eq!(append, ("WRITE".to_string(), Some(2), Some(2)));
     let after_r2 = stored(w.clone()).await;
     assert_eq!(
         after_r2,
